@@ -1,0 +1,465 @@
+//! The indexed mesh: unique vertices and triangles that point at them.
+//!
+//! STL is a triangle soup: every vertex is written once per facet that
+//! uses it (about six times on a closed mesh). Welding turns the soup into
+//! an [`IndexedMesh`], which is what topology needs (edges are pairs of
+//! vertex ids) and what later stages store and stream.
+//!
+//! # Exact weld, in parallel
+//!
+//! Two positions are the same vertex when their coordinates are equal as
+//! values (bit patterns after mapping `-0.0` to `+0.0`). The soup is cut
+//! into fixed chunks of facets; each chunk is welded on its own rayon task
+//! into a small, cache-resident hash table, producing chunk-local ids and
+//! the chunk's unique keys. A sequential merge then gives every distinct
+//! key a global id in first-occurrence order, and a parallel pass rewrites
+//! the chunk-local ids. The result does not depend on the thread count,
+//! and peak memory beyond the mesh itself is the merge table (4 bytes per
+//! slot) plus the chunks' keys.
+//!
+//! # Tolerance weld
+//!
+//! CAD exports often write `3.8e-33` where a neighbouring facet has `0.0`.
+//! [`WeldOptions::tolerance`] additionally merges vertices closer than a
+//! distance (transitively: chains of close vertices become one), using a
+//! grid of cells of that size over the already exactly-welded vertices.
+
+use glam::Vec3;
+use rayon::prelude::*;
+
+use crate::ParseError;
+use crate::stl::{FacetSource, Facets, Stl};
+
+/// A triangle mesh with shared vertices.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IndexedMesh {
+    /// Unique vertex positions.
+    pub vertices: Vec<Vec3>,
+    /// Triangles as indices into `vertices`, in the file's facet order.
+    pub faces: Vec<[u32; 3]>,
+}
+
+impl IndexedMesh {
+    /// Bytes the mesh's own buffers hold (for memory budgets and reports).
+    pub fn heap_bytes(&self) -> usize {
+        self.vertices.capacity() * std::mem::size_of::<Vec3>()
+            + self.faces.capacity() * std::mem::size_of::<[u32; 3]>()
+    }
+
+    /// The three corner positions of face `f`.
+    #[inline]
+    pub fn triangle(&self, f: usize) -> [Vec3; 3] {
+        let [a, b, c] = self.faces[f];
+        [self.vertices[a as usize], self.vertices[b as usize], self.vertices[c as usize]]
+    }
+}
+
+/// How to weld a soup.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WeldOptions {
+    /// Also merge vertices closer than this distance (file units). `None`
+    /// welds exactly equal positions only.
+    pub tolerance: Option<f32>,
+}
+
+/// Facts about the soup that welding sees once and validation reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SoupStats {
+    /// Facets in the file.
+    pub facets: u64,
+    /// Facets left out because a coordinate was NaN or infinite.
+    pub nonfinite_facets: u64,
+    /// Index of the first such facet.
+    pub first_nonfinite: Option<u64>,
+    /// Facets whose stored normal points more than 45 degrees away from
+    /// the normal their vertex order implies (zero normals excluded).
+    pub normal_mismatches: u64,
+    /// Facets whose stored normal is zero or not finite (common and
+    /// harmless: many exporters leave normals out).
+    pub zero_normals: u64,
+}
+
+/// Facets per weld chunk: small enough that a chunk's table stays in L2.
+const CHUNK: usize = 8 * 1024;
+const EMPTY: u32 = u32::MAX;
+/// Angle beyond which a stored normal counts as a mismatch: cos(45 deg).
+const NORMAL_COS: f32 = std::f32::consts::FRAC_1_SQRT_2;
+
+/// Welds a parsed STL file.
+pub fn weld_stl(stl: &Stl<'_>, options: &WeldOptions) -> Result<(IndexedMesh, SoupStats), ParseError> {
+    match stl.facets() {
+        Facets::Binary(records) => weld(records, options),
+        Facets::Ascii(facets) => weld(facets, options),
+    }
+}
+
+/// Welds any facet source into an indexed mesh.
+pub fn weld<S: FacetSource + ?Sized>(
+    source: &S,
+    options: &WeldOptions,
+) -> Result<(IndexedMesh, SoupStats), ParseError> {
+    let n = source.facet_count();
+    if n as u64 * 3 >= u64::from(EMPTY) {
+        return Err(ParseError::TooLarge { facets: n as u64 });
+    }
+    let mut faces = vec![[0u32; 3]; n];
+    let chunks: Vec<ChunkWeld> = faces
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .map_init(LocalTable::default, |table, (ci, out)| weld_chunk(source, ci * CHUNK, out, table))
+        .collect();
+
+    let mut stats = SoupStats { facets: n as u64, ..SoupStats::default() };
+    for c in &chunks {
+        stats.nonfinite_facets += c.nonfinite;
+        stats.normal_mismatches += c.normal_mismatches;
+        stats.zero_normals += c.zero_normals;
+        if stats.first_nonfinite.is_none() {
+            stats.first_nonfinite = c.first_nonfinite;
+        }
+    }
+
+    let (vertices, maps) = merge(chunks);
+    faces.par_chunks_mut(CHUNK).zip(maps.par_iter()).for_each(|(out, map)| {
+        for face in out {
+            if face[0] != EMPTY {
+                *face = [map[face[0] as usize], map[face[1] as usize], map[face[2] as usize]];
+            }
+        }
+    });
+    if stats.nonfinite_facets > 0 {
+        faces.retain(|f| f[0] != EMPTY);
+    }
+    let mut mesh = IndexedMesh { vertices, faces };
+    if let Some(tolerance) = options.tolerance.filter(|t| *t > 0.0 && t.is_finite()) {
+        weld_within(&mut mesh, tolerance);
+    }
+    Ok((mesh, stats))
+}
+
+/// A position's identity: coordinate bits with `-0.0` mapped to `+0.0`.
+type Key = [u32; 3];
+
+#[inline(always)]
+fn key_of(p: [f32; 3]) -> Key {
+    // Adding +0.0 turns -0.0 into +0.0 and leaves every other value alone.
+    [(p[0] + 0.0).to_bits(), (p[1] + 0.0).to_bits(), (p[2] + 0.0).to_bits()]
+}
+
+#[inline(always)]
+fn hash(k: &Key) -> u64 {
+    // Two folded 64x64->128 multiplies: good avalanche for the highly
+    // regular bit patterns of grid-aligned CAD coordinates.
+    #[inline(always)]
+    fn fold(x: u64, k: u64) -> u64 {
+        let p = u128::from(x) * u128::from(k);
+        (p as u64) ^ ((p >> 64) as u64)
+    }
+    let a = u64::from(k[0]) | (u64::from(k[1]) << 32);
+    let h = fold(a ^ 0x243f_6a88_85a3_08d3, 0x9e37_79b9_7f4a_7c15);
+    fold(h ^ u64::from(k[2]), 0xbf58_476d_1ce4_e5b9)
+}
+
+/// One chunk's result: its distinct keys in first-occurrence order.
+struct ChunkWeld {
+    keys: Vec<Key>,
+    nonfinite: u64,
+    first_nonfinite: Option<u64>,
+    normal_mismatches: u64,
+    zero_normals: u64,
+}
+
+/// Open-addressing table of `(hash, local id)` reused across chunks.
+#[derive(Default)]
+struct LocalTable {
+    slots: Vec<(u32, u32)>,
+}
+
+impl LocalTable {
+    fn reset(&mut self, min_slots: usize) {
+        let size = min_slots.next_power_of_two().max(1024);
+        if self.slots.len() != size {
+            self.slots = vec![(0, EMPTY); size];
+        } else {
+            self.slots.fill((0, EMPTY));
+        }
+    }
+
+    #[inline(always)]
+    fn id(&mut self, key: Key, keys: &mut Vec<Key>) -> u32 {
+        let h = hash(&key);
+        let tag = (h >> 32) as u32;
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            let (t, id) = self.slots[i];
+            if id == EMPTY {
+                let id = keys.len() as u32;
+                keys.push(key);
+                self.slots[i] = (tag, id);
+                return id;
+            }
+            if t == tag && keys[id as usize] == key {
+                return id;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+fn weld_chunk<S: FacetSource + ?Sized>(
+    source: &S,
+    start: usize,
+    out: &mut [[u32; 3]],
+    table: &mut LocalTable,
+) -> ChunkWeld {
+    // At most 3 distinct keys per facet; load factor stays <= 0.5 even then.
+    table.reset(out.len() * 6);
+    let mut result = ChunkWeld {
+        keys: Vec::with_capacity(out.len()),
+        nonfinite: 0,
+        first_nonfinite: None,
+        normal_mismatches: 0,
+        zero_normals: 0,
+    };
+    for (k, face) in out.iter_mut().enumerate() {
+        let i = start + k;
+        let v = source.vertices(i);
+        if !v.iter().flatten().all(|c| c.is_finite()) {
+            *face = [EMPTY; 3];
+            result.nonfinite += 1;
+            result.first_nonfinite.get_or_insert(i as u64);
+            continue;
+        }
+        *face = [
+            table.id(key_of(v[0]), &mut result.keys),
+            table.id(key_of(v[1]), &mut result.keys),
+            table.id(key_of(v[2]), &mut result.keys),
+        ];
+        match normal_agrees(source.normal(i), v) {
+            Some(false) => result.normal_mismatches += 1,
+            None => result.zero_normals += 1,
+            Some(true) => {}
+        }
+    }
+    result
+}
+
+/// `None` when the stored normal carries no direction; otherwise whether it
+/// agrees with the winding. A degenerate triangle agrees with anything.
+#[inline]
+fn normal_agrees(stored: [f32; 3], v: [[f32; 3]; 3]) -> Option<bool> {
+    let n = Vec3::from(stored);
+    if !n.is_finite() || n == Vec3::ZERO {
+        return None;
+    }
+    let [a, b, c] = v.map(Vec3::from);
+    let computed = (b - a).cross(c - a);
+    let (ln, lc) = (n.length(), computed.length());
+    if lc.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || !lc.is_finite() {
+        return Some(true);
+    }
+    Some(n.dot(computed) >= NORMAL_COS * ln * lc)
+}
+
+/// Gives every distinct key a global id in first-occurrence order; returns
+/// the vertices and, per chunk, the local-to-global id map.
+fn merge(chunks: Vec<ChunkWeld>) -> (Vec<Vec3>, Vec<Vec<u32>>) {
+    let upper: usize = chunks.iter().map(|c| c.keys.len()).sum();
+    let size = (upper + upper / 2 + 1).next_power_of_two().max(1024);
+    let mask = size - 1;
+    let mut slots = vec![EMPTY; size];
+    let mut keys: Vec<Key> = Vec::with_capacity(upper);
+    let mut maps = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let mut map = Vec::with_capacity(chunk.keys.len());
+        for key in &chunk.keys {
+            let mut i = hash(key) as usize & mask;
+            let id = loop {
+                let id = slots[i];
+                if id == EMPTY {
+                    let id = keys.len() as u32;
+                    keys.push(*key);
+                    slots[i] = id;
+                    break id;
+                }
+                if keys[id as usize] == *key {
+                    break id;
+                }
+                i = (i + 1) & mask;
+            };
+            map.push(id);
+        }
+        maps.push(map);
+        // `chunk.keys` is dropped here, so the chunks' memory shrinks as
+        // the merged vertices grow.
+    }
+    drop(slots);
+    let vertices = keys
+        .iter()
+        .map(|k| Vec3::new(f32::from_bits(k[0]), f32::from_bits(k[1]), f32::from_bits(k[2])))
+        .collect();
+    (vertices, maps)
+}
+
+/// Merges vertices closer than `tolerance` (transitively), keeping the
+/// position of the first vertex of each group, and renumbers the faces.
+fn weld_within(mesh: &mut IndexedMesh, tolerance: f32) {
+    let n = mesh.vertices.len();
+    let cell_of = |p: Vec3| -> [i64; 3] {
+        // `as` saturates, so coordinates far beyond tolerance * 2^63 share
+        // edge cells; they are still compared by distance below.
+        let c = p / tolerance;
+        [c.x.floor() as i64, c.y.floor() as i64, c.z.floor() as i64]
+    };
+    let mut order: Vec<(u32, [i64; 3])> =
+        mesh.vertices.iter().enumerate().map(|(i, p)| (i as u32, cell_of(*p))).collect();
+    order.par_sort_unstable_by_key(|&(i, c)| (c, i));
+
+    let mut parent: Vec<u32> = (0..n as u32).collect();
+    fn find(parent: &mut [u32], mut x: u32) -> u32 {
+        while parent[x as usize] != x {
+            let up = parent[parent[x as usize] as usize];
+            parent[x as usize] = up;
+            x = up;
+        }
+        x
+    }
+    let tol2 = tolerance * tolerance;
+    let cells = |c: [i64; 3]| order.partition_point(|&(_, k)| k < c);
+    for &(v, c) in &order {
+        let p = mesh.vertices[v as usize];
+        for dx in -1..=1i64 {
+            for dy in -1..=1i64 {
+                for dz in -1..=1i64 {
+                    let nc = [c[0].saturating_add(dx), c[1].saturating_add(dy), c[2].saturating_add(dz)];
+                    let mut j = cells(nc);
+                    while j < order.len() && order[j].1 == nc {
+                        let w = order[j].0;
+                        if w > v && mesh.vertices[w as usize].distance_squared(p) <= tol2 {
+                            let (a, b) = (find(&mut parent, v), find(&mut parent, w));
+                            // Link under the smaller id: the group keeps
+                            // its first vertex.
+                            let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+                            parent[hi as usize] = lo;
+                        }
+                        j += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut new_id = vec![EMPTY; n];
+    let mut vertices = Vec::new();
+    for v in 0..n as u32 {
+        let root = find(&mut parent, v);
+        if root == v {
+            new_id[v as usize] = vertices.len() as u32;
+            vertices.push(mesh.vertices[v as usize]);
+        }
+    }
+    for v in 0..n as u32 {
+        let root = find(&mut parent, v);
+        new_id[v as usize] = new_id[root as usize];
+    }
+    for face in &mut mesh.faces {
+        *face = face.map(|i| new_id[i as usize]);
+    }
+    mesh.vertices = vertices;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stl::Facet;
+
+    fn weld_facets(f: &[Facet], tolerance: Option<f32>) -> IndexedMesh {
+        weld(f, &WeldOptions { tolerance }).expect("welds").0
+    }
+
+    #[test]
+    fn cube_welds_to_eight_vertices_in_first_occurrence_order() {
+        let facets = crate::testutil::cube_facets();
+        let mesh = weld_facets(&facets, None);
+        assert_eq!(mesh.vertices.len(), 8);
+        assert_eq!(mesh.faces.len(), 12);
+        let [a, b, c] = facets[0].vertices;
+        assert_eq!(&mesh.vertices[..3], &[Vec3::from(a), Vec3::from(b), Vec3::from(c)]);
+        assert_eq!(mesh.faces[0], [0, 1, 2]);
+        for (f, facet) in mesh.faces.iter().zip(&facets) {
+            for (&id, &v) in f.iter().zip(&facet.vertices) {
+                assert_eq!(mesh.vertices[id as usize], Vec3::from(v));
+            }
+        }
+    }
+
+    #[test]
+    fn negative_zero_welds_with_positive_zero() {
+        let f = [
+            Facet { normal: [0.0; 3], vertices: [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]] },
+            Facet { normal: [0.0; 3], vertices: [[-0.0, 0.0, -0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]] },
+        ];
+        assert_eq!(weld_facets(&f, None).vertices.len(), 3);
+    }
+
+    #[test]
+    fn non_finite_facets_are_dropped_and_counted() {
+        let mut f = crate::testutil::cube_facets();
+        f[3].vertices[1][2] = f32::NAN;
+        f[7].vertices[0][0] = f32::INFINITY;
+        let (mesh, stats) = weld(&f[..], &WeldOptions::default()).expect("welds");
+        assert_eq!(mesh.faces.len(), 10);
+        assert_eq!((stats.nonfinite_facets, stats.first_nonfinite), (2, Some(3)));
+        assert!(mesh.vertices.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn tolerance_merges_near_vertices_transitively() {
+        let f = [
+            Facet { normal: [0.0; 3], vertices: [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]] },
+            Facet { normal: [0.0; 3], vertices: [[3.8e-33, 0.0, 0.0], [1.0, 1e-7, 0.0], [0.0, 1.0, 2e-7]] },
+        ];
+        assert_eq!(weld_facets(&f, None).vertices.len(), 6);
+        let m = weld_facets(&f, Some(1e-6));
+        assert_eq!(m.vertices.len(), 3);
+        assert_eq!(m.faces, vec![[0, 1, 2], [0, 1, 2]]);
+        // The first vertex of each group keeps its position.
+        assert_eq!(m.vertices[0], Vec3::ZERO);
+    }
+
+    #[test]
+    fn chunk_boundaries_do_not_change_the_result() {
+        // Enough facets for several chunks, with vertices shared across them.
+        let facets: Vec<Facet> = (0..3 * CHUNK + 17)
+            .map(|i| {
+                let x = (i % 97) as f32;
+                let y = (i / 97) as f32;
+                Facet { normal: [0.0; 3], vertices: [[x, y, 0.0], [x + 1.0, y, 0.0], [x, y + 1.0, 0.0]] }
+            })
+            .collect();
+        let mesh = weld_facets(&facets, None);
+        let mut seen = std::collections::HashMap::new();
+        for f in &facets {
+            for v in f.vertices {
+                let next = seen.len();
+                seen.entry(key_of(v)).or_insert(next);
+            }
+        }
+        assert_eq!(mesh.vertices.len(), seen.len());
+        for (face, f) in mesh.faces.iter().zip(&facets) {
+            for k in 0..3 {
+                assert_eq!(face[k] as usize, seen[&key_of(f.vertices[k])]);
+            }
+        }
+    }
+
+    #[test]
+    fn normal_check() {
+        let v = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
+        assert_eq!(normal_agrees([0.0, 0.0, 1.0], v), Some(true));
+        assert_eq!(normal_agrees([0.0, 0.0, -1.0], v), Some(false));
+        assert_eq!(normal_agrees([1.0, 0.0, 0.2], v), Some(false));
+        assert_eq!(normal_agrees([0.0, 0.0, 0.0], v), None);
+        assert_eq!(normal_agrees([f32::NAN, 0.0, 0.0], v), None);
+    }
+}

@@ -1,0 +1,203 @@
+//! The `strata` command: a thin CLI over the library crates.
+//!
+//! Each subcommand parses its flags, calls one library entry point per
+//! input and formats the result; no model logic lives here.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use strata_core::{Error, Inspection, ModelBytes, ValidateOptions, ValidationReport, Warning, WeldOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about = "Parse, validate, slice and stream 3D models for printing")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse STL files and report their geometry and defects.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct InspectArgs {
+    /// Model files (binary or ASCII STL).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print one JSON object per file, one per line.
+    #[arg(long)]
+    json: bool,
+    /// Also merge vertices closer than this distance (file units).
+    #[arg(long, value_name = "T", value_parser = parse_tolerance, allow_negative_numbers = true)]
+    weld_tolerance: Option<f32>,
+    /// Count self-intersecting face pairs (slower).
+    #[arg(long)]
+    self_intersections: bool,
+}
+
+fn parse_tolerance(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        Ok(_) => Err("must be a finite number >= 0".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Inspect(args) => inspect(&args),
+    }
+}
+
+/// One line of `strata inspect --json`.
+#[derive(Serialize)]
+struct InspectLine<'a> {
+    file: &'a str,
+    format: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weld_tolerance: Option<f32>,
+    #[serde(flatten)]
+    report: &'a ValidationReport,
+    warnings: &'a [Warning],
+}
+
+#[derive(Serialize)]
+struct ErrorLine<'a> {
+    file: &'a str,
+    error: ErrorBody,
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: String,
+}
+
+fn inspect(args: &InspectArgs) -> ExitCode {
+    let weld = WeldOptions { tolerance: args.weld_tolerance };
+    let validate = ValidateOptions { self_intersections: args.self_intersections };
+    let mut failed = false;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for path in &args.files {
+        let name = path.to_string_lossy();
+        let result = load(path).and_then(|bytes| {
+            strata_core::inspect(bytes.as_bytes(), &weld, &validate)
+                .map_err(|source| Error::Parse { path: path.clone(), source })
+        });
+        let written = match (&result, args.json) {
+            (Ok(ins), true) => {
+                let line = InspectLine {
+                    file: &name,
+                    format: ins.format,
+                    weld_tolerance: args.weld_tolerance,
+                    report: &ins.report,
+                    warnings: &ins.warnings,
+                };
+                write_json(&mut out, &line)
+            }
+            (Ok(ins), false) => write!(out, "{}", summary(&name, ins)),
+            (Err(e), true) => {
+                let line =
+                    ErrorLine { file: &name, error: ErrorBody { code: e.code(), message: e.reason() } };
+                write_json(&mut out, &line)
+            }
+            (Err(e), false) => {
+                eprintln!("error: {e}");
+                Ok(())
+            }
+        };
+        failed |= result.is_err();
+        if written.is_err() {
+            // Stdout is gone (a closed pipe): nothing more can be reported.
+            return ExitCode::FAILURE;
+        }
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn load(path: &Path) -> Result<ModelBytes, Error> {
+    if path.is_dir() {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("is a directory, not a model file"),
+        });
+    }
+    // SAFETY: `inspect` reads files the user named on the command line, as
+    // ripgrep does: if another process truncates one while we parse it, the
+    // map may fault. The user owns that race; services spool uploads to
+    // their own directory instead.
+    unsafe { ModelBytes::map(path) }
+}
+
+fn write_json(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+/// The human-readable report.
+fn summary(name: &str, ins: &Inspection) -> String {
+    let r = &ins.report;
+    let mut s = format!("{name}: {} STL, {} triangles, {} vertices\n", ins.format, r.triangles, r.vertices);
+    if let (Some(lo), Some(hi)) = (r.bbox_min, r.bbox_max) {
+        s += &format!(
+            "  size       {} x {} x {}   (from {} to {})\n",
+            g(hi[0] - lo[0]),
+            g(hi[1] - lo[1]),
+            g(hi[2] - lo[2]),
+            triple(lo),
+            triple(hi)
+        );
+    }
+    s += &format!("  area       {}\n  volume     {}\n", g64(r.area), g64(r.volume));
+    let yes_no = |b: bool, yes: &str, no: &str| if b { yes.to_string() } else { no.to_string() };
+    s += &format!(
+        "  topology   {}, {}, {}; {} bod{}, Euler number {}\n",
+        yes_no(r.watertight, "watertight", "not watertight"),
+        yes_no(r.winding_consistent, "consistent winding", "inconsistent winding"),
+        yes_no(r.is_volume, "a valid volume", "not a valid volume"),
+        r.bodies,
+        if r.bodies == 1 { "y" } else { "ies" },
+        r.euler_number
+    );
+    let defects: Vec<String> = [
+        (r.boundary_edges, "boundary edges"),
+        (r.nonmanifold_edges, "non-manifold edges"),
+        (r.misoriented_edges, "misoriented edges"),
+        (r.degenerate_faces, "degenerate faces"),
+        (r.duplicate_faces, "duplicate faces"),
+        (r.normal_mismatches, "stored normals disagreeing with winding"),
+        (r.nonfinite_facets, "non-finite facets dropped"),
+        (r.self_intersections.unwrap_or(0), "self-intersecting face pairs"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    s += &format!(
+        "  defects    {}\n",
+        if defects.is_empty() { "none".to_string() } else { defects.join(", ") }
+    );
+    for w in &ins.warnings {
+        s += &format!("  warning    {w}\n");
+    }
+    s
+}
+
+fn g(x: f32) -> String {
+    format!("{}", (f64::from(x) * 1e6).round() / 1e6)
+}
+
+fn g64(x: f64) -> String {
+    if x != 0.0 && (x.abs() >= 1e9 || x.abs() < 1e-3) { format!("{x:.6e}") } else { format!("{:.6}", x) }
+}
+
+fn triple(v: [f32; 3]) -> String {
+    format!("[{}, {}, {}]", g(v[0]), g(v[1]), g(v[2]))
+}

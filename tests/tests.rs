@@ -1,0 +1,15 @@
+//! End-to-end tests, compiled as one binary (ripgrep's layout): each module
+//! drives the real `strata` executable or the public library API.
+
+// Helpers: running the binary, reading dataset manifests.
+mod util;
+
+// `strata inspect`: output shape, exit codes and error messages.
+mod inspect;
+
+// Every model of a dataset folder against the reference values that
+// independent tools computed (datasets/MANIFEST.tsv and oracle.jsonl).
+mod oracle;
+
+// Replays the fuzz corpora so crashes found once stay fixed.
+mod fuzz_corpus;

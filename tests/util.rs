@@ -1,0 +1,97 @@
+//! Shared helpers for the integration tests.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `strata` binary under test.
+pub(crate) fn strata() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+/// Runs `strata` with `args` and returns its output.
+pub(crate) fn run(args: &[&str]) -> Output {
+    strata().args(args).output().expect("the strata binary runs")
+}
+
+/// The repository's own sample models.
+pub(crate) fn repo_datasets() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets")
+}
+
+/// One row of a `MANIFEST.tsv`, by column name.
+#[derive(Debug, Clone)]
+pub(crate) struct Row(pub(crate) HashMap<String, String>);
+
+impl Row {
+    pub(crate) fn get(&self, column: &str) -> &str {
+        self.0.get(column).map(String::as_str).unwrap_or_else(|| panic!("MANIFEST has no column {column}"))
+    }
+
+    pub(crate) fn file(&self) -> &str {
+        self.get("file")
+    }
+
+    pub(crate) fn u64(&self, column: &str) -> u64 {
+        self.get(column)
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {column}={:?}: {e}", self.file(), self.get(column)))
+    }
+
+    pub(crate) fn f64(&self, column: &str) -> f64 {
+        self.get(column)
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {column}={:?}: {e}", self.file(), self.get(column)))
+    }
+
+    pub(crate) fn bool(&self, column: &str) -> bool {
+        match self.get(column) {
+            "True" => true,
+            "False" => false,
+            other => panic!("{}: {column}={other:?} is not a boolean", self.file()),
+        }
+    }
+
+    pub(crate) fn triple(&self, column: &str) -> [f64; 3] {
+        let v: Vec<f64> = self.get(column).split_whitespace().map(|x| x.parse().expect("a number")).collect();
+        v.try_into().unwrap_or_else(|v| panic!("{}: {column} is not 3 numbers: {v:?}", self.file()))
+    }
+}
+
+/// Reads `dir/MANIFEST.tsv`.
+pub(crate) fn manifest(dir: &Path) -> Vec<Row> {
+    let path = dir.join("MANIFEST.tsv");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header line").split('\t').collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let cells: Vec<&str> = l.split('\t').collect();
+            assert_eq!(cells.len(), header.len(), "MANIFEST row has the wrong number of cells: {l}");
+            Row(header.iter().zip(cells).map(|(h, c)| (h.to_string(), c.to_string())).collect())
+        })
+        .collect()
+}
+
+/// Reads `dir/oracle.jsonl`, keyed by file name.
+pub(crate) fn oracle(dir: &Path) -> HashMap<String, serde_json::Value> {
+    let path = dir.join("oracle.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("oracle line is JSON");
+            let file = v["file"].as_str().expect("oracle line has a file").to_string();
+            (file, v)
+        })
+        .collect()
+}
+
+/// Parses each stdout line as JSON.
+pub(crate) fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
