@@ -64,6 +64,9 @@ pub fn inspect(
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 pub(crate) mod testutil {
     pub(crate) use crate::synth::cube_facets;
 }

@@ -119,14 +119,7 @@ pub fn weld<S: FacetSource + ?Sized>(
         }
     }
 
-    let (vertices, maps) = merge(chunks);
-    faces.par_chunks_mut(CHUNK).zip(maps.par_iter()).for_each(|(out, map)| {
-        for face in out {
-            if face[0] != EMPTY {
-                *face = [map[face[0] as usize], map[face[1] as usize], map[face[2] as usize]];
-            }
-        }
-    });
+    let vertices = merge(source, &mut faces, &chunks);
     if stats.nonfinite_facets > 0 {
         faces.retain(|f| f[0] != EMPTY);
     }
@@ -160,33 +153,58 @@ fn hash(k: &Key) -> u64 {
     fold(h ^ u64::from(k[2]), 0xbf58_476d_1ce4_e5b9)
 }
 
-/// One chunk's result: its distinct keys in first-occurrence order.
+/// One chunk's result. Its distinct keys are not kept: local ids are
+/// handed out in first-occurrence order, so the merge finds each key again
+/// at the first corner carrying the next unseen id.
 struct ChunkWeld {
-    keys: Vec<Key>,
+    distinct: u32,
     nonfinite: u64,
     first_nonfinite: Option<u64>,
     normal_mismatches: u64,
     zero_normals: u64,
 }
 
-/// Open-addressing table of `(hash, local id)` reused across chunks.
+/// Open-addressing table of `(hash, local id)` and the chunk's keys, both
+/// reused across the chunks one rayon worker welds.
 #[derive(Default)]
 struct LocalTable {
     slots: Vec<(u32, u32)>,
+    keys: Vec<Key>,
 }
 
 impl LocalTable {
-    fn reset(&mut self, min_slots: usize) {
-        let size = min_slots.next_power_of_two().max(1024);
-        if self.slots.len() != size {
-            self.slots = vec![(0, EMPTY); size];
+    /// Starting size: a closed mesh has about one distinct vertex per two
+    /// facets, so this keeps the load under 1/2 without growing for most
+    /// chunks, and the per-chunk clear stays small.
+    const START: usize = 2 * CHUNK;
+
+    fn reset(&mut self) {
+        if self.slots.len() != Self::START {
+            self.slots = vec![(0, EMPTY); Self::START];
         } else {
             self.slots.fill((0, EMPTY));
+        }
+        self.keys.clear();
+    }
+
+    fn grow(&mut self) {
+        let size = self.slots.len() * 2;
+        self.slots = vec![(0, EMPTY); size];
+        for (id, key) in self.keys.iter().enumerate() {
+            let h = hash(key);
+            let mut i = h as usize & (size - 1);
+            while self.slots[i].1 != EMPTY {
+                i = (i + 1) & (size - 1);
+            }
+            self.slots[i] = ((h >> 32) as u32, id as u32);
         }
     }
 
     #[inline(always)]
-    fn id(&mut self, key: Key, keys: &mut Vec<Key>) -> u32 {
+    fn id(&mut self, key: Key) -> u32 {
+        if self.keys.len() * 2 >= self.slots.len() {
+            self.grow();
+        }
         let h = hash(&key);
         let tag = (h >> 32) as u32;
         let mask = self.slots.len() - 1;
@@ -194,12 +212,12 @@ impl LocalTable {
         loop {
             let (t, id) = self.slots[i];
             if id == EMPTY {
-                let id = keys.len() as u32;
-                keys.push(key);
+                let id = self.keys.len() as u32;
+                self.keys.push(key);
                 self.slots[i] = (tag, id);
                 return id;
             }
-            if t == tag && keys[id as usize] == key {
+            if t == tag && self.keys[id as usize] == key {
                 return id;
             }
             i = (i + 1) & mask;
@@ -213,15 +231,9 @@ fn weld_chunk<S: FacetSource + ?Sized>(
     out: &mut [[u32; 3]],
     table: &mut LocalTable,
 ) -> ChunkWeld {
-    // At most 3 distinct keys per facet; load factor stays <= 0.5 even then.
-    table.reset(out.len() * 6);
-    let mut result = ChunkWeld {
-        keys: Vec::with_capacity(out.len()),
-        nonfinite: 0,
-        first_nonfinite: None,
-        normal_mismatches: 0,
-        zero_normals: 0,
-    };
+    table.reset();
+    let mut result =
+        ChunkWeld { distinct: 0, nonfinite: 0, first_nonfinite: None, normal_mismatches: 0, zero_normals: 0 };
     for (k, face) in out.iter_mut().enumerate() {
         let i = start + k;
         let v = source.vertices(i);
@@ -231,17 +243,14 @@ fn weld_chunk<S: FacetSource + ?Sized>(
             result.first_nonfinite.get_or_insert(i as u64);
             continue;
         }
-        *face = [
-            table.id(key_of(v[0]), &mut result.keys),
-            table.id(key_of(v[1]), &mut result.keys),
-            table.id(key_of(v[2]), &mut result.keys),
-        ];
+        *face = [table.id(key_of(v[0])), table.id(key_of(v[1])), table.id(key_of(v[2]))];
         match normal_agrees(source.normal(i), v) {
             Some(false) => result.normal_mismatches += 1,
             None => result.zero_normals += 1,
             Some(true) => {}
         }
     }
+    result.distinct = table.keys.len() as u32;
     result
 }
 
@@ -262,44 +271,107 @@ fn normal_agrees(stored: [f32; 3], v: [[f32; 3]; 3]) -> Option<bool> {
     Some(n.dot(computed) >= NORMAL_COS * ln * lc)
 }
 
-/// Gives every distinct key a global id in first-occurrence order; returns
-/// the vertices and, per chunk, the local-to-global id map.
-fn merge(chunks: Vec<ChunkWeld>) -> (Vec<Vec3>, Vec<Vec<u32>>) {
-    let upper: usize = chunks.iter().map(|c| c.keys.len()).sum();
-    let size = (upper + upper / 2 + 1).next_power_of_two().max(1024);
-    let mask = size - 1;
-    let mut slots = vec![EMPTY; size];
-    let mut keys: Vec<Key> = Vec::with_capacity(upper);
-    let mut maps = Vec::with_capacity(chunks.len());
-    for chunk in chunks {
-        let mut map = Vec::with_capacity(chunk.keys.len());
-        for key in &chunk.keys {
-            let mut i = hash(key) as usize & mask;
-            let id = loop {
-                let id = slots[i];
-                if id == EMPTY {
-                    let id = keys.len() as u32;
-                    keys.push(*key);
-                    slots[i] = id;
-                    break id;
+/// Gives every distinct key a global id in first-occurrence order and
+/// rewrites each chunk's local ids in `faces` to those global ids.
+///
+/// Keys are read again from the source at their first corner (local ids
+/// are handed out in first-occurrence order, so the first corner carrying
+/// the next unseen id is where its key is). Each table slot holds a vertex
+/// id and 32 bits of its hash, so a probe reads a vertex to compare only
+/// when the tags match; the table is sized to the keys rather than to a
+/// power of two (multiply-shift maps a hash onto any size). Scratch beyond
+/// the mesh: 10 bytes per distinct key of the chunks.
+///
+/// The merge is sequential (that is what makes ids first-occurrence
+/// ordered), and each key's first probe is a cache miss in a table of tens
+/// of megabytes. So a chunk's new keys are gathered first and their slots
+/// read in one independent sweep, which lets the CPU overlap the misses;
+/// the in-order pass that follows then finds the slots in cache.
+fn merge<S: FacetSource + ?Sized>(source: &S, faces: &mut [[u32; 3]], chunks: &[ChunkWeld]) -> Vec<Vec3> {
+    let upper: usize = chunks.iter().map(|c| c.distinct as usize).sum();
+    let mut table = GlobalTable::new(upper);
+    let mut vertices: Vec<Vec3> = Vec::with_capacity(upper);
+    let mut batch: Vec<(Key, u64)> = Vec::with_capacity(CHUNK * 3);
+    let mut map: Vec<u32> = Vec::with_capacity(CHUNK * 3);
+    for (c, out) in faces.chunks_mut(CHUNK).enumerate() {
+        batch.clear();
+        let start = c * CHUNK;
+        for (k, face) in out.iter().enumerate() {
+            if face[0] == EMPTY || face.iter().all(|&local| (local as usize) < batch.len()) {
+                continue;
+            }
+            let corners = source.vertices(start + k);
+            for (&local, corner) in face.iter().zip(corners) {
+                if local as usize == batch.len() {
+                    let key = key_of(corner);
+                    batch.push((key, hash(&key)));
                 }
-                if keys[id as usize] == *key {
-                    break id;
-                }
-                i = (i + 1) & mask;
-            };
-            map.push(id);
+            }
         }
-        maps.push(map);
-        // `chunk.keys` is dropped here, so the chunks' memory shrinks as
-        // the merged vertices grow.
+        debug_assert_eq!(batch.len(), chunks[c].distinct as usize);
+        for &(_, h) in &batch {
+            table.touch(h);
+        }
+        map.clear();
+        map.extend(batch.iter().map(|&(key, h)| table.id(key, h, &mut vertices)));
+        for face in out.iter_mut().filter(|f| f[0] != EMPTY) {
+            *face = face.map(|local| map[local as usize]);
+        }
     }
-    drop(slots);
-    let vertices = keys
-        .iter()
-        .map(|k| Vec3::new(f32::from_bits(k[0]), f32::from_bits(k[1]), f32::from_bits(k[2])))
-        .collect();
-    (vertices, maps)
+    drop(table);
+    vertices.shrink_to_fit();
+    vertices
+}
+
+/// The merge's open-addressing table: `tag << 32 | vertex id` per slot.
+struct GlobalTable {
+    slots: Vec<u64>,
+}
+
+impl GlobalTable {
+    const FREE: u64 = u64::MAX;
+
+    fn new(keys: usize) -> GlobalTable {
+        GlobalTable { slots: vec![Self::FREE; keys + keys / 4 + 16] }
+    }
+
+    #[inline(always)]
+    fn home(&self, h: u64) -> usize {
+        ((u128::from(h) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    /// Reads the key's first slot so its cache line is on its way.
+    #[inline(always)]
+    fn touch(&self, h: u64) {
+        std::hint::black_box(self.slots[self.home(h)]);
+    }
+
+    #[inline(always)]
+    fn id(&mut self, key: Key, h: u64, vertices: &mut Vec<Vec3>) -> u32 {
+        let tag = h >> 32;
+        let mut i = self.home(h);
+        loop {
+            let slot = self.slots[i];
+            if slot == Self::FREE {
+                let id = vertices.len() as u32;
+                vertices.push(vertex_of(&key));
+                self.slots[i] = (tag << 32) | u64::from(id);
+                return id;
+            }
+            if slot >> 32 == tag && key_of(vertices[slot as u32 as usize].to_array()) == key {
+                return slot as u32;
+            }
+            i += 1;
+            if i == self.slots.len() {
+                i = 0;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn vertex_of(k: &Key) -> Vec3 {
+    Vec3::new(f32::from_bits(k[0]), f32::from_bits(k[1]), f32::from_bits(k[2]))
 }
 
 /// Merges vertices closer than `tolerance` (transitively), keeping the

@@ -161,8 +161,27 @@ fn solid<'a>(i: &'a [u8], out: &mut Vec<Facet>) -> Res<'a, End> {
     }
 }
 
+/// Inputs at least this large are cut at facet boundaries and parsed on
+/// every core; below it the split costs more than it saves.
+const PARALLEL_MIN: usize = 1 << 20;
+
 /// Parses a whole ASCII STL file (the caller checked it starts with `solid`).
+///
+/// Large files take the parallel path first. It accepts only the plain
+/// well-formed shape (every solid closed, nothing after the last one); any
+/// error, warning or oddity sends the file through the sequential parser,
+/// so results and error messages are the same either way.
 pub(super) fn parse(bytes: &[u8]) -> Result<(Vec<Facet>, usize, Vec<Warning>), ParseError> {
+    if bytes.len() >= PARALLEL_MIN
+        && rayon::current_num_threads() > 1
+        && let Some((facets, solids)) = parse_parallel(bytes)
+    {
+        return Ok((facets, solids, Vec::new()));
+    }
+    parse_sequential(bytes)
+}
+
+fn parse_sequential(bytes: &[u8]) -> Result<(Vec<Facet>, usize, Vec<Warning>), ParseError> {
     // A facet takes at least ~120 bytes of text; the estimate is bounded by
     // the input's real length, never by anything the file declares.
     let mut facets = Vec::with_capacity(bytes.len() / 160);
@@ -182,6 +201,124 @@ pub(super) fn parse(bytes: &[u8]) -> Result<(Vec<Facet>, usize, Vec<Warning>), P
         i = rest;
     }
     Ok((facets, solids, warnings))
+}
+
+/// `solid` or `endsolid` lines met in a piece, with the number of the
+/// piece's facets that came before each.
+enum Mark {
+    Solid(usize),
+    Endsolid(usize),
+}
+
+struct Piece {
+    facets: Vec<Facet>,
+    marks: Vec<Mark>,
+}
+
+fn parse_parallel(bytes: &[u8]) -> Option<(Vec<Facet>, usize)> {
+    use rayon::prelude::*;
+    let pieces = rayon::current_num_threads() * 4;
+    let mut cuts = vec![0];
+    for k in 1..pieces {
+        let from = (bytes.len() / pieces * k).max(*cuts.last()?);
+        match next_cut(bytes, from) {
+            Some(cut) if cut < bytes.len() => cuts.push(cut),
+            _ => break,
+        }
+    }
+    cuts.push(bytes.len());
+    let last = cuts.len() - 2;
+    let parsed: Vec<Option<Piece>> =
+        cuts.par_windows(2).enumerate().map(|(k, w)| piece(&bytes[w[0]..w[1]], k == last)).collect();
+
+    // The pieces must join into `solid facet* endsolid`, repeated.
+    let mut open = false;
+    let mut solids = 0;
+    let total = parsed.iter().map(|p| p.as_ref().map_or(0, |p| p.facets.len())).sum();
+    let mut facets = Vec::with_capacity(total);
+    for p in parsed {
+        let p = p?;
+        let mut seen = 0;
+        for mark in &p.marks {
+            let (at, opens) = match *mark {
+                Mark::Solid(at) => (at, true),
+                Mark::Endsolid(at) => (at, false),
+            };
+            if at > seen && !open || open == opens {
+                return None;
+            }
+            seen = at;
+            open = opens;
+            solids += usize::from(opens);
+        }
+        if p.facets.len() > seen && !open {
+            return None;
+        }
+        facets.extend_from_slice(&p.facets);
+    }
+    (!open && solids > 0).then_some((facets, solids))
+}
+
+/// The start of the token after the first `endfacet` at or after `from`
+/// that stands as a word of its own.
+fn next_cut(bytes: &[u8], from: usize) -> Option<usize> {
+    const WORD: &[u8] = b"endfacet";
+    let mut i = from.max(1);
+    while i + WORD.len() < bytes.len() {
+        let at = i + bytes[i..].iter().position(|&b| b | 0x20 == b'e')?;
+        let after = at + WORD.len();
+        if after < bytes.len()
+            && bytes[at..after].eq_ignore_ascii_case(WORD)
+            && is_space(bytes[at - 1])
+            && is_space(bytes[after])
+            && follows_endloop(&bytes[..at])
+        {
+            let skip = bytes[after..].iter().position(|&b| !is_space(b)).unwrap_or(bytes.len() - after);
+            return Some(after + skip);
+        }
+        i = at + 1;
+    }
+    None
+}
+
+/// Whether `before` ends with the word `endloop` and whitespace, as every
+/// real `endfacet` does (a solid's name could hold the word too).
+fn follows_endloop(before: &[u8]) -> bool {
+    const WORD: &[u8] = b"endloop";
+    let end = before.iter().rposition(|&b| !is_space(b)).map_or(0, |p| p + 1);
+    end > WORD.len()
+        && before[end - WORD.len()..end].eq_ignore_ascii_case(WORD)
+        && is_space(before[end - WORD.len() - 1])
+}
+
+/// Parses one piece: facets and `solid`/`endsolid` lines only. A name line
+/// must end inside the piece (unless it is the last one): if it ran on, the
+/// cut was inside a name and the file goes the sequential way instead.
+fn piece(text: &[u8], is_last: bool) -> Option<Piece> {
+    let mut out = Piece { facets: Vec::with_capacity(text.len() / 160), marks: Vec::new() };
+    let (mut i, _) = ws0(text).ok()?;
+    while !i.is_empty() {
+        if starts_with_word(i, b"facet") {
+            let (rest, f) = facet(i).ok()?;
+            out.facets.push(f);
+            i = rest;
+            continue;
+        }
+        let (word, mark): (&[u8], Mark) = if starts_with_word(i, b"endsolid") {
+            (b"endsolid", Mark::Endsolid(out.facets.len()))
+        } else if starts_with_word(i, b"solid") {
+            (b"solid", Mark::Solid(out.facets.len()))
+        } else {
+            return None;
+        };
+        let (rest, _) = rest_of_line(&i[word.len()..]).ok()?;
+        if rest.is_empty() && !is_last {
+            return None;
+        }
+        out.marks.push(mark);
+        (i, _) = ws0(rest).ok()?;
+    }
+    Some(out)
 }
 
 fn to_error(whole: &[u8], err: nom::Err<Syntax<'_>>) -> ParseError {
@@ -292,6 +429,30 @@ mod tests {
         let cut = &ONE[..ONE.find("vertex 0 1 0").unwrap() + 9];
         let err = parse(cut.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("line 6"), "{err}");
+    }
+
+    #[test]
+    fn parallel_and_sequential_parses_agree() {
+        let facets = crate::synth::torus(60, 50);
+        let one = crate::synth::to_ascii_stl("a", &facets);
+        // Two solids, mixed case, odd spacing, names that contain keywords.
+        let text = format!(
+            "{one}\r\n{}",
+            one.replace("facet normal", "FACET\tNormal").replacen("solid a", "solid endfacet facet b", 1)
+        );
+        assert!(text.len() >= PARALLEL_MIN);
+        let parallel = parse_parallel(text.as_bytes()).expect("well-formed input takes the parallel path");
+        let (seq, solids, warnings) = parse_sequential(text.as_bytes()).expect("parses");
+        assert_eq!((parallel.0.len(), parallel.1), (seq.len(), solids));
+        assert!(parallel.0 == seq && warnings.is_empty());
+
+        // Anything unusual falls back and gives the sequential answer.
+        let open = text.trim_end().trim_end_matches("endsolid a").to_string();
+        assert!(parse_parallel(open.as_bytes()).is_none());
+        assert_eq!(parse(open.as_bytes()).expect("parses").2, vec![Warning::MissingEndsolid]);
+        let broken = text.replacen("vertex", "vertex oops", 5000);
+        assert!(parse_parallel(broken.as_bytes()).is_none());
+        assert_eq!(parse(broken.as_bytes()).unwrap_err(), parse_sequential(broken.as_bytes()).unwrap_err());
     }
 
     #[test]
