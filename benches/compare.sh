@@ -84,6 +84,7 @@ time_all binary "$bin5m" \
 echo "== ascii: $(basename "$asc1m") ($(stat -c %s "$asc1m") bytes)"
 time_all ascii "$asc1m" \
   -n "strata inspect" "$strata inspect --json $asc1m" \
+  -n "strata parse" "$anchors strata-parse $asc1m" \
   -n "strata parse + weld" "$anchors strata-weld $asc1m" \
   -n "mesh-loader" "$anchors mesh-loader $asc1m" \
   -n "nom_stl" "$anchors nom_stl $asc1m" \
@@ -102,7 +103,7 @@ for label, path in (("binary", bin5m), ("ascii", asc1m)):
     by = {r["command"]: r for r in res}
     s = by["strata inspect"]
     floor = by.get("floor (mmap float sum)")
-    print(f"\n{label}: {mb:.0f} MB, {runs} runs each (wall mean; CPU = user + sys)".replace("{runs}", str(len(s["times"]))))
+    print(f"\n{label}: {mb:.0f} MB, {len(s['times'])} runs each (wall mean; CPU = user + sys)")
     print(f"{'tool':32} {'wall s':>8} {'CPU s':>8} {'MB/s':>8} {'x floor':>8} {'strata faster by':>17}")
     for r in res:
         cpu = r["user"] + r["system"]

@@ -10,12 +10,17 @@
 //! Two positions are the same vertex when their coordinates are equal as
 //! values (bit patterns after mapping `-0.0` to `+0.0`). The soup is cut
 //! into fixed chunks of facets; each chunk is welded on its own rayon task
-//! into a small, cache-resident hash table, producing chunk-local ids and
-//! the chunk's unique keys. A sequential merge then gives every distinct
-//! key a global id in first-occurrence order, and a parallel pass rewrites
-//! the chunk-local ids. The result does not depend on the thread count,
-//! and peak memory beyond the mesh itself is the merge table (4 bytes per
-//! slot) plus the chunks' keys.
+//! into a small, cache-resident hash table, producing chunk-local ids. The
+//! merge then gives every distinct key a global id through a partitioned
+//! parallel hash (see [`merge`]), reading keys again from the source rather
+//! than keeping them, so the scratch beside the mesh is one tagged table.
+//!
+//! # Vertex order
+//!
+//! Vertices are grouped by hash partition and in first-occurrence order
+//! within each. The order depends only on the facets, never on the thread
+//! count, and it is a fixed point: welding the triangles of a welded mesh
+//! gives the same mesh, ids included (tested as a property).
 //!
 //! # Tolerance weld
 //!
@@ -23,6 +28,8 @@
 //! [`WeldOptions::tolerance`] additionally merges vertices closer than a
 //! distance (transitively: chains of close vertices become one), using a
 //! grid of cells of that size over the already exactly-welded vertices.
+//! Each group keeps the position of its lowest-numbered vertex, and the
+//! result is welded exactly once more so that it has the canonical order.
 
 use glam::Vec3;
 use rayon::prelude::*;
@@ -51,6 +58,23 @@ impl IndexedMesh {
     pub fn triangle(&self, f: usize) -> [Vec3; 3] {
         let [a, b, c] = self.faces[f];
         [self.vertices[a as usize], self.vertices[b as usize], self.vertices[c as usize]]
+    }
+}
+
+/// A mesh is also a facet source (without stored normals), so that its
+/// triangles can be welded again.
+impl FacetSource for IndexedMesh {
+    fn facet_count(&self) -> usize {
+        self.faces.len()
+    }
+
+    #[inline]
+    fn vertices(&self, i: usize) -> [[f32; 3]; 3] {
+        self.triangle(i).map(|v| v.to_array())
+    }
+
+    fn normal(&self, _: usize) -> [f32; 3] {
+        [0.0; 3]
     }
 }
 
@@ -119,13 +143,14 @@ pub fn weld<S: FacetSource + ?Sized>(
         }
     }
 
-    let vertices = merge(source, &mut faces, &chunks);
+    let vertices = merge(source, &mut faces, &chunks)?;
     if stats.nonfinite_facets > 0 {
         faces.retain(|f| f[0] != EMPTY);
     }
     let mut mesh = IndexedMesh { vertices, faces };
     if let Some(tolerance) = options.tolerance.filter(|t| *t > 0.0 && t.is_finite()) {
         weld_within(&mut mesh, tolerance);
+        mesh = weld(&mesh, &WeldOptions::default())?.0;
     }
     Ok((mesh, stats))
 }
@@ -271,98 +296,184 @@ fn normal_agrees(stored: [f32; 3], v: [[f32; 3]; 3]) -> Option<bool> {
     Some(n.dot(computed) >= NORMAL_COS * ln * lc)
 }
 
-/// Gives every distinct key a global id in first-occurrence order and
-/// rewrites each chunk's local ids in `faces` to those global ids.
+/// Hash partitions of the merge: fixed, so vertex order does not depend
+/// on the number of threads.
+const PARTS: usize = 8;
+const PART_SHIFT: u32 = 29;
+const LOCAL_MASK: u32 = (1 << PART_SHIFT) - 1;
+/// Chunks merged together; their keys are the only scratch held at once.
+const WAVE: usize = 16;
+
+/// Gives every distinct key a global id and rewrites each chunk's local ids
+/// in `faces` to those ids.
 ///
-/// Keys are read again from the source at their first corner (local ids
-/// are handed out in first-occurrence order, so the first corner carrying
-/// the next unseen id is where its key is). Each table slot holds a vertex
-/// id and 32 bits of its hash, so a probe reads a vertex to compare only
-/// when the tags match; the table is sized to the keys rather than to a
-/// power of two (multiply-shift maps a hash onto any size). Scratch beyond
-/// the mesh: 10 bytes per distinct key of the chunks.
-///
-/// The merge is sequential (that is what makes ids first-occurrence
-/// ordered), and each key's first probe is a cache miss in a table of tens
-/// of megabytes. So a chunk's new keys are gathered first and their slots
-/// read in one independent sweep, which lets the CPU overlap the misses;
-/// the in-order pass that follows then finds the slots in cache.
-fn merge<S: FacetSource + ?Sized>(source: &S, faces: &mut [[u32; 3]], chunks: &[ChunkWeld]) -> Vec<Vec3> {
+/// Keys are spread over [`PARTS`] partitions by hash, each with its own
+/// table and vertex list, and chunks are merged in waves: gathering each
+/// chunk's new keys (read again from the source at their first corner:
+/// local ids are handed out in first-occurrence order, so the first corner
+/// carrying the next unseen id is where its key is), resolving them per
+/// partition, and rewriting each chunk's faces all run in parallel. Within a
+/// partition keys are resolved in file order, so vertex ids are grouped by
+/// partition and in first-occurrence order inside each: deterministic, and
+/// independent of the thread count. Table slots hold a vertex id and 32 bits
+/// of its hash, so a probe reads a vertex to compare only when tags match.
+/// Scratch beyond the mesh: 10 bytes per distinct key of the chunks.
+fn merge<S: FacetSource + ?Sized>(
+    source: &S,
+    faces: &mut [[u32; 3]],
+    chunks: &[ChunkWeld],
+) -> Result<Vec<Vec3>, ParseError> {
     let upper: usize = chunks.iter().map(|c| c.distinct as usize).sum();
-    let mut table = GlobalTable::new(upper);
-    let mut vertices: Vec<Vec3> = Vec::with_capacity(upper);
-    let mut batch: Vec<(Key, u64)> = Vec::with_capacity(CHUNK * 3);
-    let mut map: Vec<u32> = Vec::with_capacity(CHUNK * 3);
-    for (c, out) in faces.chunks_mut(CHUNK).enumerate() {
-        batch.clear();
-        let start = c * CHUNK;
+    let mut parts: Vec<Partition> = (0..PARTS).map(|_| Partition::new(upper / PARTS)).collect();
+    // Scratch reused by every wave, so no wave pays for fresh pages.
+    let mut batches: Vec<Batch> = (0..WAVE).map(|_| Batch::default()).collect();
+    for (w, wave) in faces.chunks_mut(CHUNK * WAVE).enumerate() {
+        let first_chunk = w * WAVE;
+        let n = wave.len().div_ceil(CHUNK);
+        wave.par_chunks(CHUNK).zip(batches[..n].par_iter_mut()).enumerate().for_each(|(c, (out, batch))| {
+            batch.gather(source, (first_chunk + c) * CHUNK, out);
+            debug_assert_eq!(batch.order.len(), chunks[first_chunk + c].distinct as usize);
+        });
+        let batches = &batches[..n];
+        parts.par_iter_mut().enumerate().for_each(|(p, part)| part.resolve_wave(p, batches));
+        if parts.iter().any(|p| p.vertices.len() > LOCAL_MASK as usize) {
+            return Err(ParseError::TooLarge { facets: source.facet_count() as u64 });
+        }
+        let parts = &parts;
+        wave.par_chunks_mut(CHUNK).zip(batches.par_iter()).enumerate().for_each(|(c, (out, batch))| {
+            let mut next = [0usize; PARTS];
+            let map: Vec<u32> = batch
+                .order
+                .iter()
+                .map(|&p| {
+                    let p = usize::from(p);
+                    let id = parts[p].resolved[parts[p].starts[c] + next[p]];
+                    next[p] += 1;
+                    id
+                })
+                .collect();
+            for face in out.iter_mut().filter(|f| f[0] != EMPTY) {
+                *face = face.map(|local| map[local as usize]);
+            }
+        });
+    }
+    let mut base = [0u32; PARTS];
+    let mut vertices = Vec::with_capacity(parts.iter().map(|p| p.vertices.len()).sum());
+    for (p, part) in parts.into_iter().enumerate() {
+        base[p] = vertices.len() as u32;
+        let Partition { vertices: v, table, .. } = part;
+        drop(table);
+        vertices.extend_from_slice(&v);
+    }
+    faces.par_chunks_mut(CHUNK).for_each(|out| {
+        for face in out.iter_mut().filter(|f| f[0] != EMPTY) {
+            *face = face.map(|id| base[(id >> PART_SHIFT) as usize] + (id & LOCAL_MASK));
+        }
+    });
+    Ok(vertices)
+}
+
+#[inline(always)]
+fn part_of(h: u64) -> usize {
+    // The low bits: the table position comes from the high bits (`h * size
+    // >> 64`), so partitioning by those would crowd each partition's keys
+    // into one stretch of its table.
+    h as usize & (PARTS - 1)
+}
+
+/// One chunk's distinct keys, sorted into their partitions, and the
+/// partition of each local id in order (to rebuild the chunk's id map).
+#[derive(Default)]
+struct Batch {
+    keys: [Vec<(Key, u64)>; PARTS],
+    order: Vec<u8>,
+}
+
+impl Batch {
+    fn gather<S: FacetSource + ?Sized>(&mut self, source: &S, start: usize, out: &[[u32; 3]]) {
+        self.keys.iter_mut().for_each(Vec::clear);
+        self.order.clear();
         for (k, face) in out.iter().enumerate() {
-            if face[0] == EMPTY || face.iter().all(|&local| (local as usize) < batch.len()) {
+            if face[0] == EMPTY || face.iter().all(|&local| (local as usize) < self.order.len()) {
                 continue;
             }
             let corners = source.vertices(start + k);
             for (&local, corner) in face.iter().zip(corners) {
-                if local as usize == batch.len() {
+                if local as usize == self.order.len() {
                     let key = key_of(corner);
-                    batch.push((key, hash(&key)));
+                    let h = hash(&key);
+                    let p = part_of(h);
+                    self.keys[p].push((key, h));
+                    self.order.push(p as u8);
                 }
             }
         }
-        debug_assert_eq!(batch.len(), chunks[c].distinct as usize);
-        for &(_, h) in &batch {
-            table.touch(h);
-        }
-        map.clear();
-        map.extend(batch.iter().map(|&(key, h)| table.id(key, h, &mut vertices)));
-        for face in out.iter_mut().filter(|f| f[0] != EMPTY) {
-            *face = face.map(|local| map[local as usize]);
-        }
     }
-    drop(table);
-    vertices.shrink_to_fit();
-    vertices
 }
 
-/// The merge's open-addressing table: `tag << 32 | vertex id` per slot.
-struct GlobalTable {
-    slots: Vec<u64>,
+/// One hash partition of the merge: an open-addressing table whose slots
+/// are `tag << 32 | local vertex id`, the partition's vertices, and the ids
+/// it gave the current wave's keys (`starts[c]` indexes chunk `c`'s).
+struct Partition {
+    table: Vec<u64>,
+    vertices: Vec<Vec3>,
+    resolved: Vec<u32>,
+    starts: Vec<usize>,
 }
 
-impl GlobalTable {
+impl Partition {
     const FREE: u64 = u64::MAX;
 
-    fn new(keys: usize) -> GlobalTable {
-        GlobalTable { slots: vec![Self::FREE; keys + keys / 4 + 16] }
+    fn new(keys: usize) -> Partition {
+        Partition {
+            table: vec![Self::FREE; keys + keys / 4 + 16],
+            vertices: Vec::with_capacity(keys),
+            resolved: Vec::new(),
+            starts: Vec::new(),
+        }
     }
 
     #[inline(always)]
     fn home(&self, h: u64) -> usize {
-        ((u128::from(h) * self.slots.len() as u128) >> 64) as usize
+        ((u128::from(h) * self.table.len() as u128) >> 64) as usize
     }
 
-    /// Reads the key's first slot so its cache line is on its way.
-    #[inline(always)]
-    fn touch(&self, h: u64) {
-        std::hint::black_box(self.slots[self.home(h)]);
+    /// Resolves this partition's keys of one wave, in file order. The first
+    /// sweep only reads each key's home slot: those reads are independent,
+    /// so the CPU overlaps their cache misses, and the in-order sweep that
+    /// assigns ids then finds the slots in cache.
+    fn resolve_wave(&mut self, p: usize, batches: &[Batch]) {
+        for &(_, h) in batches.iter().flat_map(|b| &b.keys[p]) {
+            std::hint::black_box(self.table[self.home(h)]);
+        }
+        self.resolved.clear();
+        self.starts.clear();
+        for batch in batches {
+            self.starts.push(self.resolved.len());
+            for &(key, h) in &batch.keys[p] {
+                let id = self.id(key, h) | (p as u32) << PART_SHIFT;
+                self.resolved.push(id);
+            }
+        }
     }
 
     #[inline(always)]
-    fn id(&mut self, key: Key, h: u64, vertices: &mut Vec<Vec3>) -> u32 {
+    fn id(&mut self, key: Key, h: u64) -> u32 {
         let tag = h >> 32;
         let mut i = self.home(h);
         loop {
-            let slot = self.slots[i];
+            let slot = self.table[i];
             if slot == Self::FREE {
-                let id = vertices.len() as u32;
-                vertices.push(vertex_of(&key));
-                self.slots[i] = (tag << 32) | u64::from(id);
+                let id = self.vertices.len() as u32;
+                self.vertices.push(vertex_of(&key));
+                self.table[i] = (tag << 32) | u64::from(id);
                 return id;
             }
-            if slot >> 32 == tag && key_of(vertices[slot as u32 as usize].to_array()) == key {
+            if slot >> 32 == tag && key_of(self.vertices[slot as u32 as usize].to_array()) == key {
                 return slot as u32;
             }
             i += 1;
-            if i == self.slots.len() {
+            if i == self.table.len() {
                 i = 0;
             }
         }
@@ -449,20 +560,23 @@ mod tests {
         weld(f, &WeldOptions { tolerance }).expect("welds").0
     }
 
+    /// Every face corner points at the position its facet had.
+    fn assert_faithful(mesh: &IndexedMesh, facets: &[Facet]) {
+        assert_eq!(mesh.faces.len(), facets.len());
+        for (face, facet) in mesh.faces.iter().zip(facets) {
+            for (&id, &v) in face.iter().zip(&facet.vertices) {
+                assert_eq!(key_of(mesh.vertices[id as usize].to_array()), key_of(v));
+            }
+        }
+    }
+
     #[test]
-    fn cube_welds_to_eight_vertices_in_first_occurrence_order() {
+    fn cube_welds_to_eight_vertices() {
         let facets = crate::testutil::cube_facets();
         let mesh = weld_facets(&facets, None);
         assert_eq!(mesh.vertices.len(), 8);
-        assert_eq!(mesh.faces.len(), 12);
-        let [a, b, c] = facets[0].vertices;
-        assert_eq!(&mesh.vertices[..3], &[Vec3::from(a), Vec3::from(b), Vec3::from(c)]);
-        assert_eq!(mesh.faces[0], [0, 1, 2]);
-        for (f, facet) in mesh.faces.iter().zip(&facets) {
-            for (&id, &v) in f.iter().zip(&facet.vertices) {
-                assert_eq!(mesh.vertices[id as usize], Vec3::from(v));
-            }
-        }
+        assert_faithful(&mesh, &facets);
+        assert_eq!(weld_facets(&facets, None), mesh, "deterministic");
     }
 
     #[test]
@@ -494,9 +608,12 @@ mod tests {
         assert_eq!(weld_facets(&f, None).vertices.len(), 6);
         let m = weld_facets(&f, Some(1e-6));
         assert_eq!(m.vertices.len(), 3);
-        assert_eq!(m.faces, vec![[0, 1, 2], [0, 1, 2]]);
-        // The first vertex of each group keeps its position.
-        assert_eq!(m.vertices[0], Vec3::ZERO);
+        assert_eq!(m.faces[0], m.faces[1]);
+        // The group of each corner keeps the position of one of its members.
+        for (k, &id) in m.faces[0].iter().enumerate() {
+            let p = m.vertices[id as usize];
+            assert!(p == Vec3::from(f[0].vertices[k]) || p == Vec3::from(f[1].vertices[k]));
+        }
     }
 
     #[test]
@@ -510,19 +627,10 @@ mod tests {
             })
             .collect();
         let mesh = weld_facets(&facets, None);
-        let mut seen = std::collections::HashMap::new();
-        for f in &facets {
-            for v in f.vertices {
-                let next = seen.len();
-                seen.entry(key_of(v)).or_insert(next);
-            }
-        }
-        assert_eq!(mesh.vertices.len(), seen.len());
-        for (face, f) in mesh.faces.iter().zip(&facets) {
-            for k in 0..3 {
-                assert_eq!(face[k] as usize, seen[&key_of(f.vertices[k])]);
-            }
-        }
+        let distinct: std::collections::HashSet<Key> =
+            facets.iter().flat_map(|f| f.vertices).map(key_of).collect();
+        assert_eq!(mesh.vertices.len(), distinct.len());
+        assert_faithful(&mesh, &facets);
     }
 
     #[test]

@@ -235,9 +235,13 @@ struct HalfEdge {
 }
 
 const DIR: u32 = 1 << 31;
-/// Faces per block whose vertex-id range is recorded, so a pass over one
-/// range of vertex ids can skip blocks that cannot touch it.
-const BLOCK: usize = 2048;
+/// Faces per block. Each block records which passes (ranges of vertex
+/// ids) its half-edges fall into, so a pass reads only the blocks that can
+/// contribute: vertex ids follow first occurrence, so most blocks touch
+/// one or two passes even when a few of their faces reach far back.
+const BLOCK: usize = 1024;
+/// At most one bit per pass in a block's mask.
+const MAX_PASSES: usize = 64;
 
 fn edge_stats(mesh: &IndexedMesh) -> EdgeStats {
     let faces = &mesh.faces;
@@ -245,14 +249,22 @@ fn edge_stats(mesh: &IndexedMesh) -> EdgeStats {
     if faces.is_empty() || nv == 0 {
         return EdgeStats::default();
     }
-    let blocks: Vec<(u32, u32)> = faces
-        .par_chunks(BLOCK)
-        .map(|c| c.iter().flatten().fold((u32::MAX, 0), |(lo, hi), &v| (lo.min(v), hi.max(v))))
-        .collect();
     // Scratch per pass: about 1/16 of the half-edges, 12 bytes each.
     let half_edges = faces.len() * 3;
-    let passes = half_edges.div_ceil((half_edges / 16).max(1 << 18)).max(1);
+    let passes = half_edges.div_ceil((half_edges / 16).max(1 << 18)).clamp(1, MAX_PASSES);
     let width = nv.div_ceil(passes);
+    let masks: Vec<u64> = faces
+        .par_chunks(BLOCK)
+        .map(|block| {
+            let mut mask = 0u64;
+            for f in block.iter().filter(|f| !is_collapsed(f)) {
+                for (x, y) in [(f[0], f[1]), (f[1], f[2]), (f[2], f[0])] {
+                    mask |= 1 << (x.min(y) as usize / width);
+                }
+            }
+            mask
+        })
+        .collect();
     let parent: Vec<AtomicU32> = (0..faces.len() as u32).map(AtomicU32::new).collect();
 
     let mut total = (0..passes)
@@ -260,6 +272,7 @@ fn edge_stats(mesh: &IndexedMesh) -> EdgeStats {
         .map(|p| {
             let lo = (p * width).min(nv) as u32;
             let hi = ((p + 1) * width).min(nv) as u32;
+            let blocks: Vec<usize> = (0..masks.len()).filter(|&b| masks[b] & (1 << p) != 0).collect();
             edge_pass(faces, &blocks, lo, hi, &parent)
         })
         .reduce(EdgeStats::default, |mut a, b| {
@@ -275,19 +288,16 @@ fn edge_stats(mesh: &IndexedMesh) -> EdgeStats {
 }
 
 /// Calls `visit(lo, half_edge)` for every half-edge of a non-collapsed face
-/// whose lower vertex lies in `lo..hi`.
+/// of the given blocks whose lower vertex lies in `lo..hi`.
 #[inline(always)]
 fn for_each_half_edge(
     faces: &[[u32; 3]],
-    blocks: &[(u32, u32)],
+    blocks: &[usize],
     lo: u32,
     hi: u32,
     mut visit: impl FnMut(u32, HalfEdge),
 ) {
-    for (b, &(bmin, bmax)) in blocks.iter().enumerate() {
-        if bmax < lo || bmin >= hi {
-            continue;
-        }
+    for &b in blocks {
         let start = b * BLOCK;
         let end = (start + BLOCK).min(faces.len());
         for (k, f) in faces[start..end].iter().enumerate() {
@@ -305,7 +315,7 @@ fn for_each_half_edge(
     }
 }
 
-fn edge_pass(faces: &[[u32; 3]], blocks: &[(u32, u32)], lo: u32, hi: u32, parent: &[AtomicU32]) -> EdgeStats {
+fn edge_pass(faces: &[[u32; 3]], blocks: &[usize], lo: u32, hi: u32, parent: &[AtomicU32]) -> EdgeStats {
     let width = (hi - lo) as usize;
     let mut start = vec![0u32; width + 1];
     for_each_half_edge(faces, blocks, lo, hi, |l, _| start[(l - lo) as usize + 1] += 1);

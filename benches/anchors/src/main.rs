@@ -7,8 +7,10 @@
 //!   stl_io-indexed  stl_io::read_stl (triangles welded into an indexed mesh)
 //!   mesh-loader     mesh_loader::stl::from_slice over a memory map
 //!   nom_stl         nom_stl::parse_stl
+//!   strata-parse    strata's parser alone (ASCII: facets decoded; binary: the view set up)
 //!   strata-view     strata's zero-copy binary view: parse, then read every vertex
 //!   strata-weld     strata: parse + exact weld into the indexed mesh
+//!   strata-inspect  strata: parse + weld + full validation, in process
 
 use std::fs::File;
 use std::io::BufReader;
@@ -25,10 +27,10 @@ fn main() {
             // SAFETY: benchmark input that nothing modifies while it runs.
             let map = unsafe { memmap2::Mmap::map(&file) }.expect("mmap");
             let body = &map[84.min(map.len())..];
-            let mut acc = [0f32; 8];
+            let mut acc = [0f32; 12];
             for rec in body.chunks_exact(50) {
-                for (k, c) in rec[..48].chunks_exact(4).enumerate() {
-                    acc[k & 7] += f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                for (a, c) in acc.iter_mut().zip(rec[..48].chunks_exact(4)) {
+                    *a += f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 }
             }
             (body.len() / 50, acc.iter().map(|&x| f64::from(x)).sum())
@@ -61,6 +63,18 @@ fn main() {
             let mesh = nom_stl::parse_stl(&mut r).expect("nom_stl");
             (mesh.triangles().len(), f64::from(mesh.triangles().last().map_or(0.0, |t| t.vertices()[2][2])))
         }
+            "strata-inspect" => {
+            // SAFETY: as above.
+            let map = unsafe { memmap2::Mmap::map(&file) }.expect("mmap");
+            let ins = strata_core::inspect(&map, &Default::default(), &Default::default()).expect("inspects");
+            (ins.mesh.faces.len(), ins.report.volume)
+        }
+        "strata-parse" => {
+            // SAFETY: as above.
+            let map = unsafe { memmap2::Mmap::map(&file) }.expect("mmap");
+            let stl = strata_core::stl::parse(&map).expect("strata parses");
+            (stl.facet_count(), 0.0)
+        }
         "strata-view" | "strata-weld" => {
             // SAFETY: as above.
             let map = unsafe { memmap2::Mmap::map(&file) }.expect("mmap");
@@ -72,10 +86,13 @@ fn main() {
                 let strata_core::stl::Facets::Binary(records) = stl.facets() else {
                     panic!("strata-view takes binary STL")
                 };
-                let mut acc = [0f32; 8];
+                // The same 12 sums as `floor`, through the zero-copy view.
+                let mut acc = [0f32; 12];
                 for r in records {
-                    for (k, v) in r.vertices().iter().flatten().enumerate() {
-                        acc[k & 7] += v;
+                    let [v0, v1, v2] = r.vertices();
+                    let fs = [r.normal(), v0, v1, v2];
+                    for (a, x) in acc.iter_mut().zip(fs.iter().flatten()) {
+                        *a += x;
                     }
                 }
                 (records.len(), acc.iter().map(|&x| f64::from(x)).sum())
