@@ -8,6 +8,8 @@
 //!
 //! `STRATA_BENCH_SMOKE=1` shrinks every input to 20k triangles so CI can run
 //! the benches once (`cargo bench --bench core -- --test`) in seconds.
+//! `STRATA_BENCH_FILE=model.stl` benches that file instead of the tori
+//! (e.g. a large model made by `../shared/datasets/tools/make_large.py`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -78,11 +80,24 @@ fn mib(bytes: usize) -> f64 {
 
 /// The floor: one pass that reads every float of the file.
 fn float_sum(bytes: &[u8]) -> f32 {
-    let body = &bytes[84..];
-    let mut acc = [0f32; 8];
-    for rec in body.chunks_exact(50) {
-        for (k, c) in rec[..48].chunks_exact(4).enumerate() {
-            acc[k & 7] += f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    let mut acc = [0f32; 12];
+    for rec in bytes[84..].chunks_exact(50) {
+        for (a, c) in acc.iter_mut().zip(rec[..48].chunks_exact(4)) {
+            *a += f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+    }
+    acc.iter().sum()
+}
+
+/// The same sums through `stl::parse` and the zero-copy facet view.
+fn view_sum(bytes: &[u8]) -> f32 {
+    let stl = stl::parse(bytes).expect("parses");
+    let Facets::Binary(records) = stl.facets() else { unreachable!("binary input") };
+    let mut acc = [0f32; 12];
+    for r in records {
+        let [v0, v1, v2] = r.vertices();
+        for (a, x) in acc.iter_mut().zip([r.normal(), v0, v1, v2].iter().flatten()) {
+            *a += x;
         }
     }
     acc.iter().sum()
@@ -112,34 +127,16 @@ fn report_memory(label: &str, bytes: &[u8]) {
 }
 
 fn benches(c: &mut Criterion) {
+    if let Some(path) = std::env::var_os("STRATA_BENCH_FILE") {
+        let bytes = std::fs::read(&path).expect("STRATA_BENCH_FILE is readable");
+        report_memory("file", &bytes);
+        return bench_binary(c, "file", &bytes);
+    }
     for (label, rings, segments) in sizes() {
         let facets = synth::torus(rings, segments);
         let bytes = synth::to_binary_stl("bench torus", &facets);
         report_memory(label, &bytes);
-
-        let mut g = c.benchmark_group(format!("binary-{label}"));
-        g.sample_size(10);
-        g.throughput(Throughput::Bytes(bytes.len() as u64));
-        g.bench_function("floor: float sum", |b| b.iter(|| float_sum(black_box(&bytes))));
-        g.bench_function("parse + triangle view", |b| {
-            b.iter(|| {
-                let stl = stl::parse(black_box(&bytes)).expect("parses");
-                let Facets::Binary(records) = stl.facets() else { unreachable!("binary input") };
-                records.iter().map(|r| r.vertices()[2][2]).sum::<f32>()
-            })
-        });
-        let stl = stl::parse(&bytes).expect("parses");
-        g.bench_function("weld", |b| b.iter(|| mesh::weld_stl(black_box(&stl), &WeldOptions::default())));
-        let (mesh, soup) = mesh::weld_stl(&stl, &WeldOptions::default()).expect("welds");
-        g.bench_function("validate", |b| {
-            b.iter(|| validate::validate(black_box(&mesh), &soup, &ValidateOptions::default()))
-        });
-        g.bench_function("inspect (parse + weld + validate)", |b| {
-            b.iter(|| {
-                strata_core::inspect(black_box(&bytes), &WeldOptions::default(), &ValidateOptions::default())
-            })
-        });
-        g.finish();
+        bench_binary(c, label, &bytes);
 
         // ASCII: 1M facets is ~200 MB of text, the size the anchors were
         // measured on; 5M would be 1 GB, so ASCII stops at the first size.
@@ -152,6 +149,26 @@ fn benches(c: &mut Criterion) {
             g.finish();
         }
     }
+}
+
+fn bench_binary(c: &mut Criterion, label: &str, bytes: &[u8]) {
+    let mut g = c.benchmark_group(format!("binary-{label}"));
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("floor: float sum", |b| b.iter(|| float_sum(black_box(bytes))));
+    g.bench_function("parse + triangle view", |b| b.iter(|| view_sum(black_box(bytes))));
+    let stl = stl::parse(bytes).expect("parses");
+    g.bench_function("weld", |b| b.iter(|| mesh::weld_stl(black_box(&stl), &WeldOptions::default())));
+    let (mesh, soup) = mesh::weld_stl(&stl, &WeldOptions::default()).expect("welds");
+    g.bench_function("validate", |b| {
+        b.iter(|| validate::validate(black_box(&mesh), &soup, &ValidateOptions::default()))
+    });
+    g.bench_function("inspect (parse + weld + validate)", |b| {
+        b.iter(|| {
+            strata_core::inspect(black_box(bytes), &WeldOptions::default(), &ValidateOptions::default())
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(core, benches);

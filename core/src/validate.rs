@@ -239,7 +239,7 @@ const DIR: u32 = 1 << 31;
 /// ids) its half-edges fall into, so a pass reads only the blocks that can
 /// contribute: vertex ids follow first occurrence, so most blocks touch
 /// one or two passes even when a few of their faces reach far back.
-const BLOCK: usize = 1024;
+const BLOCK: usize = 256;
 /// At most one bit per pass in a block's mask.
 const MAX_PASSES: usize = 64;
 
@@ -269,11 +269,13 @@ fn edge_stats(mesh: &IndexedMesh) -> EdgeStats {
 
     let mut total = (0..passes)
         .into_par_iter()
-        .map(|p| {
+        .with_max_len(1)
+        .map_init(PassScratch::default, |scratch, p| {
             let lo = (p * width).min(nv) as u32;
             let hi = ((p + 1) * width).min(nv) as u32;
-            let blocks: Vec<usize> = (0..masks.len()).filter(|&b| masks[b] & (1 << p) != 0).collect();
-            edge_pass(faces, &blocks, lo, hi, &parent)
+            scratch.blocks.clear();
+            scratch.blocks.extend((0..masks.len()).filter(|&b| masks[b] & (1 << p) != 0));
+            edge_pass(faces, lo, hi, &parent, scratch)
         })
         .reduce(EdgeStats::default, |mut a, b| {
             a += b;
@@ -315,15 +317,36 @@ fn for_each_half_edge(
     }
 }
 
-fn edge_pass(faces: &[[u32; 3]], blocks: &[usize], lo: u32, hi: u32, parent: &[AtomicU32]) -> EdgeStats {
+/// Buffers one rayon worker reuses from pass to pass: allocating them per
+/// pass cost a page fault per 4 KiB, which showed up as a quarter of the
+/// validation time.
+#[derive(Default)]
+struct PassScratch {
+    blocks: Vec<usize>,
+    start: Vec<u32>,
+    cursor: Vec<u32>,
+    entries: Vec<HalfEdge>,
+}
+
+fn edge_pass(
+    faces: &[[u32; 3]],
+    lo: u32,
+    hi: u32,
+    parent: &[AtomicU32],
+    scratch: &mut PassScratch,
+) -> EdgeStats {
+    let PassScratch { blocks, start, cursor, entries } = scratch;
     let width = (hi - lo) as usize;
-    let mut start = vec![0u32; width + 1];
+    start.clear();
+    start.resize(width + 1, 0);
     for_each_half_edge(faces, blocks, lo, hi, |l, _| start[(l - lo) as usize + 1] += 1);
     for i in 0..width {
         start[i + 1] += start[i];
     }
-    let mut cursor = start.clone();
-    let mut entries = vec![HalfEdge::default(); start[width] as usize];
+    cursor.clear();
+    cursor.extend_from_slice(&start[..width]);
+    entries.clear();
+    entries.resize(start[width] as usize, HalfEdge::default());
     for_each_half_edge(faces, blocks, lo, hi, |l, e| {
         let slot = &mut cursor[(l - lo) as usize];
         entries[*slot as usize] = e;
