@@ -185,14 +185,14 @@ struct LocalTable {
 }
 
 impl LocalTable {
-    /// Starting size: a closed mesh has about one distinct vertex per two
-    /// facets, so this keeps the load under 1/2 without growing for most
-    /// chunks, and the per-chunk clear stays small.
-    const START: usize = 2 * CHUNK;
-
-    fn reset(&mut self) {
-        if self.slots.len() != Self::START {
-            self.slots = vec![(0, EMPTY); Self::START];
+    /// Starting size for a chunk of `facets`: a closed mesh has about one
+    /// distinct vertex per two facets, so this keeps the load under 1/2
+    /// without growing for most chunks, and the per-chunk clear is small
+    /// (tiny models, common in catalogs, get tiny tables).
+    fn reset(&mut self, facets: usize) {
+        let size = (2 * facets).next_power_of_two().clamp(64, 2 * CHUNK);
+        if self.slots.len() != size {
+            self.slots = vec![(0, EMPTY); size];
         } else {
             self.slots.fill((0, EMPTY));
         }
@@ -243,7 +243,7 @@ fn weld_chunk<S: FacetSource + ?Sized>(
     out: &mut [[u32; 3]],
     table: &mut LocalTable,
 ) -> ChunkWeld {
-    table.reset();
+    table.reset(out.len());
     let mut result =
         ChunkWeld { distinct: 0, nonfinite: 0, first_nonfinite: None, normal_mismatches: 0, zero_normals: 0 };
     for (k, face) in out.iter_mut().enumerate() {
@@ -304,6 +304,18 @@ fn weld_exact<S: FacetSource + ?Sized>(
 ) -> Vec<Vec3> {
     let n = faces.len();
     let chunks = n.div_ceil(CHUNK);
+    if chunks <= 1 {
+        // One chunk: nothing to overlap, and a thread would cost more than
+        // the weld of a small model.
+        let mut merger = Merger::new(n);
+        let weld = weld_chunk(source, 0, faces, &mut LocalTable::default());
+        merger.merge_chunk(source, 0, faces, &weld);
+        stats.nonfinite_facets = weld.nonfinite;
+        stats.normal_mismatches = weld.normal_mismatches;
+        stats.zero_normals = weld.zero_normals;
+        stats.first_nonfinite = weld.first_nonfinite;
+        return merger.finish();
+    }
     let (sender, receiver) = std::sync::mpsc::channel::<(usize, Welded<'_>)>();
     let merged = std::thread::scope(|scope| {
         let merger = scope.spawn(move || {
@@ -368,12 +380,12 @@ impl Merger {
     fn new(facets: usize) -> Merger {
         // A closed mesh has about one vertex per two facets; soups have
         // more, and the table grows for them.
-        let expected = facets / 2 + 1024;
+        let expected = facets / 2 + 16;
         Merger {
             slots: vec![Self::FREE; expected + expected / 4],
             vertices: Vec::with_capacity(expected),
-            batch: Vec::with_capacity(CHUNK * 3),
-            map: Vec::with_capacity(CHUNK * 3),
+            batch: Vec::with_capacity((3 * facets).min(3 * CHUNK)),
+            map: Vec::with_capacity((3 * facets).min(3 * CHUNK)),
         }
     }
 
@@ -408,7 +420,8 @@ impl Merger {
             }
         }
         debug_assert_eq!(self.batch.len(), weld.distinct as usize);
-        if (self.vertices.len() + self.batch.len()) * 5 >= self.slots.len() * 4 {
+        // Keep the load under 4/5 even if every key of the chunk is new.
+        while (self.vertices.len() + self.batch.len()) * 5 >= self.slots.len() * 4 {
             self.grow();
         }
         for &(_, h) in &self.batch {
@@ -619,6 +632,36 @@ mod tests {
             facets.iter().flat_map(|f| f.vertices).map(key_of).collect();
         assert_eq!(mesh.vertices.len(), distinct.len());
         assert_faithful(&mesh, &facets);
+    }
+
+    #[test]
+    fn same_mesh_inside_a_one_thread_pool_and_no_deadlock() {
+        // Several chunks, so the merger and the chunk tasks really interleave.
+        let facets = crate::synth::torus(120, 100);
+        let expected = weld_facets(&facets, None);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a pool");
+        let inside = pool.install(|| weld_facets(&facets, None));
+        assert_eq!(inside, expected);
+        let nested =
+            pool.install(|| rayon::join(|| weld_facets(&facets, None), || weld_facets(&facets, None)));
+        assert_eq!(nested, (expected.clone(), expected));
+    }
+
+    #[test]
+    fn soups_larger_than_a_chunk_weld() {
+        // Every corner distinct: three new keys per facet, far more than the
+        // merge table starts with. This hung before the table grew in a loop.
+        for n in [CHUNK / 3, CHUNK + 1, 3 * CHUNK + 5] {
+            let facets: Vec<Facet> = (0..n)
+                .map(|i| {
+                    let x = i as f32;
+                    Facet { normal: [0.0; 3], vertices: [[x, 0.0, 0.0], [x, 1.0, 0.5], [x, 0.5, 1.0]] }
+                })
+                .collect();
+            let mesh = weld_facets(&facets, None);
+            assert_eq!(mesh.vertices.len(), 3 * n);
+            assert_faithful(&mesh, &facets);
+        }
     }
 
     #[test]
