@@ -10,10 +10,12 @@
 //! Two positions are the same vertex when their coordinates are equal as
 //! values (bit patterns after mapping `-0.0` to `+0.0`). The soup is cut
 //! into fixed chunks of facets; each chunk is welded on its own rayon task
-//! into a small, cache-resident hash table, producing chunk-local ids. The
-//! merge then gives every distinct key a global id (see [`merge`]), reading
-//! keys again from the source rather than keeping them, so the scratch
-//! beside the mesh is one tagged table.
+//! into a small, cache-resident hash table, producing chunk-local ids.
+//! Meanwhile one merger thread takes the finished chunks in file order and
+//! gives every distinct key a global id, reading keys again from the source
+//! rather than keeping them, so the scratch beside the mesh is one tagged
+//! table. The merge is sequential; running it beside the chunk welding lets
+//! the two overlap on two cores.
 //!
 //! # Vertex order
 //!
@@ -378,11 +380,13 @@ impl Merger {
     const FREE: u64 = u64::MAX;
 
     fn new(facets: usize) -> Merger {
-        // A closed mesh has about one vertex per two facets; soups have
-        // more, and the table grows for them.
-        let expected = facets / 2 + 16;
+        // A closed mesh has about one vertex per two facets (plus two per
+        // extra body), so the vertex list gets that with a little slack and
+        // the table 1.4 slots per expected vertex; soups have up to three
+        // vertices per facet, and both grow for them.
+        let expected = facets / 2 + facets / 100 + 1024;
         Merger {
-            slots: vec![Self::FREE; expected + expected / 4],
+            slots: vec![Self::FREE; facets * 7 / 10 + 2048],
             vertices: Vec::with_capacity(expected),
             batch: Vec::with_capacity((3 * facets).min(3 * CHUNK)),
             map: Vec::with_capacity((3 * facets).min(3 * CHUNK)),
@@ -420,10 +424,6 @@ impl Merger {
             }
         }
         debug_assert_eq!(self.batch.len(), weld.distinct as usize);
-        // Keep the load under 4/5 even if every key of the chunk is new.
-        while (self.vertices.len() + self.batch.len()) * 5 >= self.slots.len() * 4 {
-            self.grow();
-        }
         for &(_, h) in &self.batch {
             std::hint::black_box(self.slots[self.home(h)]);
         }
@@ -445,6 +445,12 @@ impl Merger {
         loop {
             let slot = self.slots[i];
             if slot == Self::FREE {
+                // Grow before the load passes 0.85: probes stay short, and a
+                // free slot always exists, so every probe ends.
+                if (self.vertices.len() + 1) * 20 >= self.slots.len() * 17 {
+                    self.grow();
+                    return self.id(key, h);
+                }
                 let id = self.vertices.len() as u32;
                 self.vertices.push(vertex_of(&key));
                 self.slots[i] = (tag << 32) | u64::from(id);

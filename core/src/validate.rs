@@ -249,9 +249,10 @@ fn edge_stats(mesh: &IndexedMesh) -> EdgeStats {
     if faces.is_empty() || nv == 0 {
         return EdgeStats::default();
     }
-    // Scratch per pass: about 1/16 of the half-edges, 12 bytes each.
+    // Scratch per pass: about 1/20 of the half-edges, 12 bytes each, so two
+    // workers plus the union-find stay within half the mesh's own size.
     let half_edges = faces.len() * 3;
-    let passes = half_edges.div_ceil((half_edges / 16).max(1 << 18)).clamp(1, MAX_PASSES);
+    let passes = half_edges.div_ceil((half_edges / 20).max(1 << 16)).clamp(1, MAX_PASSES);
     let width = nv.div_ceil(passes);
     let masks: Vec<u64> = faces
         .par_chunks(BLOCK)
