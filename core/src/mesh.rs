@@ -109,6 +109,19 @@ pub struct SoupStats {
     pub zero_normals: u64,
 }
 
+impl SoupStats {
+    /// Adds one chunk's findings; chunks must come in file order so that
+    /// `first_nonfinite` is the first in the file.
+    fn absorb(&mut self, chunk: &ChunkWeld) {
+        self.nonfinite_facets += chunk.nonfinite;
+        self.normal_mismatches += chunk.normal_mismatches;
+        self.zero_normals += chunk.zero_normals;
+        if self.first_nonfinite.is_none() {
+            self.first_nonfinite = chunk.first_nonfinite;
+        }
+    }
+}
+
 /// Facets per weld chunk: small enough that a chunk's table stays in L2.
 const CHUNK: usize = 8 * 1024;
 const EMPTY: u32 = u32::MAX;
@@ -312,10 +325,7 @@ fn weld_exact<S: FacetSource + ?Sized>(
         let mut merger = Merger::new(n);
         let weld = weld_chunk(source, 0, faces, &mut LocalTable::default());
         merger.merge_chunk(source, 0, faces, &weld);
-        stats.nonfinite_facets = weld.nonfinite;
-        stats.normal_mismatches = weld.normal_mismatches;
-        stats.zero_normals = weld.zero_normals;
-        stats.first_nonfinite = weld.first_nonfinite;
+        stats.absorb(&weld);
         return merger.finish();
     }
     let (sender, receiver) = std::sync::mpsc::channel::<(usize, Welded<'_>)>();
@@ -329,12 +339,7 @@ fn weld_exact<S: FacetSource + ?Sized>(
                 pending[c] = Some((out, weld));
                 while let Some((out, weld)) = pending.get_mut(next).and_then(Option::take) {
                     merger.merge_chunk(source, next * CHUNK, out, &weld);
-                    totals.nonfinite_facets += weld.nonfinite;
-                    totals.normal_mismatches += weld.normal_mismatches;
-                    totals.zero_normals += weld.zero_normals;
-                    if totals.first_nonfinite.is_none() {
-                        totals.first_nonfinite = weld.first_nonfinite;
-                    }
+                    totals.absorb(&weld);
                     next += 1;
                 }
             }
@@ -356,10 +361,7 @@ fn weld_exact<S: FacetSource + ?Sized>(
         Ok(done) => done,
         Err(panic) => std::panic::resume_unwind(panic),
     };
-    stats.nonfinite_facets = totals.nonfinite_facets;
-    stats.normal_mismatches = totals.normal_mismatches;
-    stats.zero_normals = totals.zero_normals;
-    stats.first_nonfinite = totals.first_nonfinite;
+    *stats = SoupStats { facets: stats.facets, ..totals };
     vertices
 }
 
@@ -604,6 +606,18 @@ mod tests {
         assert_eq!(mesh.faces.len(), 10);
         assert_eq!((stats.nonfinite_facets, stats.first_nonfinite), (2, Some(3)));
         assert!(mesh.vertices.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn non_finite_facets_across_chunks_report_the_first_in_the_file() {
+        let mut f = crate::synth::torus(160, 100);
+        assert!(f.len() > 3 * CHUNK + 7, "four chunks");
+        f[3 * CHUNK + 7].vertices[2][1] = f32::NEG_INFINITY;
+        f[CHUNK + 1].vertices[0][0] = f32::NAN;
+        let (mesh, stats) = weld(&f[..], &WeldOptions::default()).expect("welds");
+        assert_eq!((stats.nonfinite_facets, stats.first_nonfinite), (2, Some(CHUNK as u64 + 1)));
+        assert_eq!(mesh.faces.len(), f.len() - 2);
+        assert!(mesh.faces.iter().flatten().all(|&v| (v as usize) < mesh.vertices.len()));
     }
 
     #[test]
