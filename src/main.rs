@@ -20,13 +20,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Parse STL files and report their geometry and defects.
+    /// Parse STL or OBJ files and report their geometry and defects.
     Inspect(InspectArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct InspectArgs {
-    /// Model files (binary or ASCII STL).
+    /// Model files: binary or ASCII STL, or Wavefront OBJ (told apart by
+    /// content, not by name).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Print one JSON object per file, one per line.
@@ -144,7 +145,11 @@ fn write_json(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<(
 /// The human-readable report.
 fn summary(name: &str, ins: &Inspection) -> String {
     let r = &ins.report;
-    let mut s = format!("{name}: {} STL, {} triangles, {} vertices\n", ins.format, r.triangles, r.vertices);
+    let kind = match ins.format {
+        "obj" => "OBJ".to_string(),
+        other => format!("{other} STL"),
+    };
+    let mut s = format!("{name}: {kind}, {} triangles, {} vertices\n", r.triangles, r.vertices);
     if let (Some(lo), Some(hi)) = (r.bbox_min, r.bbox_max) {
         s += &format!(
             "  size       {} x {} x {}   (from {} to {})\n",

@@ -26,6 +26,7 @@ fn fuzz_corpora_load_or_fail_cleanly() {
             }
             // The grammar alone, whatever detection would decide.
             let _ = strata_core::stl::parse_ascii(&bytes);
+            let _ = strata_core::obj::parse(&bytes);
             replayed += 1;
         }
     }

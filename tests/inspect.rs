@@ -117,6 +117,27 @@ fn unreadable_inputs_fail_with_code_and_reason_but_others_are_reported() {
 }
 
 #[test]
+fn obj_is_read_by_content_and_its_errors_name_the_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // An OBJ quad-faced cube under an .stl name: content decides.
+    let cube = "v 0 0 0\nv 2 0 0\nv 2 2 0\nv 0 2 0\nv 0 0 2\nv 2 0 2\nv 2 2 2\nv 0 2 2\n\
+                f 1 4 3 2\nf 5 6 7 8\nf 1 2 6 5\nf 2 3 7 6\nf 3 4 8 7\nf 4 1 5 8\n";
+    let good = write_temp(dir.path(), "cube.stl", cube.as_bytes());
+    let bad = write_temp(dir.path(), "bad.obj", cube.replace("f 3 4 8 7", "f 3 4 8 9").as_bytes());
+    let out = run(&["inspect", "--json", &good.to_string_lossy(), &bad.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["format"], "obj");
+    assert_eq!((lines[0]["triangles"].as_u64(), lines[0]["vertices"].as_u64()), (Some(12), Some(8)));
+    assert_eq!((lines[0]["is_volume"].as_bool(), lines[0]["volume"].as_f64()), (Some(true), Some(8.0)));
+    assert_eq!(lines[1]["error"]["code"], "obj_syntax");
+    assert_eq!(
+        lines[1]["error"]["message"],
+        "OBJ line 13: vertex index 9 out of range (only 8 vertices so far) in face corner '9'"
+    );
+}
+
+#[test]
 fn directories_and_bad_flags_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = run(&["inspect", "--json", &dir.path().to_string_lossy()]);

@@ -60,6 +60,23 @@ pub enum ParseError {
         reason: String,
     },
 
+    /// A line of a text format (OBJ) that breaks its grammar.
+    ///
+    /// # How to fix
+    /// The message names the line: usually a bad number or a face that
+    /// points at a vertex the file never defined.
+    #[error("{format} line {line}: {reason}")]
+    Syntax {
+        /// The format, e.g. `"OBJ"`.
+        format: &'static str,
+        /// 1-based line number.
+        line: u64,
+        /// Byte offset of the start of that line.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// More facets than one mesh can index with 32-bit vertex ids.
     #[error("{facets} facets is more than one mesh can index with 32-bit ids")]
     TooLarge {
@@ -68,7 +85,7 @@ pub enum ParseError {
     },
 
     /// A format Strata recognises but cannot read yet, or no known format.
-    #[error("{detected}: not an STL file (OBJ and 3MF import is not available yet)")]
+    #[error("{detected}: not a format Strata reads yet (STL and OBJ are; 3MF is coming)")]
     Unsupported {
         /// What the bytes look like.
         detected: &'static str,
@@ -82,6 +99,8 @@ impl ParseError {
             ParseError::TooShort { .. } => "too_short",
             ParseError::Truncated { .. } => "truncated",
             ParseError::AsciiSyntax { .. } => "ascii_syntax",
+            ParseError::Syntax { format: "OBJ", .. } => "obj_syntax",
+            ParseError::Syntax { .. } => "syntax",
             ParseError::TooLarge { .. } => "too_large",
             ParseError::Unsupported { .. } => "unsupported_format",
         }

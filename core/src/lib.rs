@@ -22,6 +22,7 @@
 pub mod error;
 pub mod intersect;
 pub mod mesh;
+pub mod obj;
 pub mod source;
 pub mod stl;
 pub mod synth;
@@ -37,7 +38,7 @@ pub use warning::Warning;
 /// A model loaded, welded and validated.
 #[derive(Debug, Clone)]
 pub struct Inspection {
-    /// `"ascii"` or `"binary"` (later also `"obj"`, `"3mf"`).
+    /// `"ascii"`, `"binary"` or `"obj"` (later also `"3mf"`).
     pub format: &'static str,
     /// Everything the loader decided on the file's behalf.
     pub warnings: Vec<Warning>,
@@ -47,20 +48,39 @@ pub struct Inspection {
     pub report: ValidationReport,
 }
 
-/// Parses, welds and validates one model held in memory.
+/// Parses, welds and validates one model held in memory: STL (binary or
+/// ASCII) or Wavefront OBJ, told apart by content, never by file name.
 pub fn inspect(
     bytes: &[u8],
     weld: &WeldOptions,
     validate: &ValidateOptions,
 ) -> Result<Inspection, ParseError> {
-    let stl = stl::parse(bytes)?;
+    let stl = match stl::parse(bytes) {
+        Ok(stl) => stl,
+        Err(ParseError::Unsupported { detected }) if detected == stl::OBJ_TEXT => {
+            let obj = obj::parse(bytes)?;
+            let (mesh, soup) = mesh::weld(&obj, weld)?;
+            let warnings = if obj.triangles.is_empty() { vec![Warning::Empty] } else { Vec::new() };
+            return Ok(finish("obj", warnings, mesh, soup, validate));
+        }
+        Err(e) => return Err(e),
+    };
     let (mesh, soup) = mesh::weld_stl(&stl, weld)?;
-    let mut warnings = stl.warnings;
+    Ok(finish(stl.format.name(), stl.warnings, mesh, soup, validate))
+}
+
+fn finish(
+    format: &'static str,
+    mut warnings: Vec<Warning>,
+    mesh: IndexedMesh,
+    soup: SoupStats,
+    validate: &ValidateOptions,
+) -> Inspection {
     if let Some(first) = soup.first_nonfinite {
         warnings.push(Warning::NonFiniteFacets { count: soup.nonfinite_facets, first });
     }
     let report = validate::validate(&mesh, &soup, validate);
-    Ok(Inspection { format: stl.format.name(), warnings, mesh, report })
+    Inspection { format, warnings, mesh, report }
 }
 
 #[cfg(test)]

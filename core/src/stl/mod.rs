@@ -141,6 +141,10 @@ impl<'a> Stl<'a> {
 
 const SAMPLE_LEN: usize = 4096;
 
+/// What [`parse`] reports for text that looks like Wavefront OBJ, so that
+/// callers can hand it to [`crate::obj`].
+pub const OBJ_TEXT: &str = "Wavefront OBJ";
+
 /// Parses STL from bytes, detecting binary or ASCII as described in the
 /// module documentation.
 pub fn parse(bytes: &[u8]) -> Result<Stl<'_>, ParseError> {
@@ -169,7 +173,7 @@ pub fn parse(bytes: &[u8]) -> Result<Stl<'_>, ParseError> {
             return parse_ascii(bytes);
         }
         if looks_like_obj(bytes) {
-            return Err(ParseError::Unsupported { detected: "Wavefront OBJ" });
+            return Err(ParseError::Unsupported { detected: OBJ_TEXT });
         }
         if !bytes.is_empty() {
             return Err(ParseError::Unsupported {
