@@ -20,14 +20,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Parse STL or OBJ files and report their geometry and defects.
+    /// Parse STL, OBJ or 3MF files and report their geometry and defects.
     Inspect(InspectArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct InspectArgs {
-    /// Model files: binary or ASCII STL, or Wavefront OBJ (told apart by
-    /// content, not by name).
+    /// Model files: binary or ASCII STL, Wavefront OBJ or 3MF (told apart
+    /// by content, not by name).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Print one JSON object per file, one per line.
@@ -147,6 +147,7 @@ fn summary(name: &str, ins: &Inspection) -> String {
     let r = &ins.report;
     let kind = match ins.format {
         "obj" => "OBJ".to_string(),
+        "3mf" => "3MF".to_string(),
         other => format!("{other} STL"),
     };
     let mut s = format!("{name}: {kind}, {} triangles, {} vertices\n", r.triangles, r.vertices);

@@ -106,7 +106,8 @@ fn unreadable_inputs_fail_with_code_and_reason_but_others_are_reported() {
     let msg = lines[1]["error"]["message"].as_str().expect("a message");
     assert!(msg.starts_with("line ") && msg.ends_with("expected a number, found 'two'"), "{msg}");
     assert_eq!(lines[2]["error"]["code"], "io");
-    assert_eq!(lines[3]["error"]["code"], "unsupported_format");
+    assert_eq!(lines[3]["error"]["code"], "bad_container");
+    assert!(lines[3]["error"]["message"].as_str().is_some_and(|m| m.starts_with("3MF: not a readable zip")));
     assert_eq!(lines[4]["triangles"], 12, "a good file after bad ones is still reported");
 
     // Without --json the reason goes to stderr with the file name.

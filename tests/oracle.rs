@@ -42,6 +42,7 @@ fn our_format(manifest_format: &str) -> Option<&'static str> {
         "ascii" => Some("ascii"),
         "binary" | "binary-solidheader" | "binary-sizemismatch" => Some("binary"),
         "obj" => Some("obj"),
+        "3mf" => Some("3mf"),
         _ => None,
     }
 }

@@ -77,6 +77,19 @@ pub enum ParseError {
         reason: String,
     },
 
+    /// A container format (3MF) whose package or model is broken or unsafe.
+    ///
+    /// # How to fix
+    /// The message says what: an unreadable zip, a model part over the size
+    /// limit (a zip bomb), a reference to a missing object, a bad number.
+    #[error("{format}: {reason}")]
+    Container {
+        /// The format, e.g. `"3MF"`.
+        format: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// More facets than one mesh can index with 32-bit vertex ids.
     #[error("{facets} facets is more than one mesh can index with 32-bit ids")]
     TooLarge {
@@ -85,7 +98,7 @@ pub enum ParseError {
     },
 
     /// A format Strata recognises but cannot read yet, or no known format.
-    #[error("{detected}: not a format Strata reads yet (STL and OBJ are; 3MF is coming)")]
+    #[error("{detected}: not a format Strata reads (STL, OBJ and 3MF are)")]
     Unsupported {
         /// What the bytes look like.
         detected: &'static str,
@@ -101,6 +114,7 @@ impl ParseError {
             ParseError::AsciiSyntax { .. } => "ascii_syntax",
             ParseError::Syntax { format: "OBJ", .. } => "obj_syntax",
             ParseError::Syntax { .. } => "syntax",
+            ParseError::Container { .. } => "bad_container",
             ParseError::TooLarge { .. } => "too_large",
             ParseError::Unsupported { .. } => "unsupported_format",
         }

@@ -26,6 +26,7 @@ pub mod obj;
 pub mod source;
 pub mod stl;
 pub mod synth;
+pub mod threemf;
 pub mod validate;
 mod warning;
 
@@ -38,7 +39,7 @@ pub use warning::Warning;
 /// A model loaded, welded and validated.
 #[derive(Debug, Clone)]
 pub struct Inspection {
-    /// `"ascii"`, `"binary"` or `"obj"` (later also `"3mf"`).
+    /// `"ascii"`, `"binary"`, `"obj"` or `"3mf"`.
     pub format: &'static str,
     /// Everything the loader decided on the file's behalf.
     pub warnings: Vec<Warning>,
@@ -49,7 +50,7 @@ pub struct Inspection {
 }
 
 /// Parses, welds and validates one model held in memory: STL (binary or
-/// ASCII) or Wavefront OBJ, told apart by content, never by file name.
+/// ASCII), Wavefront OBJ or 3MF, told apart by content, never by file name.
 pub fn inspect(
     bytes: &[u8],
     weld: &WeldOptions,
@@ -62,6 +63,12 @@ pub fn inspect(
             let (mesh, soup) = mesh::weld(&obj, weld)?;
             let warnings = if obj.triangles.is_empty() { vec![Warning::Empty] } else { Vec::new() };
             return Ok(finish("obj", warnings, mesh, soup, validate));
+        }
+        Err(ParseError::Unsupported { detected }) if detected == stl::ZIP_3MF => {
+            let model = threemf::parse(bytes)?;
+            let (mesh, soup) = mesh::weld(&model, weld)?;
+            let warnings = if model.triangles.is_empty() { vec![Warning::Empty] } else { Vec::new() };
+            return Ok(finish("3mf", warnings, mesh, soup, validate));
         }
         Err(e) => return Err(e),
     };

@@ -144,6 +144,9 @@ const SAMPLE_LEN: usize = 4096;
 /// What [`parse`] reports for text that looks like Wavefront OBJ, so that
 /// callers can hand it to [`crate::obj`].
 pub const OBJ_TEXT: &str = "Wavefront OBJ";
+/// What [`parse`] reports for a zip container, which [`crate::threemf`]
+/// reads.
+pub const ZIP_3MF: &str = "zip container (3MF)";
 
 /// Parses STL from bytes, detecting binary or ASCII as described in the
 /// module documentation.
@@ -166,7 +169,7 @@ pub fn parse(bytes: &[u8]) -> Result<Stl<'_>, ParseError> {
         }
     }
     if bytes.starts_with(b"PK\x03\x04") {
-        return Err(ParseError::Unsupported { detected: "zip container (3MF)" });
+        return Err(ParseError::Unsupported { detected: ZIP_3MF });
     }
     if text {
         if starts_with_solid(bytes) {
@@ -335,7 +338,7 @@ mod tests {
     fn other_formats_are_named() {
         assert_eq!(
             parse(b"PK\x03\x04 rest of a zip").unwrap_err(),
-            ParseError::Unsupported { detected: "zip container (3MF)" }
+            ParseError::Unsupported { detected: ZIP_3MF }
         );
         assert_eq!(
             parse(b"# obj\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n").unwrap_err(),
