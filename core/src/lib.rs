@@ -60,14 +60,14 @@ pub fn inspect(
         Ok(stl) => stl,
         Err(ParseError::Unsupported { detected }) if detected == stl::OBJ_TEXT => {
             let obj = obj::parse(bytes)?;
-            let (mesh, soup) = mesh::weld(&obj, weld)?;
-            let warnings = if obj.triangles.is_empty() { vec![Warning::Empty] } else { Vec::new() };
+            let (mesh, soup) = mesh::weld(&obj.mesh, weld)?;
+            let warnings = if obj.mesh.triangles.is_empty() { vec![Warning::Empty] } else { Vec::new() };
             return Ok(finish("obj", warnings, mesh, soup, validate));
         }
         Err(ParseError::Unsupported { detected }) if detected == stl::ZIP_3MF => {
             let model = threemf::parse(bytes)?;
-            let (mesh, soup) = mesh::weld(&model, weld)?;
-            let warnings = if model.triangles.is_empty() { vec![Warning::Empty] } else { Vec::new() };
+            let (mesh, soup) = mesh::weld(&model.mesh, weld)?;
+            let warnings = if model.mesh.triangles.is_empty() { vec![Warning::Empty] } else { Vec::new() };
             return Ok(finish("3mf", warnings, mesh, soup, validate));
         }
         Err(e) => return Err(e),

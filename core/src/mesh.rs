@@ -84,6 +84,32 @@ impl FacetSource for IndexedMesh {
     }
 }
 
+/// Triangles over a list of positions, as OBJ and 3MF store them: indexed,
+/// but not welded (the files split vertices along seams and per object), so
+/// they are welded by position like any soup.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IndexedTriangles {
+    /// Vertex positions as the file gives them.
+    pub positions: Vec<[f32; 3]>,
+    /// Triangles as indices into `positions`.
+    pub triangles: Vec<[u32; 3]>,
+}
+
+impl FacetSource for IndexedTriangles {
+    fn facet_count(&self) -> usize {
+        self.triangles.len()
+    }
+
+    #[inline]
+    fn vertices(&self, i: usize) -> [[f32; 3]; 3] {
+        self.triangles[i].map(|v| self.positions[v as usize])
+    }
+
+    fn normal(&self, _: usize) -> [f32; 3] {
+        [0.0; 3]
+    }
+}
+
 /// How to weld a soup.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct WeldOptions {

@@ -10,36 +10,19 @@
 //! corners, an index of 0 or out of range is an error naming the line.
 //!
 //! Faces keep the file's vertex ids, but the mesh is rebuilt from positions
-//! (the triangles are a [`FacetSource`]): OBJ files split vertices along UV
+//! (the triangles are an [`IndexedTriangles`]): OBJ files split vertices along UV
 //! seams, and the mesh must be welded by position to see its real topology.
 
 use crate::ParseError;
-use crate::stl::FacetSource;
+use crate::mesh::IndexedTriangles;
 
 /// The triangles of an OBJ file, over its vertex positions.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Obj {
-    /// `v` lines, in order.
-    pub positions: Vec<[f32; 3]>,
-    /// Triangles after fan triangulation, as indices into `positions`.
-    pub triangles: Vec<[u32; 3]>,
+    /// `v` lines in order, and the triangles after fan triangulation.
+    pub mesh: IndexedTriangles,
     /// `f` lines read (polygons before triangulation).
     pub polygons: u64,
-}
-
-impl FacetSource for Obj {
-    fn facet_count(&self) -> usize {
-        self.triangles.len()
-    }
-
-    #[inline]
-    fn vertices(&self, i: usize) -> [[f32; 3]; 3] {
-        self.triangles[i].map(|v| self.positions[v as usize])
-    }
-
-    fn normal(&self, _: usize) -> [f32; 3] {
-        [0.0; 3]
-    }
 }
 
 fn error(line: u64, offset: usize, reason: String) -> ParseError {
@@ -68,12 +51,12 @@ pub fn parse(bytes: &[u8]) -> Result<Obj, ParseError> {
                         error(line_no, start, format!("expected a number, found '{}'", token.escape_ascii()))
                     })?;
                 }
-                obj.positions.push(xyz);
+                obj.mesh.positions.push(xyz);
             }
             Some(b"f") => {
                 corners.clear();
                 for token in tokens {
-                    corners.push(index(token, obj.positions.len()).map_err(|reason| {
+                    corners.push(index(token, obj.mesh.positions.len()).map_err(|reason| {
                         error(line_no, start, format!("{reason} in face corner '{}'", token.escape_ascii()))
                     })?);
                 }
@@ -86,14 +69,14 @@ pub fn parse(bytes: &[u8]) -> Result<Obj, ParseError> {
                 }
                 obj.polygons += 1;
                 for k in 1..corners.len() - 1 {
-                    obj.triangles.push([corners[0], corners[k], corners[k + 1]]);
+                    obj.mesh.triangles.push([corners[0], corners[k], corners[k + 1]]);
                 }
             }
             _ => {}
         }
     }
-    if obj.triangles.len() as u64 * 3 >= u64::from(u32::MAX) {
-        return Err(ParseError::TooLarge { facets: obj.triangles.len() as u64 });
+    if obj.mesh.triangles.len() as u64 * 3 >= u64::from(u32::MAX) {
+        return Err(ParseError::TooLarge { facets: obj.mesh.triangles.len() as u64 });
     }
     Ok(obj)
 }
@@ -131,9 +114,9 @@ mod tests {
                      vt 0 0\nvn 0 0 1\no thing\ng part\ns off\nusemtl red\n\
                      f 1/1/1 2/1/1 3//1 4\n\nf -4 -3 -1 # comment\n";
         let obj = parse(text).expect("parses");
-        assert_eq!(obj.positions.len(), 4);
+        assert_eq!(obj.mesh.positions.len(), 4);
         assert_eq!(obj.polygons, 2);
-        assert_eq!(obj.triangles, vec![[0, 1, 2], [0, 2, 3], [0, 1, 3]]);
+        assert_eq!(obj.mesh.triangles, vec![[0, 1, 2], [0, 2, 3], [0, 1, 3]]);
     }
 
     #[test]

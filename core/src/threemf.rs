@@ -18,7 +18,7 @@ use glam::{DAffine3, DVec3};
 use quick_xml::events::{BytesStart, Event};
 
 use crate::ParseError;
-use crate::stl::FacetSource;
+use crate::mesh::IndexedTriangles;
 
 /// Inflated model XML above this is refused (1 GiB: ~10M triangles).
 pub const MAX_MODEL_BYTES: u64 = 1 << 30;
@@ -28,27 +28,10 @@ const MAX_DEPTH: usize = 32;
 /// The triangles of every build item, in millimetres, world coordinates.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ThreeMf {
-    /// Vertex positions after transforms and unit conversion.
-    pub positions: Vec<[f32; 3]>,
-    /// Triangles as indices into `positions`.
-    pub triangles: Vec<[u32; 3]>,
+    /// Positions after transforms and unit conversion, and the triangles.
+    pub mesh: IndexedTriangles,
     /// Build items flattened.
     pub items: u64,
-}
-
-impl FacetSource for ThreeMf {
-    fn facet_count(&self) -> usize {
-        self.triangles.len()
-    }
-
-    #[inline]
-    fn vertices(&self, i: usize) -> [[f32; 3]; 3] {
-        self.triangles[i].map(|v| self.positions[v as usize])
-    }
-
-    fn normal(&self, _: usize) -> [f32; 3] {
-        [0.0; 3]
-    }
 }
 
 fn bad(reason: impl Into<String>) -> ParseError {
@@ -228,8 +211,8 @@ fn flatten(model: &Model) -> Result<ThreeMf, ParseError> {
         emit(model, id, units * item, 0, &mut out)?;
         out.items += 1;
     }
-    if out.triangles.len() as u64 * 3 >= u64::from(u32::MAX) {
-        return Err(ParseError::TooLarge { facets: out.triangles.len() as u64 });
+    if out.mesh.triangles.len() as u64 * 3 >= u64::from(u32::MAX) {
+        return Err(ParseError::TooLarge { facets: out.mesh.triangles.len() as u64 });
     }
     Ok(out)
 }
@@ -245,12 +228,14 @@ fn emit(
         return Err(bad(format!("components nest deeper than {MAX_DEPTH} levels at object {id} (a cycle?)")));
     }
     let object = model.objects.get(&id).ok_or_else(|| bad(format!("reference to undefined object {id}")))?;
-    let base = out.positions.len() as u64;
+    let base = out.mesh.positions.len() as u64;
     if base + object.vertices.len() as u64 >= u64::from(u32::MAX) {
-        return Err(ParseError::TooLarge { facets: out.triangles.len() as u64 });
+        return Err(ParseError::TooLarge { facets: out.mesh.triangles.len() as u64 });
     }
-    out.positions.extend(object.vertices.iter().map(|&v| to_world.transform_point3(v).as_vec3().to_array()));
-    out.triangles.extend(object.triangles.iter().map(|t| t.map(|v| (base + u64::from(v)) as u32)));
+    out.mesh
+        .positions
+        .extend(object.vertices.iter().map(|&v| to_world.transform_point3(v).as_vec3().to_array()));
+    out.mesh.triangles.extend(object.triangles.iter().map(|t| t.map(|v| (base + u64::from(v)) as u32)));
     for &(child, transform) in &object.components {
         emit(model, child, to_world * transform, depth + 1, out)?;
     }
@@ -262,6 +247,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+    use crate::stl::FacetSource;
 
     fn package(model: &str) -> Vec<u8> {
         let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
@@ -287,13 +273,13 @@ mod tests {
             </resources><build><item objectid="1"/><item objectid="2" transform="0 1 0 -1 0 0 0 0 1 0 0 5"/></build></model>"#
         );
         let m = parse(&package(&model)).expect("parses");
-        assert_eq!((m.items, m.triangles.len()), (2, 2));
+        assert_eq!((m.items, m.mesh.triangles.len()), (2, 2));
         let inch = 25.4f32;
-        assert_eq!(m.vertices(0), [[0.0, 0.0, 0.0], [inch, 0.0, 0.0], [0.0, inch, 0.0]]);
+        assert_eq!(m.mesh.vertices(0), [[0.0, 0.0, 0.0], [inch, 0.0, 0.0], [0.0, inch, 0.0]]);
         // Component (translate x by 10) then item (rotate 90 deg about z,
         // lift 5): (x, y, z) -> (-(y), x + 10, z + 5), in inches.
         let expect = |x: f32, y: f32| [-y * inch, (x + 10.0) * inch, 5.0 * inch];
-        let got = m.vertices(1);
+        let got = m.mesh.vertices(1);
         for (g, e) in got.iter().zip([expect(0.0, 0.0), expect(1.0, 0.0), expect(0.0, 1.0)]) {
             for k in 0..3 {
                 assert!((g[k] - e[k]).abs() < 1e-3, "{got:?}");

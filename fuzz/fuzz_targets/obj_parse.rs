@@ -6,8 +6,9 @@ use strata_core::{ValidateOptions, WeldOptions, mesh, obj, validate};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(parsed) = obj::parse(data) {
-        assert!(parsed.triangles.iter().flatten().all(|&v| (v as usize) < parsed.positions.len()));
-        if let Ok((m, soup)) = mesh::weld(&parsed, &WeldOptions::default()) {
+        let t = &parsed.mesh;
+        assert!(t.triangles.iter().flatten().all(|&v| (v as usize) < t.positions.len()));
+        if let Ok((m, soup)) = mesh::weld(t, &WeldOptions::default()) {
             let _ = validate::validate(&m, &soup, &ValidateOptions::default());
         }
     }

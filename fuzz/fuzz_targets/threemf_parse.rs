@@ -15,8 +15,9 @@ fuzz_target!(|data: &[u8]| {
     if zip.start_file("3D/3dmodel.model", stored).is_ok() && zip.write_all(data).is_ok() {
         if let Ok(package) = zip.finish() {
             if let Ok(model) = threemf::parse_with_limit(&package.into_inner(), 1 << 20) {
-                assert!(model.triangles.iter().flatten().all(|&v| (v as usize) < model.positions.len()));
-                let _ = model.facet_count();
+                let t = &model.mesh;
+                assert!(t.triangles.iter().flatten().all(|&v| (v as usize) < t.positions.len()));
+                let _ = t.facet_count();
             }
         }
     }
