@@ -34,8 +34,9 @@
 //! [`WeldOptions::tolerance`] additionally merges vertices closer than a
 //! distance (transitively: chains of close vertices become one), using a
 //! grid of cells of that size over the already exactly-welded vertices.
-//! Each group keeps the position of its lowest-numbered vertex, and the
-//! result is welded exactly once more so that it has the canonical order.
+//! Each group keeps the position and the place in the order of its
+//! lowest-numbered vertex, which is also its first occurrence, so the result
+//! is in first-occurrence order like an exact weld.
 
 use glam::Vec3;
 use rayon::prelude::*;
@@ -178,7 +179,6 @@ pub fn weld<S: FacetSource + ?Sized>(
     let mut mesh = IndexedMesh { vertices, faces };
     if let Some(tolerance) = options.tolerance.filter(|t| *t > 0.0 && t.is_finite()) {
         weld_within(&mut mesh, tolerance);
-        mesh = weld(&mesh, &WeldOptions::default())?.0;
     }
     Ok((mesh, stats))
 }
