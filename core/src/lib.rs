@@ -20,6 +20,7 @@
 //! [`inspect`] runs all four for one model.
 
 pub mod error;
+pub mod format;
 pub mod intersect;
 pub mod mesh;
 pub mod obj;
@@ -50,30 +51,25 @@ pub struct Inspection {
 }
 
 /// Parses, welds and validates one model held in memory: STL (binary or
-/// ASCII), Wavefront OBJ or 3MF, told apart by content, never by file name.
+/// ASCII), Wavefront OBJ or 3MF, told apart by content ([`format::detect`]),
+/// never by file name.
 pub fn inspect(
     bytes: &[u8],
     weld: &WeldOptions,
     validate: &ValidateOptions,
 ) -> Result<Inspection, ParseError> {
-    let stl = match stl::parse(bytes) {
-        Ok(stl) => stl,
-        Err(ParseError::Unsupported { detected }) if detected == stl::OBJ_TEXT => {
-            let obj = obj::parse(bytes)?;
-            let (mesh, soup) = mesh::weld(&obj.mesh, weld)?;
-            let warnings = if obj.mesh.triangles.is_empty() { vec![Warning::Empty] } else { Vec::new() };
-            return Ok(finish("obj", warnings, mesh, soup, validate));
+    let (name, triangles) = match format::detect(bytes) {
+        format::Format::Stl => {
+            let stl = stl::parse(bytes)?;
+            let (mesh, soup) = mesh::weld_stl(&stl, weld)?;
+            return Ok(finish(stl.format.name(), stl.warnings, mesh, soup, validate));
         }
-        Err(ParseError::Unsupported { detected }) if detected == stl::ZIP_3MF => {
-            let model = threemf::parse(bytes)?;
-            let (mesh, soup) = mesh::weld(&model.mesh, weld)?;
-            let warnings = if model.mesh.triangles.is_empty() { vec![Warning::Empty] } else { Vec::new() };
-            return Ok(finish("3mf", warnings, mesh, soup, validate));
-        }
-        Err(e) => return Err(e),
+        format::Format::Obj => ("obj", obj::parse(bytes)?.mesh),
+        format::Format::ThreeMf => ("3mf", threemf::parse(bytes)?.mesh),
     };
-    let (mesh, soup) = mesh::weld_stl(&stl, weld)?;
-    Ok(finish(stl.format.name(), stl.warnings, mesh, soup, validate))
+    let (mesh, soup) = mesh::weld(&triangles, weld)?;
+    let warnings = if triangles.triangles.is_empty() { vec![Warning::Empty] } else { Vec::new() };
+    Ok(finish(name, warnings, mesh, soup, validate))
 }
 
 fn finish(

@@ -141,13 +141,6 @@ impl<'a> Stl<'a> {
 
 const SAMPLE_LEN: usize = 4096;
 
-/// What [`parse`] reports for text that looks like Wavefront OBJ, so that
-/// callers can hand it to [`crate::obj`].
-pub const OBJ_TEXT: &str = "Wavefront OBJ";
-/// What [`parse`] reports for a zip container, which [`crate::threemf`]
-/// reads.
-pub const ZIP_3MF: &str = "zip container (3MF)";
-
 /// Parses STL from bytes, detecting binary or ASCII as described in the
 /// module documentation.
 pub fn parse(bytes: &[u8]) -> Result<Stl<'_>, ParseError> {
@@ -155,28 +148,22 @@ pub fn parse(bytes: &[u8]) -> Result<Stl<'_>, ParseError> {
     let declared = declared_count(bytes);
     let text = looks_like_text(bytes);
 
-    if let Some(n) = declared {
-        let exact = 84 + 50 * u64::from(n) == len;
-        // An ASCII file whose bytes 80..84 happen to give the exact size
-        // needs a count above ~5e8 (four printable bytes), i.e. a file of
-        // 25+ GB; the guard keeps the rule total anyway.
-        if exact && !(text && starts_with_solid(bytes) && n > 10_000_000) {
-            let mut warnings = Vec::new();
-            if starts_with_solid(bytes) {
-                warnings.push(Warning::BinarySolidHeader);
-            }
-            return Ok(binary_stl(bytes, n as usize, warnings));
+    if let Some(n) = exact_binary(bytes, text) {
+        let mut warnings = Vec::new();
+        if starts_with_solid(bytes) {
+            warnings.push(Warning::BinarySolidHeader);
         }
+        return Ok(binary_stl(bytes, n as usize, warnings));
     }
-    if bytes.starts_with(b"PK\x03\x04") {
-        return Err(ParseError::Unsupported { detected: ZIP_3MF });
+    if is_zip(bytes) {
+        return Err(ParseError::Unsupported { detected: "zip container (3MF)" });
     }
     if text {
         if starts_with_solid(bytes) {
             return parse_ascii(bytes);
         }
         if looks_like_obj(bytes) {
-            return Err(ParseError::Unsupported { detected: OBJ_TEXT });
+            return Err(ParseError::Unsupported { detected: "Wavefront OBJ" });
         }
         if !bytes.is_empty() {
             return Err(ParseError::Unsupported {
@@ -218,6 +205,21 @@ pub fn parse_ascii(bytes: &[u8]) -> Result<Stl<'_>, ParseError> {
     Ok(finish(Stl { format: StlFormat::Ascii, warnings, solids, facets: Storage::Ascii(facets) }))
 }
 
+/// The facet count of a binary STL whose size is exactly `84 + 50 * count`.
+///
+/// An ASCII file whose bytes 80..84 happen to give the exact size needs a
+/// count above ~5e8 (four printable bytes), i.e. a file of 25+ GB; the guard
+/// keeps the rule total anyway.
+pub(crate) fn exact_binary(bytes: &[u8], text: bool) -> Option<u32> {
+    let n = declared_count(bytes)?;
+    let exact = 84 + 50 * u64::from(n) == bytes.len() as u64;
+    (exact && !(text && starts_with_solid(bytes) && n > 10_000_000)).then_some(n)
+}
+
+pub(crate) fn is_zip(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04")
+}
+
 fn binary_stl(bytes: &[u8], count: usize, warnings: Vec<Warning>) -> Stl<'_> {
     let end = binary::RECORDS_START + binary::RECORD_LEN * count;
     let facets = binary::records(&bytes[binary::RECORDS_START..end]);
@@ -236,19 +238,19 @@ fn declared_count(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(raw))
 }
 
-fn starts_with_solid(bytes: &[u8]) -> bool {
+pub(crate) fn starts_with_solid(bytes: &[u8]) -> bool {
     let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
     bytes[start..].len() >= 5 && bytes[start..start + 5].eq_ignore_ascii_case(b"solid")
 }
 
 /// No control bytes other than whitespace in the first 4 KiB. Bytes above
 /// 0x7f are allowed so that UTF-8 or Latin-1 solid names stay text.
-fn looks_like_text(bytes: &[u8]) -> bool {
+pub(crate) fn looks_like_text(bytes: &[u8]) -> bool {
     let sample = &bytes[..bytes.len().min(SAMPLE_LEN)];
     sample.iter().all(|&b| b >= 0x20 && b != 0x7f || matches!(b, b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
 }
 
-fn looks_like_obj(bytes: &[u8]) -> bool {
+pub(crate) fn looks_like_obj(bytes: &[u8]) -> bool {
     let sample = &bytes[..bytes.len().min(SAMPLE_LEN)];
     sample.split(|&b| b == b'\n' || b == b'\r').any(|line| {
         let line = line.trim_ascii_start();
@@ -338,7 +340,7 @@ mod tests {
     fn other_formats_are_named() {
         assert_eq!(
             parse(b"PK\x03\x04 rest of a zip").unwrap_err(),
-            ParseError::Unsupported { detected: ZIP_3MF }
+            ParseError::Unsupported { detected: "zip container (3MF)" }
         );
         assert_eq!(
             parse(b"# obj\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n").unwrap_err(),
