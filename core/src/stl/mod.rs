@@ -314,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn huge_declared_count_allocates_nothing() {
+    fn huge_declared_count_on_a_short_file_is_truncation() {
         let mut bytes = cube_binary(b"plain");
         bytes[80..84].copy_from_slice(&u32::MAX.to_le_bytes());
         bytes.truncate(84 + 50 * 3 + 1);
