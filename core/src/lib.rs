@@ -24,6 +24,7 @@ pub mod format;
 pub mod intersect;
 pub mod mesh;
 pub mod obj;
+pub mod repair;
 pub mod source;
 pub mod stl;
 pub mod synth;
@@ -33,6 +34,7 @@ mod warning;
 
 pub use error::{Error, ParseError};
 pub use mesh::{IndexedMesh, SoupStats, WeldOptions};
+pub use repair::{RepairLog, RepairOptions, Repaired, repair};
 pub use source::ModelBytes;
 pub use validate::{ValidateOptions, ValidationReport};
 pub use warning::Warning;

@@ -522,7 +522,7 @@ fn vertex_of(k: &Key) -> Vec3 {
 
 /// Merges vertices closer than `tolerance` (transitively), keeping the
 /// position of the first vertex of each group, and renumbers the faces.
-fn weld_within(mesh: &mut IndexedMesh, tolerance: f32) {
+pub(crate) fn weld_within(mesh: &mut IndexedMesh, tolerance: f32) {
     let n = mesh.vertices.len();
     let cell_of = |p: Vec3| -> [i64; 3] {
         // `as` saturates, so coordinates far beyond tolerance * 2^63 share

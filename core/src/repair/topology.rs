@@ -1,0 +1,137 @@
+//! Half-edge adjacency for repair: which half-edge of which face is the
+//! twin of each half-edge, found by one parallel sort of edge keys.
+//!
+//! Half-edge `h = 3 * face + k` runs from `face[k]` to `face[(k + 1) % 3]`.
+//! Validation only counts edges; repair needs to walk across them, so it
+//! pays for a full table here (12 bytes per face) instead.
+
+use rayon::prelude::*;
+
+/// No twin: the edge is used by this face only (the rim of a hole).
+pub(crate) const BOUNDARY: u32 = u32::MAX;
+/// The edge is used by more than two faces: no single twin.
+pub(crate) const NONMANIFOLD: u32 = u32::MAX - 1;
+
+/// The undirected key of the edge between `a` and `b`.
+#[inline]
+pub(crate) fn edge_key(a: u32, b: u32) -> u64 {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    (u64::from(lo) << 32) | u64::from(hi)
+}
+
+/// Adjacency of a mesh without collapsed faces.
+#[derive(Debug)]
+pub(crate) struct Topology {
+    /// The twin of every half-edge, or [`BOUNDARY`] / [`NONMANIFOLD`].
+    pub(crate) twin: Vec<u32>,
+    /// Every distinct undirected edge, sorted (for "does this edge exist").
+    pub(crate) edges: Vec<u64>,
+    /// Keys of the edges used by more than two faces.
+    pub(crate) nonmanifold: Vec<u64>,
+}
+
+impl Topology {
+    /// Builds the adjacency. Collapsed faces (a repeated vertex) must have
+    /// been removed: their half-edges would pair with themselves.
+    pub(crate) fn build(faces: &[[u32; 3]]) -> Topology {
+        let mut half: Vec<(u64, u32)> = faces
+            .par_iter()
+            .enumerate()
+            .flat_map_iter(|(f, t)| (0..3).map(move |k| (edge_key(t[k], t[(k + 1) % 3]), (3 * f + k) as u32)))
+            .collect();
+        half.par_sort_unstable();
+        let mut twin = vec![BOUNDARY; faces.len() * 3];
+        let mut edges = Vec::with_capacity(half.len() / 2 + 1);
+        let mut nonmanifold = Vec::new();
+        for run in half.chunk_by(|a, b| a.0 == b.0) {
+            edges.push(run[0].0);
+            match run {
+                [_] => {}
+                [a, b] => {
+                    twin[a.1 as usize] = b.1;
+                    twin[b.1 as usize] = a.1;
+                }
+                _ => {
+                    nonmanifold.push(run[0].0);
+                    for e in run {
+                        twin[e.1 as usize] = NONMANIFOLD;
+                    }
+                }
+            }
+        }
+        Topology { twin, edges, nonmanifold }
+    }
+
+    /// Whether an edge between `a` and `b` exists in the mesh.
+    pub(crate) fn has_edge(&self, a: u32, b: u32) -> bool {
+        self.edges.binary_search(&edge_key(a, b)).is_ok()
+    }
+}
+
+/// Groups of faces connected through manifold edges (edges shared by
+/// exactly two faces), as trimesh's `split` defines bodies: a non-manifold
+/// edge separates the bodies that meet there.
+#[derive(Debug)]
+pub(crate) struct Components {
+    /// Component id of every face.
+    pub(crate) of_face: Vec<u32>,
+    /// Faces of each component, in face order.
+    pub(crate) members: Vec<Vec<u32>>,
+}
+
+impl Components {
+    pub(crate) fn find(faces: &[[u32; 3]], topo: &Topology) -> Components {
+        let n = faces.len();
+        let mut of_face = vec![BOUNDARY; n];
+        let mut members = Vec::new();
+        let mut stack = Vec::new();
+        for seed in 0..n {
+            if of_face[seed] != BOUNDARY {
+                continue;
+            }
+            let id = members.len() as u32;
+            let mut group = Vec::new();
+            of_face[seed] = id;
+            stack.push(seed as u32);
+            while let Some(f) = stack.pop() {
+                group.push(f);
+                for k in 0..3 {
+                    let t = topo.twin[3 * f as usize + k];
+                    if t < NONMANIFOLD {
+                        let g = (t / 3) as usize;
+                        if of_face[g] == BOUNDARY {
+                            of_face[g] = id;
+                            stack.push(g as u32);
+                        }
+                    }
+                }
+            }
+            group.sort_unstable();
+            members.push(group);
+        }
+        Components { of_face, members }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twins_boundary_and_nonmanifold() {
+        // Two triangles sharing edge 1-2, and a third on the same edge.
+        let faces = [[0, 1, 2], [2, 1, 3], [1, 2, 4]];
+        let t = Topology::build(&faces[..2]);
+        assert_eq!(t.twin[1], 3, "edge 1->2 of face 0 pairs with edge 2->1 of face 1");
+        assert_eq!(t.twin[3], 1);
+        assert_eq!(t.twin[0], BOUNDARY);
+        assert!(t.nonmanifold.is_empty());
+        assert!(t.has_edge(2, 1) && !t.has_edge(0, 3));
+
+        let t = Topology::build(&faces);
+        assert_eq!((t.twin[1], t.twin[3], t.twin[6]), (NONMANIFOLD, NONMANIFOLD, NONMANIFOLD));
+        assert_eq!(t.nonmanifold, vec![edge_key(1, 2)]);
+        let c = Components::find(&faces, &t);
+        assert_eq!(c.members.len(), 3, "a non-manifold edge separates components");
+    }
+}
