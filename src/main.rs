@@ -3,6 +3,8 @@
 //! Each subcommand parses its flags, calls one library entry point per
 //! input and formats the result; no model logic lives here.
 
+mod repair;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,6 +24,31 @@ struct Cli {
 enum Command {
     /// Parse STL, OBJ or 3MF files and report their geometry and defects.
     Inspect(InspectArgs),
+    /// Repair a model (holes, flipped faces, duplicates, degenerate faces,
+    /// inside-out bodies) and write it as binary STL.
+    Repair(RepairArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RepairArgs {
+    /// The model to repair: binary or ASCII STL, OBJ or 3MF.
+    input: PathBuf,
+    /// Where to write the repaired binary STL (replaced atomically).
+    output: PathBuf,
+    /// Also write the repair log and both validation reports as JSON here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Print the JSON report on stdout instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Merge vertices closer than this distance (file units). Default:
+    /// 1e-6 of the bounding-box diagonal; 0 merges exact matches only.
+    #[arg(long, value_name = "T", value_parser = parse_tolerance, allow_negative_numbers = true)]
+    weld_tolerance: Option<f32>,
+    /// Remove bodies that stay open after hole filling, and flat sheets
+    /// (stray faces, loose fragments).
+    #[arg(long)]
+    remove_unconnected: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +80,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect(args) => inspect(&args),
+        Command::Repair(args) => repair::run(&args),
     }
 }
 
@@ -123,7 +151,7 @@ fn inspect(args: &InspectArgs) -> ExitCode {
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
-fn load(path: &Path) -> Result<ModelBytes, Error> {
+pub(crate) fn load(path: &Path) -> Result<ModelBytes, Error> {
     if path.is_dir() {
         return Err(Error::Io {
             path: path.to_path_buf(),

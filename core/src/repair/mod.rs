@@ -116,6 +116,27 @@ pub struct RepairLog {
 }
 
 impl RepairLog {
+    /// Adds a later round's counts; what is left open is the later round's.
+    fn absorb(&mut self, later: &RepairLog) {
+        self.vertices_merged += later.vertices_merged;
+        self.collapsed_faces_removed += later.collapsed_faces_removed;
+        self.zero_area_faces_removed += later.zero_area_faces_removed;
+        self.faces_split += later.faces_split;
+        self.duplicate_faces_removed += later.duplicate_faces_removed;
+        self.faces_flipped += later.faces_flipped;
+        self.orientation_conflicts = later.orientation_conflicts;
+        self.nonmanifold_edges_split += later.nonmanifold_edges_split;
+        self.vertices_separated += later.vertices_separated;
+        self.separation = self.separation.max(later.separation);
+        self.holes_filled += later.holes_filled;
+        self.hole_faces_added += later.hole_faces_added;
+        self.holes_left_open = later.holes_left_open;
+        self.bodies_reversed += later.bodies_reversed;
+        self.stray_bodies_removed += later.stray_bodies_removed;
+        self.stray_faces_removed += later.stray_faces_removed;
+        self.faces_out = later.faces_out;
+    }
+
     /// Whether any pass changed the mesh.
     pub fn changed(&self) -> bool {
         self.vertices_merged
@@ -141,8 +162,33 @@ pub struct Repaired {
     pub log: RepairLog,
 }
 
+/// Most rounds of passes [`repair`] runs.
+const ROUNDS: usize = 3;
+
 /// Repairs a mesh (see the module documentation for the passes).
-pub fn repair(mut mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
+///
+/// The passes run again on their own result while holes are still open and
+/// the last round changed something: a rim shared by two pieces that were
+/// oriented apart only closes into a loop once the pieces around it have
+/// been filled and turned outward. A repaired mesh goes through a round
+/// unchanged, so repairing it again does nothing.
+pub fn repair(mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
+    let mut done = repair_round(mesh, options);
+    for _ in 1..ROUNDS {
+        if done.log.holes_left_open == 0 {
+            break;
+        }
+        let next = repair_round(done.mesh.clone(), options);
+        if !next.log.changed() {
+            break;
+        }
+        done.log.absorb(&next.log);
+        done.mesh = next.mesh;
+    }
+    done
+}
+
+fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
     let mut log = RepairLog::default();
     let diagonal = diagonal(&mesh.vertices);
     let tolerance = options.weld_tolerance.unwrap_or(AUTO_TOLERANCE * diagonal);
@@ -168,6 +214,8 @@ pub fn repair(mut mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
 
     let separated = split_nonmanifold(&mut vertices, &mut faces, &topo, &mut log);
     let topo = if separated.is_empty() { topo } else { Topology::build(&faces) };
+    // Flipping whole bodies keeps every twin a twin: no rebuild needed.
+    let open_reversed = orient::open_outward(&vertices, &mut faces, &topo, FLAT);
 
     let filled_from = faces.len();
     let (loops, open_chains) = holes::boundary_loops(&faces, &topo);
@@ -204,9 +252,10 @@ pub fn repair(mut mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
             body.closed = false;
         }
     }
-    log.bodies_reversed = orient::orient_outward(&vertices, &mut faces, &comps, &mut bodies, &flat);
+    log.bodies_reversed =
+        open_reversed + orient::orient_outward(&vertices, &mut faces, &comps, &mut bodies, &flat);
 
-    separate(&mut vertices, &faces, &separated, diagonal, tolerance, &mut log);
+    separate(&mut vertices, &faces, &removed, &separated, diagonal, tolerance, &mut log);
 
     if options.remove_unconnected {
         for (c, body) in bodies.iter().enumerate() {
@@ -417,6 +466,7 @@ fn split_nonmanifold(
 fn separate(
     vertices: &mut [Vec3],
     faces: &[[u32; 3]],
+    removed: &[bool],
     copies: &[u32],
     diagonal: f32,
     tolerance: f32,
@@ -433,7 +483,7 @@ fn separate(
     let step = (2.5 * tolerance).max(64.0 * ulp).max(1e-6).max(1e-7 * diagonal);
     log.separation = step;
     let mut normal: HashMap<u32, DVec3> = copies.iter().map(|&v| (v, DVec3::ZERO)).collect();
-    for f in faces {
+    for f in faces.iter().zip(removed).filter(|(_, gone)| !**gone).map(|(f, _)| f) {
         let n = cross(vertices, f);
         for v in f {
             if let Some(acc) = normal.get_mut(v) {

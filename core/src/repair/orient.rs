@@ -135,23 +135,38 @@ pub(crate) fn measure(
         .collect()
 }
 
-/// How many of the other closed bodies contain body `i`'s probe point.
+/// How many other closed bodies contain body `i` entirely.
+///
+/// Real files are full of bodies that overlap without being nested
+/// (collision meshes, naive assemblies); a cavity must lie wholly inside its
+/// container, so its bounding box must, and so must every sampled vertex
+/// (up to [`SAMPLES`] spread over its faces, plus the probe point).
 fn nesting_depth(i: usize, bodies: &[Body], members: &[Vec<u32>], vertices: &[glam::Vec3], faces: &[[u32; 3]]) -> usize {
-    let p = bodies[i].probe;
+    let me = &bodies[i];
+    let step = members[i].len().div_ceil(SAMPLES).max(1);
+    let mut points = vec![me.probe];
+    points.extend(members[i].iter().step_by(step).map(|&f| vertices[faces[f as usize][0] as usize].as_dvec3()));
     bodies
         .iter()
         .enumerate()
         .filter(|&(j, d)| {
-            j != i && d.closed && d.lo.cmplt(p).all() && d.hi.cmpgt(p).all() && {
-                let hits = members[j]
-                    .iter()
-                    .filter(|&&f| ray_hits(p, faces[f as usize].map(|v| vertices[v as usize].as_dvec3())))
-                    .count();
-                hits % 2 == 1
-            }
+            j != i
+                && d.closed
+                && d.lo.cmplt(me.lo).all()
+                && d.hi.cmpgt(me.hi).all()
+                && points.iter().all(|&p| {
+                    let hits = members[j]
+                        .iter()
+                        .filter(|&&f| ray_hits(p, faces[f as usize].map(|v| vertices[v as usize].as_dvec3())))
+                        .count();
+                    hits % 2 == 1
+                })
         })
         .count()
 }
+
+/// Points of a body tested for containment.
+const SAMPLES: usize = 32;
 
 /// A fixed direction no axis-aligned model edge or face is parallel to, so
 /// the ray rarely grazes an edge.
@@ -207,6 +222,49 @@ pub(crate) fn orient_outward(
                 faces[f as usize].swap(1, 2);
             }
             bodies[i].volume = -bodies[i].volume;
+            reversed += 1;
+        }
+    }
+    reversed
+}
+
+/// Turns every open body outward before its holes are traced, judged by
+/// the signed volume of the cone from its area-weighted centroid to its
+/// faces. Two pieces of one surface that touch only at a vertex are oriented
+/// independently by [`make_consistent`]; unless both face out, their rim
+/// edges run against each other and never close into a loop. Bodies with
+/// no clear sign (flat sheets) are left alone, so this is idempotent.
+pub(crate) fn open_outward(vertices: &[glam::Vec3], faces: &mut [[u32; 3]], topo: &Topology, flat: f64) -> u64 {
+    let comps = Components::find(faces, topo);
+    let mut reversed = 0;
+    for members in &comps.members {
+        let open = members.iter().any(|&f| (0..3).any(|k| topo.twin[3 * f as usize + k] >= NONMANIFOLD));
+        if !open {
+            continue;
+        }
+        let tri = |f: u32| faces[f as usize].map(|v| vertices[v as usize].as_dvec3());
+        let (mut area, mut centroid) = (0.0, DVec3::ZERO);
+        for &f in members {
+            let [a, b, c] = tri(f);
+            let w = 0.5 * (b - a).cross(c - a).length();
+            area += w;
+            centroid += w * (a + b + c) / 3.0;
+        }
+        if area <= 0.0 {
+            continue;
+        }
+        let centroid = centroid / area;
+        let cone: f64 = members
+            .iter()
+            .map(|&f| {
+                let [a, b, c] = tri(f);
+                (a - centroid).dot((b - centroid).cross(c - centroid)) / 6.0
+            })
+            .sum();
+        if cone < -flat * area.powf(1.5) {
+            for &f in members {
+                faces[f as usize].swap(1, 2);
+            }
             reversed += 1;
         }
     }
