@@ -11,5 +11,9 @@ mod inspect;
 // independent tools computed (datasets/MANIFEST.tsv and oracle.jsonl).
 mod oracle;
 
+// `strata repair`: every broken dataset model, valid ones left alone,
+// idempotence, and errors.
+mod repair;
+
 // Replays the fuzz corpora so crashes found once stay fixed.
 mod fuzz_corpus;

@@ -27,8 +27,11 @@
 //!    (a body with no volume, such as a lone triangle) is taken back: there
 //!    is no solid to recover, and a zero-thickness "solid" only misleads a
 //!    slicer.
-//! 8. **Orientation**: every closed body is turned outward, except cavities
-//!    (bodies nested inside an odd number of others), which face inward.
+//! 8. **Orientation**: every inside-out closed body is reversed, except
+//!    cavities (wholly inside an odd number of other bodies), which keep
+//!    facing inward. Bodies facing out are never reversed, even when nested
+//!    (assemblies embed parts on purpose). Open pieces are turned outward
+//!    before their rims are traced (step 7).
 //! 9. The vertex copies of step 6 are moved a hair (well above the weld
 //!    tolerance, far below print resolution) into their own body, so that
 //!    the parts stay separate when the mesh is written as STL, which only
@@ -173,17 +176,25 @@ const ROUNDS: usize = 3;
 /// been filled and turned outward. A repaired mesh goes through a round
 /// unchanged, so repairing it again does nothing.
 pub fn repair(mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
-    let mut done = repair_round(mesh, options);
+    // Strays are removed only once the rounds are over: a piece still open
+    // after the first round may close in the second.
+    let keep = RepairOptions { remove_unconnected: false, ..*options };
+    let mut done = repair_round(mesh, &keep);
     for _ in 1..ROUNDS {
         if done.log.holes_left_open == 0 {
             break;
         }
-        let next = repair_round(done.mesh.clone(), options);
+        let next = repair_round(done.mesh.clone(), &keep);
         if !next.log.changed() {
             break;
         }
         done.log.absorb(&next.log);
         done.mesh = next.mesh;
+    }
+    if options.remove_unconnected && done.log.holes_left_open > 0 {
+        let last = repair_round(done.mesh, options);
+        done.log.absorb(&last.log);
+        done.mesh = last.mesh;
     }
     done
 }

@@ -1,10 +1,11 @@
 //! Winding: consistent within each body, then outward for each closed body.
 //!
-//! "Outward" is decided by nesting, not by the sign of each body alone: a
-//! closed body inside an odd number of other closed bodies is a cavity (the
-//! inside wall of a hollow part) and must face inward, or slicers would
-//! fill the hollow. trimesh's `fix_normals` makes every body positive and so
-//! fills cavities; we do not.
+//! "Outward" respects nesting: a closed inside-out body wholly inside an
+//! odd number of other closed bodies is a cavity (the inside wall of a
+//! hollow part) and keeps facing inward, or slicers would fill the hollow.
+//! trimesh's `fix_normals` makes every body positive and so fills cavities;
+//! we do not. Bodies that already face outward are never reversed, even when
+//! nested: assemblies embed parts in one another on purpose.
 
 use glam::DVec3;
 
@@ -195,9 +196,9 @@ fn ray_hits(p: DVec3, [a, b, c]: [DVec3; 3]) -> bool {
     e2.dot(q) * inv > 0.0
 }
 
-/// Reverses every closed body whose sign disagrees with its nesting depth
-/// (even depth: positive volume; odd depth: a cavity, negative). Returns
-/// how many bodies were reversed.
+/// Reverses every closed inside-out body (negative volume) that is not a
+/// cavity, i.e. not wholly inside an odd number of other closed bodies.
+/// Returns how many bodies were reversed.
 pub(crate) fn orient_outward(
     vertices: &[glam::Vec3],
     faces: &mut [[u32; 3]],
@@ -209,11 +210,13 @@ pub(crate) fn orient_outward(
     let decisions: Vec<bool> = (0..bodies.len())
         .map(|i| {
             let b = &bodies[i];
-            if skip[i] || !b.closed || b.volume == 0.0 {
+            // Outward bodies are kept as written, nested or not: an
+            // assembly may embed one part in another. An inside-out body is
+            // reversed unless it is a cavity.
+            if skip[i] || !b.closed || b.volume >= 0.0 {
                 return false;
             }
-            let cavity = nesting_depth(i, bodies, &comps.members, vertices, faces) % 2 == 1;
-            (b.volume > 0.0) == cavity
+            nesting_depth(i, bodies, &comps.members, vertices, faces) % 2 == 0
         })
         .collect();
     for (i, reverse) in decisions.into_iter().enumerate() {

@@ -75,20 +75,36 @@ fn flipped_faces_and_an_inside_out_body_are_turned_outward() {
 }
 
 #[test]
-fn a_cavity_keeps_facing_inward() {
-    // A hollow cube: the outer wall and an inner wall, both written
-    // outward (a common exporter mistake) and one written inward.
+fn a_cavity_keeps_facing_inward_and_embedded_parts_keep_facing_out() {
+    // A hollow cube: the outer wall, and the inner wall written inward (a
+    // cavity), then the whole thing written inside out by an exporter.
     let outer = cube_facets();
-    let inner = shifted(&cube_facets(), [0.5, 0.5, 0.5], 0.5);
-    let mut f = outer.clone();
-    f.extend(inner.iter().copied());
-    let (r, v) = fixed(&f, &RepairOptions::default());
-    assert_eq!(r.log.bodies_reversed, 1, "the inner wall becomes a cavity");
+    let mut inner = shifted(&cube_facets(), [0.5, 0.5, 0.5], 0.5);
+    for f in &mut inner {
+        f.vertices.swap(1, 2);
+    }
+    let mut hollow = outer.clone();
+    hollow.extend(inner.iter().copied());
+    let (r, v) = fixed(&hollow, &RepairOptions::default());
+    assert!(!r.log.changed(), "{:?}", r.log);
     assert!(v.is_volume && (v.volume - 7.0).abs() < 1e-12, "{}", v.volume);
 
-    // Already right: nothing to do.
-    let again = repair(r.mesh.clone(), &RepairOptions::default());
-    assert!(!again.log.changed(), "{:?}", again.log);
+    // The outer wall inside out: reversed; the cavity stays a cavity.
+    let mut flipped_outer: Vec<Facet> = outer
+        .iter()
+        .map(|f| Facet { normal: f.normal, vertices: [f.vertices[0], f.vertices[2], f.vertices[1]] })
+        .collect();
+    flipped_outer.extend(inner.iter().copied());
+    let (r, v) = fixed(&flipped_outer, &RepairOptions::default());
+    assert_eq!(r.log.bodies_reversed, 1);
+    assert!(v.is_volume && (v.volume - 7.0).abs() < 1e-12, "{}", v.volume);
+
+    // A part embedded in another, both facing out (an assembly): kept.
+    let mut embedded = outer;
+    embedded.extend(shifted(&cube_facets(), [0.5, 0.5, 0.5], 0.5));
+    let (r, v) = fixed(&embedded, &RepairOptions::default());
+    assert!(!r.log.changed(), "{:?}", r.log);
+    assert!((v.volume - 9.0).abs() < 1e-12, "{}", v.volume);
 }
 
 #[test]
