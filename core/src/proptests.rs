@@ -103,3 +103,105 @@ proptest! {
         prop_assert!((a.volume - b.volume).abs() <= 1e-4 * a.volume, "{} vs {}", a.volume, b.volume);
     }
 }
+
+/// One kind of damage done to a closed mesh.
+#[derive(Debug, Clone)]
+enum Damage {
+    Delete(usize),
+    Flip(usize),
+    Duplicate(usize),
+    Collapse(usize),
+    /// Cut a face at an edge midpoint and add the zero-area sliver that
+    /// keeps the surface closed, as CAD exporters do.
+    Sliver(usize),
+}
+
+fn any_damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        (0usize..10_000).prop_map(Damage::Delete),
+        (0usize..10_000).prop_map(Damage::Flip),
+        (0usize..10_000).prop_map(Damage::Duplicate),
+        (0usize..10_000).prop_map(Damage::Collapse),
+        (0usize..10_000).prop_map(Damage::Sliver),
+    ]
+}
+
+fn damaged(mut facets: Vec<Facet>, damage: &[Damage]) -> Vec<Facet> {
+    for d in damage {
+        if facets.is_empty() {
+            break;
+        }
+        let n = facets.len();
+        match *d {
+            Damage::Delete(i) => {
+                facets.remove(i % n);
+            }
+            Damage::Flip(i) => facets[i % n].vertices.swap(1, 2),
+            Damage::Duplicate(i) => facets.push(facets[i % n]),
+            Damage::Collapse(i) => {
+                let [a, b, _] = facets[i % n].vertices;
+                facets.push(Facet { normal: [0.0; 3], vertices: [a, a, b] });
+            }
+            Damage::Sliver(i) => {
+                let [a, b, c] = facets[i % n].vertices;
+                let m = std::array::from_fn(|k| ((f64::from(a[k]) + f64::from(b[k])) / 2.0) as f32);
+                facets[i % n].vertices = [a, m, c];
+                facets.push(Facet { normal: [0.0; 3], vertices: [m, b, c] });
+                facets.push(Facet { normal: [0.0; 3], vertices: [a, b, m] });
+            }
+        }
+    }
+    facets
+}
+
+fn defects(r: &crate::ValidationReport) -> [(&'static str, u64); 5] {
+    [
+        ("boundary_edges", r.boundary_edges),
+        ("nonmanifold_edges", r.nonmanifold_edges),
+        ("misoriented_edges", r.misoriented_edges),
+        ("degenerate_faces", r.degenerate_faces),
+        ("duplicate_faces", r.duplicate_faces),
+    ]
+}
+
+/// Repairs a soup and checks both properties: no defect count grows, and
+/// the repaired mesh goes through repair unchanged.
+fn check_repair(facets: &[Facet], options: &crate::RepairOptions) -> Result<(), TestCaseError> {
+    let (m, soup) = mesh::weld(facets, &WeldOptions::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let before = validate::validate(&m, &soup, &ValidateOptions::default());
+    let once = crate::repair(m, options);
+    let after = validate::validate(&once.mesh, &crate::SoupStats::default(), &ValidateOptions::default());
+    for ((name, b), (_, a)) in defects(&before).into_iter().zip(defects(&after)) {
+        prop_assert!(a <= b, "{} grew from {} to {}; log {:?}", name, b, a, once.log);
+    }
+    let twice = crate::repair(once.mesh.clone(), options);
+    prop_assert!(!twice.log.changed(), "second repair changed {:?}", twice.log);
+    prop_assert_eq!(&twice.mesh, &once.mesh);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn repair_of_a_damaged_closed_mesh_never_adds_a_defect_and_is_idempotent(
+        rings in 3usize..16,
+        segments in 3usize..12,
+        damage in prop::collection::vec(any_damage(), 0..12),
+        remove_unconnected in any::<bool>(),
+    ) {
+        let facets = damaged(synth::torus(rings, segments), &damage);
+        check_repair(&facets, &crate::RepairOptions { remove_unconnected, ..Default::default() })?;
+    }
+
+    #[test]
+    fn repair_of_an_arbitrary_soup_never_adds_a_defect_and_is_idempotent(
+        facets in prop::collection::vec(any_facet(), 0..40),
+        remove_unconnected in any::<bool>(),
+    ) {
+        let finite: Vec<Facet> = facets.into_iter()
+            .filter(|f| f.vertices.iter().flatten().all(|c| c.is_finite() && c.abs() < 1e6))
+            .collect();
+        check_repair(&finite, &crate::RepairOptions { remove_unconnected, ..Default::default() })?;
+    }
+}

@@ -15,9 +15,11 @@
 //!   this handles large and non-planar holes in O(n^2) without the O(n^3)
 //!   table.
 
+use std::collections::HashSet;
+
 use glam::DVec3;
 
-use super::topology::{BOUNDARY, Topology};
+use super::topology::{BOUNDARY, Topology, edge_key};
 
 /// Loops up to this length use the exact minimum-area triangulation.
 pub(crate) const DP_LIMIT: usize = 200;
@@ -103,14 +105,53 @@ fn split_simple(cycle: &[u32], loops: &mut Vec<Vec<u32>>) {
     }
 }
 
+/// Edges a fill must not reuse: the mesh's own, plus those of the loops
+/// filled before (two holes can share a pair of vertices).
+pub(crate) struct Taken<'a> {
+    pub(crate) topo: &'a Topology,
+    pub(crate) added: HashSet<u64>,
+}
+
+impl Taken<'_> {
+    fn has(&self, a: u32, b: u32) -> bool {
+        self.topo.has_edge(a, b) || self.added.contains(&edge_key(a, b))
+    }
+}
+
 /// Triangulates one loop; the triangles face the way the surrounding
-/// surface does.
-pub(crate) fn fill(lp: &[u32], vertices: &[glam::Vec3], topo: &Topology) -> Vec<[u32; 3]> {
+/// surface does. Returns `None`, leaving the hole open, when every
+/// triangulation would need a zero-area triangle or an edge the mesh
+/// already has (which would become non-manifold): a fill must never add a
+/// defect.
+pub(crate) fn fill(lp: &[u32], vertices: &[glam::Vec3], taken: &mut Taken<'_>) -> Option<Vec<[u32; 3]>> {
     let pts: Vec<DVec3> = lp.iter().map(|&v| vertices[v as usize].as_dvec3()).collect();
-    let tris = if lp.len() <= DP_LIMIT { min_area(lp, &pts, topo) } else { ear_clip(&pts) };
+    let tris = if lp.len() <= DP_LIMIT { min_area(lp, &pts, taken)? } else { ear_clip(&pts) };
     // (i, k, j) with i < k < j runs the same way as the boundary; the fill
     // must run the other way.
-    tris.into_iter().map(|[i, k, j]| [lp[j], lp[k], lp[i]]).collect()
+    let tris: Vec<[u32; 3]> = tris.into_iter().map(|[i, k, j]| [lp[j], lp[k], lp[i]]).collect();
+    let n = lp.len();
+    let on_loop = |a: usize, b: usize| (a + 1) % n == b || (b + 1) % n == a;
+    let position = |v: u32| lp.iter().position(|&w| w == v).unwrap_or(0);
+    let mut diagonals = Vec::new();
+    for t in &tris {
+        let p = t.map(|v| vertices[v as usize].as_dvec3());
+        if (p[1] - p[0]).cross(p[2] - p[0]) == DVec3::ZERO {
+            return None;
+        }
+        for k in 0..3 {
+            let (a, b) = (t[k], t[(k + 1) % 3]);
+            if !on_loop(position(a), position(b)) {
+                diagonals.push(edge_key(a, b));
+            }
+        }
+    }
+    // Every diagonal is shared by exactly two fill triangles; none may
+    // exist already.
+    if diagonals.iter().any(|&k| taken.has((k >> 32) as u32, k as u32)) {
+        return None;
+    }
+    taken.added.extend(diagonals);
+    Some(tris)
 }
 
 /// Cost of a fill triangle: first the number of bad properties (zero area;
@@ -127,10 +168,10 @@ fn less(a: Cost, b: Cost) -> bool {
 
 /// Minimum-cost triangulation of a polygon by dynamic programming over
 /// sub-chains `i..=j` (O(n^3) time, O(n^2) space).
-fn min_area(lp: &[u32], pts: &[DVec3], topo: &Topology) -> Vec<[usize; 3]> {
+fn min_area(lp: &[u32], pts: &[DVec3], taken: &Taken<'_>) -> Option<Vec<[usize; 3]>> {
     let n = pts.len();
     if n == 3 {
-        return vec![[0, 1, 2]];
+        return Some(vec![[0, 1, 2]]);
     }
     let idx = |i: usize, j: usize| i * n + j;
     let mut cost = vec![(0u32, 0.0f64); n * n];
@@ -139,7 +180,7 @@ fn min_area(lp: &[u32], pts: &[DVec3], topo: &Topology) -> Vec<[usize; 3]> {
     // somewhere else would be used three times once the hole is filled.
     let diagonal_penalty = |i: usize, j: usize| -> u32 {
         let loop_edge = j == i + 1 || (i == 0 && j == n - 1);
-        u32::from(!loop_edge && topo.has_edge(lp[i], lp[j]))
+        u32::from(!loop_edge && taken.has(lp[i], lp[j]))
     };
     for len in 2..n {
         for i in 0..n - len {
@@ -148,7 +189,7 @@ fn min_area(lp: &[u32], pts: &[DVec3], topo: &Topology) -> Vec<[usize; 3]> {
             let mut at = i + 1;
             for k in i + 1..j {
                 let area = 0.5 * (pts[k] - pts[i]).cross(pts[j] - pts[i]).length();
-                let own = (u32::from(area == 0.0) + diagonal_penalty(i, j) * u32::from(len < n - 1), area);
+                let own = (u32::from(area == 0.0) + diagonal_penalty(i, j), area);
                 let c = add(add(cost[idx(i, k)], cost[idx(k, j)]), own);
                 if less(c, choice) {
                     choice = c;
@@ -158,6 +199,9 @@ fn min_area(lp: &[u32], pts: &[DVec3], topo: &Topology) -> Vec<[usize; 3]> {
             cost[idx(i, j)] = choice;
             best[idx(i, j)] = at;
         }
+    }
+    if cost[idx(0, n - 1)].0 > 0 {
+        return None;
     }
     let mut tris = Vec::with_capacity(n - 2);
     let mut stack = vec![(0usize, n - 1)];
@@ -170,7 +214,7 @@ fn min_area(lp: &[u32], pts: &[DVec3], topo: &Topology) -> Vec<[usize; 3]> {
         stack.push((i, k));
         stack.push((k, j));
     }
-    tris
+    Some(tris)
 }
 
 /// Ear clipping for large loops, smallest interior angle first.
@@ -267,7 +311,7 @@ mod tests {
             let v = square_loop(n);
             let lp: Vec<u32> = (0..n as u32).collect();
             let topo = Topology::build(&[]);
-            let tris = fill(&lp, &v, &topo);
+            let tris = fill(&lp, &v, &mut Taken { topo: &topo, added: HashSet::new() }).expect("fills");
             assert_eq!(tris.len(), n - 2, "n = {n}");
             // The loop runs counter-clockwise seen from +Z, as the rim of a
             // surface above it would; the fill closes it from below.
@@ -296,7 +340,8 @@ mod tests {
         // Make it counter-clockwise seen from +Z.
         pts.reverse();
         let lp: Vec<u32> = (0..pts.len() as u32).collect();
-        let tris = fill(&lp, &pts, &Topology::build(&[]));
+        let topo = Topology::build(&[]);
+        let tris = fill(&lp, &pts, &mut Taken { topo: &topo, added: HashSet::new() }).expect("fills");
         assert_eq!(tris.len(), pts.len() - 2);
         let polygon_area: f64 = {
             let n = pts.len();
@@ -311,6 +356,18 @@ mod tests {
         };
         // No overlap: the triangles' areas add up to the polygon's.
         assert!((area(&tris, &pts) - polygon_area).abs() < 1e-6 * polygon_area);
+    }
+
+    #[test]
+    fn a_fill_that_would_add_a_defect_is_refused() {
+        // Collinear points: only zero-area triangles close them.
+        let v: Vec<Vec3> = (0..3).map(|i| Vec3::new(i as f32, 0.0, 0.0)).collect();
+        let topo = Topology::build(&[]);
+        assert!(fill(&[0, 1, 2], &v, &mut Taken { topo: &topo, added: HashSet::new() }).is_none());
+        // A square whose both diagonals already exist elsewhere.
+        let v = vec![Vec3::ZERO, Vec3::X, Vec3::new(1.0, 1.0, 0.0), Vec3::Y, Vec3::Z];
+        let topo = Topology::build(&[[0, 2, 4], [1, 3, 4]]);
+        assert!(fill(&[0, 1, 2, 3], &v, &mut Taken { topo: &topo, added: HashSet::new() }).is_none());
     }
 
     #[test]

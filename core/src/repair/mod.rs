@@ -12,16 +12,17 @@
 //!    area and no edges.
 //! 3. **Zero-area faces** (three distinct, collinear vertices) are removed
 //!    by splitting the face across their longest edge at their middle
-//!    vertex, so the surface stays closed and its shape is unchanged. Only
-//!    where that neighbour is missing or ambiguous is the face just dropped
-//!    (the hole it leaves is filled below).
+//!    vertex, so the surface stays closed and its shape is unchanged. Where
+//!    that neighbour is missing or ambiguous the face is kept: dropping it
+//!    would open a hole.
 //! 4. **Duplicate faces** (same three vertices in either order): the first
 //!    copy is kept.
 //! 5. **Winding** is made consistent within each body (faces connected
 //!    through edges shared by exactly two faces).
-//! 6. **Non-manifold edges** whose faces belong to different bodies (two
-//!    parts touching along an edge) are split: every body but the first
-//!    gets its own copies of the edge's vertices.
+//! 6. **Non-manifold edges** where bodies touch (each body using the edge
+//!    exactly twice: two parts touching along an edge) are split: every
+//!    body but the first gets its own copies of the edge's vertices. Other
+//!    non-manifold edges are left: any split would open them.
 //! 7. **Holes** are filled: every boundary loop is triangulated without
 //!    adding vertices ([`holes`]). A fill that would only close a flat sheet
 //!    (a body with no volume, such as a lone triangle) is taken back: there
@@ -166,40 +167,98 @@ pub struct Repaired {
 }
 
 /// Most rounds of passes [`repair`] runs.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 6;
 
 /// Repairs a mesh (see the module documentation for the passes).
 ///
-/// The passes run again on their own result while holes are still open and
-/// the last round changed something: a rim shared by two pieces that were
-/// oriented apart only closes into a loop once the pieces around it have
-/// been filled and turned outward. A repaired mesh goes through a round
-/// unchanged, so repairing it again does nothing.
+/// The passes run in rounds. Each round is validated against its input: a
+/// round that would raise any defect count (the passes interact in rare
+/// soups, e.g. a fill along the edge of a face too flat to split) is run
+/// again without hole filling, and if that too would make things worse the
+/// mesh is kept as it was. So no defect count ever grows, by construction.
+/// Rounds go on while holes or flat faces remain and the last round changed
+/// something: a rim shared by two pieces that were oriented apart only
+/// closes into a loop once the pieces around it have been filled and
+/// turned outward. A repaired mesh goes through a round unchanged, so
+/// repairing it again does nothing.
 pub fn repair(mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
     // Strays are removed only once the rounds are over: a piece still open
     // after the first round may close in the second.
     let keep = RepairOptions { remove_unconnected: false, ..*options };
-    let mut done = repair_round(mesh, &keep);
-    for _ in 1..ROUNDS {
-        if done.log.holes_left_open == 0 {
-            break;
+    let mut state = report_of(&mesh);
+    let mut done = Repaired { mesh, log: RepairLog::default() };
+    for round in 0..ROUNDS {
+        let (next, report) = match guarded_round(&done.mesh, &state, &keep) {
+            Ok(step) => step,
+            Err(unchanged) => {
+                // Nothing to do (or nothing safe): still say what is open.
+                done.log.weld_tolerance = unchanged.weld_tolerance;
+                done.log.holes_left_open = unchanged.holes_left_open;
+                done.log.orientation_conflicts = unchanged.orientation_conflicts;
+                break;
+            }
+        };
+        if round == 0 {
+            done.log = next.log;
+        } else {
+            done.log.absorb(&next.log);
         }
-        let next = repair_round(done.mesh.clone(), &keep);
-        if !next.log.changed() {
-            break;
-        }
-        done.log.absorb(&next.log);
         done.mesh = next.mesh;
+        state = report;
+        if state.boundary_edges == 0 && state.degenerate_faces == 0 {
+            break;
+        }
     }
-    if options.remove_unconnected && done.log.holes_left_open > 0 {
-        let last = repair_round(done.mesh, options);
-        done.log.absorb(&last.log);
-        done.mesh = last.mesh;
+    if options.remove_unconnected && state.boundary_edges > 0 {
+        let last = repair_round(done.mesh.clone(), options, true);
+        if !worse(&report_of(&last.mesh), &state) {
+            done.log.absorb(&last.log);
+            done.mesh = last.mesh;
+        }
     }
+    done.log.faces_out = done.mesh.faces.len() as u64;
     done
 }
 
-fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
+/// One round, or the same round without hole filling if the full one
+/// would raise a defect count. `Err` carries the log of a round that
+/// changed nothing (or nothing without making something worse).
+fn guarded_round(
+    mesh: &IndexedMesh,
+    before: &crate::ValidationReport,
+    options: &RepairOptions,
+) -> Result<(Repaired, crate::ValidationReport), RepairLog> {
+    let mut first_log = None;
+    for fill in [true, false] {
+        let next = repair_round(mesh.clone(), options, fill);
+        if !next.log.changed() && next.mesh == *mesh {
+            return Err(first_log.unwrap_or(next.log));
+        }
+        let report = report_of(&next.mesh);
+        if !worse(&report, before) {
+            return Ok((next, report));
+        }
+        // Rejected: nothing of it is applied, so every loop it saw is open.
+        let open = next.log.holes_left_open + next.log.holes_filled;
+        first_log.get_or_insert(RepairLog { holes_left_open: open, ..next.log });
+    }
+    Err(first_log.unwrap_or_default())
+}
+
+fn report_of(mesh: &IndexedMesh) -> crate::ValidationReport {
+    crate::validate::validate(mesh, &crate::SoupStats::default(), &crate::ValidateOptions::default())
+}
+
+/// Whether `a` has more of any defect than `b`.
+fn worse(a: &crate::ValidationReport, b: &crate::ValidationReport) -> bool {
+    a.boundary_edges > b.boundary_edges
+        || a.nonmanifold_edges > b.nonmanifold_edges
+        || a.misoriented_edges > b.misoriented_edges
+        || a.degenerate_faces > b.degenerate_faces
+        || a.duplicate_faces > b.duplicate_faces
+}
+
+fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions, fill: bool) -> Repaired {
     let mut log = RepairLog::default();
     let diagonal = diagonal(&mesh.vertices);
     let tolerance = options.weld_tolerance.unwrap_or(AUTO_TOLERANCE * diagonal);
@@ -215,8 +274,13 @@ fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
     faces.retain(|f| !collapsed(f));
     log.collapsed_faces_removed = (before - faces.len()) as u64;
 
-    remove_zero_area(&vertices, &mut faces, &mut log);
+    // Duplicates first: a copy on a flat face's long edge would make the
+    // edge look shared by two neighbours and block the split.
     remove_duplicates(&mut faces, &mut log);
+    remove_zero_area(&vertices, &mut faces, &mut log);
+    if log.faces_split > 0 {
+        remove_duplicates(&mut faces, &mut log);
+    }
 
     let topo = Topology::build(&faces);
     let consistency = orient::make_consistent(&mut faces, &topo);
@@ -229,13 +293,19 @@ fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
     let open_reversed = orient::open_outward(&vertices, &mut faces, &topo, FLAT);
 
     let filled_from = faces.len();
-    let (loops, open_chains) = holes::boundary_loops(&faces, &topo);
+    let (loops, open_chains) = if fill { holes::boundary_loops(&faces, &topo) } else { (Vec::new(), 0) };
     log.holes_left_open = open_chains;
     let mut loop_of_fill = Vec::new();
+    let mut taken = holes::Taken { topo: &topo, added: Default::default() };
+    let mut refused = 0;
     for (i, lp) in loops.iter().enumerate() {
-        let tris = holes::fill(lp, &vertices, &topo);
-        loop_of_fill.extend(std::iter::repeat_n(i as u32, tris.len()));
-        faces.extend(tris);
+        match holes::fill(lp, &vertices, &mut taken) {
+            Some(tris) => {
+                loop_of_fill.extend(std::iter::repeat_n(i as u32, tris.len()));
+                faces.extend(tris);
+            }
+            None => refused += 1,
+        }
     }
 
     let topo = Topology::build(&faces);
@@ -254,8 +324,8 @@ fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
         }
     }
     let undone = loop_undone.iter().filter(|&&u| u).count() as u64;
-    log.holes_filled = loops.len() as u64 - undone;
-    log.holes_left_open += undone;
+    log.holes_filled = loops.len() as u64 - undone - refused;
+    log.holes_left_open += undone + refused;
     log.hole_faces_added =
         (filled_from..faces.len()).filter(|&f| !removed[f]).count() as u64;
     for (c, body) in bodies.iter_mut().enumerate() {
@@ -363,8 +433,13 @@ fn remove_zero_area(vertices: &[Vec3], faces: &mut Vec<[u32; 3]>, log: &mut Repa
                     added.push([middle, q, d]);
                     log.faces_split += 1;
                 }
+                // Its neighbour was split this round: next round.
                 Some(&[_]) => continue,
-                _ => {}
+                // No single neighbour to split (a rim, or an edge shared
+                // by several faces): dropping the face would open its two
+                // short edges, trading a degenerate face for a hole. Keep
+                // it; validation still reports it.
+                _ => continue,
             }
             drop[f] = true;
             log.zero_area_faces_removed += 1;
@@ -409,7 +484,7 @@ fn remove_duplicates(faces: &mut Vec<[u32; 3]>, log: &mut RepairLog) {
             i += 1;
             !drop[i - 1]
         });
-        log.duplicate_faces_removed = (before - faces.len()) as u64;
+        log.duplicate_faces_removed += (before - faces.len()) as u64;
     }
 }
 
@@ -425,10 +500,33 @@ fn split_nonmanifold(
         return Vec::new();
     }
     let comps = Components::find(faces, topo);
+    // Uses of each non-manifold edge per component. An edge is split only
+    // where every body at it uses it exactly twice (two parts touching
+    // along an edge): each copy is then an ordinary manifold edge. Any other
+    // split would trade the non-manifold edge for boundary edges.
+    let mut uses: HashMap<u64, Vec<(u32, u32)>> = topo.nonmanifold.iter().map(|&k| (k, Vec::new())).collect();
+    for (f, t) in faces.iter().enumerate() {
+        for k in 0..3 {
+            if let Some(list) = uses.get_mut(&edge_key(t[k], t[(k + 1) % 3])) {
+                let c = comps.of_face[f];
+                match list.iter_mut().find(|e| e.0 == c) {
+                    Some(e) => e.1 += 1,
+                    None => list.push((c, 1)),
+                }
+            }
+        }
+    }
+    let clean = |key: &u64| uses[key].iter().all(|&(_, n)| n == 2);
+    let mut unsafe_vertex = std::collections::HashSet::new();
+    for key in topo.nonmanifold.iter().filter(|k| !clean(k)) {
+        unsafe_vertex.extend([(*key >> 32) as u32, *key as u32]);
+    }
     let mut at_vertex: HashMap<u32, Vec<u32>> = HashMap::new();
-    for &key in &topo.nonmanifold {
-        for v in [(key >> 32) as u32, key as u32] {
-            at_vertex.entry(v).or_default();
+    for key in topo.nonmanifold.iter().filter(|k| clean(k)) {
+        for v in [(*key >> 32) as u32, *key as u32] {
+            if !unsafe_vertex.contains(&v) {
+                at_vertex.entry(v).or_default();
+            }
         }
     }
     // Which components use each such vertex, in face order.
@@ -442,9 +540,6 @@ fn split_nonmanifold(
             }
         }
     }
-    // An edge is resolved when no two of its faces share a component
-    // beyond one pair; count the split edges as those whose faces come
-    // from more than one component.
     let mut copy: HashMap<(u32, u32), u32> = HashMap::new();
     let mut made = Vec::new();
     for (f, t) in faces.iter_mut().enumerate() {

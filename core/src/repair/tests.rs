@@ -212,3 +212,25 @@ fn stl_header_never_starts_with_solid() {
     assert!(!bytes.starts_with(b"solid"));
     assert_eq!(bytes.len(), 84 + 50 * 12);
 }
+
+/// Found by the soup property test: a flat face on the rim of fills made
+/// by an earlier round.
+#[test]
+fn regression_flat_face_beside_fills_never_adds_a_nonmanifold_edge() {
+    let f = |v: [[f32; 3]; 3]| Facet { normal: [0.0; 3], vertices: v };
+    let soup = [
+        f([[0.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -0.5]]),
+        f([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]]),
+        f([[-0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [-1.0, -0.5, 0.0]]),
+        f([[-0.5, -1.0, 0.0], [0.0, 0.0, -1.5], [-0.0, 0.0, 0.0]]),
+        f([[0.0, -1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+    ];
+    let m = mesh_of(&soup);
+    let before = report(&m);
+    let r = repair(m, &RepairOptions::default());
+    let after = report(&r.mesh);
+    assert!(after.nonmanifold_edges <= before.nonmanifold_edges, "{:?}\n{:?}", r.log, r.mesh);
+    assert!(after.boundary_edges <= before.boundary_edges);
+    let again = repair(r.mesh.clone(), &RepairOptions::default());
+    assert!(!again.log.changed(), "{:?}", again.log);
+}
