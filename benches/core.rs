@@ -1,6 +1,7 @@
 //! Criterion benches for the mesh core: binary parse (the zero-copy view),
 //! ASCII parse, weld, validation and the whole `inspect` path, on generated
-//! 1M- and 5M-triangle meshes (nothing large is committed).
+//! 1M- and 5M-triangle meshes (nothing large is committed), and repair of a
+//! 1M-triangle torus damaged on purpose.
 //!
 //! Before the timed runs it prints, once per size, the peak heap each stage
 //! allocates (a counting global allocator), next to the indexed mesh's own
@@ -171,5 +172,43 @@ fn bench_binary(c: &mut Criterion, label: &str, bytes: &[u8]) {
     g.finish();
 }
 
-criterion_group!(core, benches);
+/// Repair of a closed torus damaged on purpose (`synth::damage`: holes,
+/// flipped faces, duplicates, collapsed faces; about 1 in 1000 faces each):
+/// the repair itself, and load + repair as `strata repair` runs it.
+fn repair_benches(c: &mut Criterion) {
+    if std::env::var_os("STRATA_BENCH_FILE").is_some() {
+        return;
+    }
+    let (label, rings, segments) = sizes()[0];
+    let torus = synth::torus(rings, segments);
+    let (facets, _) = synth::damage(&torus, torus.len() / 1000);
+    let bytes = synth::to_binary_stl("bench damaged torus", &facets);
+    let loaded = strata_core::inspect(&bytes, &WeldOptions::default(), &ValidateOptions::default()).expect("loads");
+    let (repaired, repair_peak) =
+        peak_during(|| strata_core::repair(loaded.mesh.clone(), &strata_core::RepairOptions::default()));
+    let after = validate::validate(&repaired.mesh, &Default::default(), &ValidateOptions::default());
+    eprintln!(
+        "repair {label}: {} -> {} faces, valid volume {}, peak heap {:.1} MiB ({:.2}x mesh)",
+        facets.len(),
+        after.faces,
+        after.is_volume,
+        mib(repair_peak),
+        repair_peak as f64 / loaded.mesh.heap_bytes() as f64
+    );
+    let mut g = c.benchmark_group(format!("repair-{label}"));
+    g.sample_size(10);
+    g.bench_function("repair", |b| {
+        b.iter(|| strata_core::repair(black_box(loaded.mesh.clone()), &strata_core::RepairOptions::default()))
+    });
+    g.bench_function("inspect + repair", |b| {
+        b.iter(|| {
+            let ins = strata_core::inspect(black_box(&bytes), &WeldOptions::default(), &ValidateOptions::default())
+                .expect("loads");
+            strata_core::repair(ins.mesh, &strata_core::RepairOptions::default())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(core, benches, repair_benches);
 criterion_main!(core);

@@ -27,6 +27,22 @@ enum Command {
     /// Repair a model (holes, flipped faces, duplicates, degenerate faces,
     /// inside-out bodies) and write it as binary STL.
     Repair(RepairArgs),
+    /// Write generated test models (for benchmarks; not a user command).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// What to write: `torus` (closed) or `damaged-torus` (the repair
+    /// benchmark's input: holes, flips, duplicates, collapsed faces).
+    #[arg(value_parser = ["torus", "damaged-torus"])]
+    kind: String,
+    /// Output binary STL.
+    output: PathBuf,
+    /// Approximate triangle count.
+    #[arg(long, default_value_t = 1_000_000)]
+    triangles: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +97,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Inspect(args) => inspect(&args),
         Command::Repair(args) => repair::run(&args),
+        Command::Generate(args) => generate(&args),
     }
 }
 
@@ -149,6 +166,36 @@ fn inspect(args: &InspectArgs) -> ExitCode {
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Writes a generated torus of about `triangles` faces (2 rings x 1
+/// segment aspect), damaged for the repair benchmark if asked.
+fn generate(args: &GenerateArgs) -> ExitCode {
+    let segments = ((args.triangles / 4) as f64).sqrt().max(3.0) as usize;
+    let rings = (args.triangles / (2 * segments)).max(3);
+    let torus = strata_core::synth::torus(rings, segments);
+    let (facets, header) = if args.kind == "damaged-torus" {
+        let (f, d) = strata_core::synth::damage(&torus, torus.len() / 1000);
+        let header = format!(
+            "Strata damaged torus: {} faces originally; {} holes {} flips {} dups {} degenerate",
+            torus.len(),
+            d.holes,
+            d.flipped,
+            d.duplicates,
+            d.degenerate
+        );
+        (f, header)
+    } else {
+        (torus, "Strata torus".to_string())
+    };
+    let bytes = strata_core::synth::to_binary_stl(&header, &facets);
+    match std::fs::write(&args.output, bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.output.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 pub(crate) fn load(path: &Path) -> Result<ModelBytes, Error> {

@@ -93,3 +93,50 @@ pub fn to_ascii_stl(name: &str, facets: &[Facet]) -> String {
     let _ = writeln!(s, "endsolid {name}");
     s
 }
+
+/// What [`damage`] did, for checking a repair against the original.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    /// Faces deleted (each leaves a 3-edge hole; no two are neighbours).
+    pub holes: usize,
+    /// Faces whose winding was reversed.
+    pub flipped: usize,
+    /// Extra copies of faces appended.
+    pub duplicates: usize,
+    /// Collapsed faces (a repeated vertex) appended.
+    pub degenerate: usize,
+}
+
+/// Damages a closed mesh on purpose, deterministically: `per_kind` faces
+/// each deleted, flipped, duplicated, and collapsed copies appended, spread
+/// over the mesh at fixed prime strides so no two holes touch. A perfect
+/// repair gives back the original face count and volume exactly.
+pub fn damage(facets: &[Facet], per_kind: usize) -> (Vec<Facet>, Damage) {
+    let n = facets.len();
+    if n < 8 * per_kind || per_kind == 0 {
+        return (facets.to_vec(), Damage { holes: 0, flipped: 0, duplicates: 0, degenerate: 0 });
+    }
+    let stride = (n / per_kind).max(2);
+    // Holes at even indices along one stride, flips and copies at odd
+    // offsets of it: never the same face, never two holes side by side.
+    let hole = |i: usize| i % stride == 0 && i / stride < per_kind;
+    let flip = |i: usize| i % stride == stride / 2 + 1 && i / stride < per_kind;
+    let mut out: Vec<Facet> = Vec::with_capacity(n + 2 * per_kind);
+    for (i, f) in facets.iter().enumerate() {
+        if hole(i) {
+            continue;
+        }
+        let mut f = *f;
+        if flip(i) {
+            f.vertices.swap(1, 2);
+        }
+        out.push(f);
+    }
+    for k in 0..per_kind {
+        let i = k * stride + stride / 3 + 1;
+        out.push(facets[i]);
+        let [a, b, _] = facets[i + 1].vertices;
+        out.push(Facet { normal: [0.0; 3], vertices: [a, a, b] });
+    }
+    (out, Damage { holes: per_kind, flipped: per_kind, duplicates: per_kind, degenerate: per_kind })
+}

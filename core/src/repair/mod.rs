@@ -282,15 +282,14 @@ fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions, fill: bool) -> R
         remove_duplicates(&mut faces, &mut log);
     }
 
-    let topo = Topology::build(&faces);
-    let consistency = orient::make_consistent(&mut faces, &topo);
+    let mut topo = Topology::build(&faces);
+    let consistency = orient::make_consistent(&mut faces, &mut topo);
     log.faces_flipped = consistency.flipped;
     log.orientation_conflicts = consistency.conflicts;
 
     let separated = split_nonmanifold(&mut vertices, &mut faces, &topo, &mut log);
-    let topo = if separated.is_empty() { topo } else { Topology::build(&faces) };
-    // Flipping whole bodies keeps every twin a twin: no rebuild needed.
-    let open_reversed = orient::open_outward(&vertices, &mut faces, &topo, FLAT);
+    let mut topo = if separated.is_empty() { topo } else { Topology::build(&faces) };
+    let open_reversed = orient::open_outward(&vertices, &mut faces, &mut topo, FLAT);
 
     let filled_from = faces.len();
     let (loops, open_chains) = if fill { holes::boundary_loops(&faces, &topo) } else { (Vec::new(), 0) };

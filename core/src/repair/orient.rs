@@ -25,7 +25,7 @@ pub(crate) struct Consistency {
 /// direction, by a walk over each component from its first face. Within a
 /// component the smaller of the two consistent orientations (fewer flips)
 /// is applied; the outward pass decides the final sign.
-pub(crate) fn make_consistent(faces: &mut [[u32; 3]], topo: &Topology) -> Consistency {
+pub(crate) fn make_consistent(faces: &mut [[u32; 3]], topo: &mut Topology) -> Consistency {
     let n = faces.len();
     let mut seen = vec![false; n];
     let mut flip = vec![false; n];
@@ -67,9 +67,9 @@ pub(crate) fn make_consistent(faces: &mut [[u32; 3]], topo: &Topology) -> Consis
             }
         }
     }
-    for (f, face) in faces.iter_mut().enumerate() {
-        if flip[f] {
-            face.swap(1, 2);
+    for (f, &flipped) in flip.iter().enumerate() {
+        if flipped {
+            topo.flip(faces, f);
             out.flipped += 1;
         }
     }
@@ -237,7 +237,7 @@ pub(crate) fn orient_outward(
 /// independently by [`make_consistent`]; unless both face out, their rim
 /// edges run against each other and never close into a loop. Bodies with
 /// no clear sign (flat sheets) are left alone, so this is idempotent.
-pub(crate) fn open_outward(vertices: &[glam::Vec3], faces: &mut [[u32; 3]], topo: &Topology, flat: f64) -> u64 {
+pub(crate) fn open_outward(vertices: &[glam::Vec3], faces: &mut [[u32; 3]], topo: &mut Topology, flat: f64) -> u64 {
     let comps = Components::find(faces, topo);
     let mut reversed = 0;
     for members in &comps.members {
@@ -266,7 +266,7 @@ pub(crate) fn open_outward(vertices: &[glam::Vec3], faces: &mut [[u32; 3]], topo
             .sum();
         if cone < -flat * area.powf(1.5) {
             for &f in members {
-                faces[f as usize].swap(1, 2);
+                topo.flip(faces, f as usize);
             }
             reversed += 1;
         }

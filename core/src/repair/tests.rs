@@ -234,3 +234,19 @@ fn regression_flat_face_beside_fills_never_adds_a_nonmanifold_edge() {
     let again = repair(r.mesh.clone(), &RepairOptions::default());
     assert!(!again.log.changed(), "{:?}", again.log);
 }
+
+#[test]
+fn the_bench_damage_is_undone_exactly() {
+    let t = torus(200, 100);
+    let original = report(&mesh_of(&t));
+    let (broken, d) = crate::synth::damage(&t, 100);
+    let before = report(&mesh_of(&broken));
+    assert_eq!(before.boundary_edges as usize, 3 * d.holes);
+    assert_eq!(before.degenerate_faces as usize, d.degenerate);
+    assert!(before.duplicate_faces as usize >= d.duplicates);
+    let (r, v) = fixed(&broken, &RepairOptions::default());
+    assert!(v.is_volume, "{v:?}");
+    assert_eq!(v.faces, original.faces, "{:?}", r.log);
+    assert!((v.volume - original.volume).abs() <= 1e-9 * original.volume, "{} vs {}", v.volume, original.volume);
+    assert_eq!((r.log.holes_filled as usize, r.log.faces_flipped as usize), (d.holes, d.flipped));
+}

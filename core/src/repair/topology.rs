@@ -62,6 +62,21 @@ impl Topology {
         Topology { twin, edges, nonmanifold }
     }
 
+    /// Reverses face `f` (swaps its last two corners) and keeps the table
+    /// true: its half-edges 0 and 2 trade places (`a->b` becomes `b->a` at
+    /// index 2, `c->a` becomes `a->c` at index 0), and their twins are told.
+    pub(crate) fn flip(&mut self, faces: &mut [[u32; 3]], f: usize) {
+        faces[f].swap(1, 2);
+        let (h0, h2) = (3 * f, 3 * f + 2);
+        self.twin.swap(h0, h2);
+        for h in [h0, h2] {
+            let t = self.twin[h];
+            if t < NONMANIFOLD {
+                self.twin[t as usize] = h as u32;
+            }
+        }
+    }
+
     /// Whether an edge between `a` and `b` exists in the mesh.
     pub(crate) fn has_edge(&self, a: u32, b: u32) -> bool {
         self.edges.binary_search(&edge_key(a, b)).is_ok()
@@ -133,5 +148,17 @@ mod tests {
         assert_eq!(t.nonmanifold, vec![edge_key(1, 2)]);
         let c = Components::find(&faces, &t);
         assert_eq!(c.members.len(), 3, "a non-manifold edge separates components");
+    }
+
+    #[test]
+    fn flipping_keeps_twins_true() {
+        // A square of two faces plus a third on its far side, then flip.
+        let mut faces = vec![[0, 1, 2], [2, 1, 3], [2, 3, 4]];
+        let mut t = Topology::build(&faces);
+        for f in [1, 0, 2, 1] {
+            t.flip(&mut faces, f);
+            let fresh = Topology::build(&faces);
+            assert_eq!(t.twin, fresh.twin, "after flipping face {f}: {faces:?}");
+        }
     }
 }
