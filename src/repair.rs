@@ -44,13 +44,9 @@ fn repair(args: &RepairArgs) -> Result<ExitCode, String> {
     let inspection = strata_core::inspect(bytes.as_bytes(), &WeldOptions::default(), &ValidateOptions::default())
         .map_err(|source| Error::Parse { path: args.input.clone(), source }.to_string())?;
     let options = RepairOptions { weld_tolerance: args.weld_tolerance, remove_unconnected: args.remove_unconnected };
-    let repaired = strata_core::repair(inspection.mesh, &options);
-    let after = strata_core::validate::validate(
-        &repaired.mesh,
-        &strata_core::SoupStats { facets: repaired.mesh.faces.len() as u64, ..Default::default() },
-        &ValidateOptions::default(),
-    );
-    let remaining = remaining(&after, &repaired.log);
+    let repaired = strata_core::repair::repair_validated(inspection.mesh, &inspection.report, &options);
+    let after = &repaired.report;
+    let remaining = remaining(after, &repaired.log);
 
     let written = !repaired.mesh.faces.is_empty();
     if written {
@@ -74,7 +70,7 @@ fn repair(args: &RepairArgs) -> Result<ExitCode, String> {
         remaining: remaining.clone(),
         before: &inspection.report,
         repair: &repaired.log,
-        after: &after,
+        after,
         warnings: &inspection.warnings,
     };
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
@@ -87,7 +83,7 @@ fn repair(args: &RepairArgs) -> Result<ExitCode, String> {
     let shown = if args.json {
         writeln!(out, "{json}")
     } else {
-        write!(out, "{}", summary(&name, &out_name, &inspection.report, &repaired.log, &after, written))
+        write!(out, "{}", summary(&name, &out_name, &inspection.report, &repaired.log, after, written))
     };
     if shown.is_err() {
         return Ok(ExitCode::FAILURE);

@@ -37,7 +37,7 @@ use serde::Serialize;
 use crate::mesh::{IndexedMesh, SoupStats};
 
 /// Everything validation measured about one mesh.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ValidationReport {
     /// Facets in the source file (including any left out as non-finite).
     pub triangles: u64,

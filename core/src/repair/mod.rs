@@ -164,6 +164,9 @@ pub struct Repaired {
     pub mesh: IndexedMesh,
     /// The passes' counts.
     pub log: RepairLog,
+    /// Validation of `mesh` (without soup facts: `triangles` is the face
+    /// count, normals are not judged).
+    pub report: crate::ValidationReport,
 }
 
 /// Most rounds of passes [`repair`] runs.
@@ -182,11 +185,20 @@ const ROUNDS: usize = 6;
 /// turned outward. A repaired mesh goes through a round unchanged, so
 /// repairing it again does nothing.
 pub fn repair(mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
+    let before = report_of(&mesh);
+    repair_validated(mesh, &before, options)
+}
+
+/// [`repair`] for a mesh whose validation report the caller already has
+/// (from [`inspect`](crate::inspect)), saving one validation.
+pub fn repair_validated(mesh: IndexedMesh, before: &crate::ValidationReport, options: &RepairOptions) -> Repaired {
     // Strays are removed only once the rounds are over: a piece still open
     // after the first round may close in the second.
     let keep = RepairOptions { remove_unconnected: false, ..*options };
-    let mut state = report_of(&mesh);
-    let mut done = Repaired { mesh, log: RepairLog::default() };
+    let mut state = before.clone();
+    // The last validation of a round's own result, when one was accepted.
+    let mut fresh = None;
+    let mut done = Repaired { mesh, log: RepairLog::default(), report: crate::ValidationReport::default() };
     for round in 0..ROUNDS {
         let (next, report) = match guarded_round(&done.mesh, &state, &keep) {
             Ok(step) => step,
@@ -205,18 +217,22 @@ pub fn repair(mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
         }
         done.mesh = next.mesh;
         state = report;
+        fresh = Some(state.clone());
         if state.boundary_edges == 0 && state.degenerate_faces == 0 {
             break;
         }
     }
     if options.remove_unconnected && state.boundary_edges > 0 {
         let last = repair_round(done.mesh.clone(), options, true);
-        if !worse(&report_of(&last.mesh), &state) {
+        let report = report_of(&last.mesh);
+        if !worse(&report, &state) {
             done.log.absorb(&last.log);
             done.mesh = last.mesh;
+            fresh = Some(report);
         }
     }
     done.log.faces_out = done.mesh.faces.len() as u64;
+    done.report = fresh.unwrap_or_else(|| report_of(&done.mesh));
     done
 }
 
@@ -287,9 +303,11 @@ fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions, fill: bool) -> R
     log.faces_flipped = consistency.flipped;
     log.orientation_conflicts = consistency.conflicts;
 
-    let separated = split_nonmanifold(&mut vertices, &mut faces, &topo, &mut log);
+    let separated = split_nonmanifold(&mut vertices, &mut faces, &topo, &consistency.comps, &mut log);
     let mut topo = if separated.is_empty() { topo } else { Topology::build(&faces) };
-    let open_reversed = orient::open_outward(&vertices, &mut faces, &mut topo, FLAT);
+    // The walk's components still hold: flips and splits of edges between
+    // components do not change which faces are connected.
+    let open_reversed = orient::open_outward(&vertices, &mut faces, &mut topo, &consistency.comps, FLAT);
 
     let filled_from = faces.len();
     let (loops, open_chains) = if fill { holes::boundary_loops(&faces, &topo) } else { (Vec::new(), 0) };
@@ -307,7 +325,8 @@ fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions, fill: bool) -> R
         }
     }
 
-    let topo = Topology::build(&faces);
+    let mut topo = topo;
+    topo.extend(&faces, filled_from);
     let comps = Components::find(&faces, &topo);
     let mut bodies = orient::measure(&vertices, &faces, &topo, &comps);
     let mut removed = vec![false; faces.len()];
@@ -357,7 +376,7 @@ fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions, fill: bool) -> R
     });
     let mesh = compact(&vertices, faces);
     log.faces_out = mesh.faces.len() as u64;
-    Repaired { mesh, log }
+    Repaired { mesh, log, report: crate::ValidationReport::default() }
 }
 
 fn collapsed(f: &[u32; 3]) -> bool {
@@ -493,12 +512,12 @@ fn split_nonmanifold(
     vertices: &mut Vec<Vec3>,
     faces: &mut [[u32; 3]],
     topo: &Topology,
+    comps: &Components,
     log: &mut RepairLog,
 ) -> Vec<u32> {
     if topo.nonmanifold.is_empty() {
         return Vec::new();
     }
-    let comps = Components::find(faces, topo);
     // Uses of each non-manifold edge per component. An edge is split only
     // where every body at it uses it exactly twice (two parts touching
     // along an edge): each copy is then an ordinary manifold edge. Any other
@@ -629,12 +648,22 @@ pub fn to_binary_stl(mesh: &IndexedMesh, header: &str) -> Vec<u8> {
     } else {
         header.to_string()
     };
-    let facets = mesh.faces.iter().map(|f| {
+    let count = u32::try_from(mesh.faces.len()).unwrap_or(u32::MAX) as usize;
+    let mut out = vec![0u8; 84 + 50 * count];
+    let mut head = [b' '; 80];
+    let take = header.len().min(80);
+    head[..take].copy_from_slice(&header.as_bytes()[..take]);
+    out[..80].copy_from_slice(&head);
+    out[80..84].copy_from_slice(&(count as u32).to_le_bytes());
+    // Records are independent 50-byte slots: fill them on all cores.
+    out[84..].par_chunks_mut(50).zip(&mesh.faces[..count]).for_each(|(record, f)| {
         let [a, b, c] = f.map(|i| mesh.vertices[i as usize]);
         let n = (b - a).cross(c - a).normalize_or_zero();
-        (n.to_array(), [a.to_array(), b.to_array(), c.to_array()])
+        for (slot, x) in record[..48].chunks_exact_mut(4).zip(n.to_array().into_iter().chain([a, b, c].into_iter().flat_map(|v| v.to_array()))) {
+            slot.copy_from_slice(&x.to_le_bytes());
+        }
     });
-    crate::stl::binary::write_binary(header.as_bytes(), facets)
+    out
 }
 
 #[cfg(test)]

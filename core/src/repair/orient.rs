@@ -11,9 +11,12 @@ use glam::DVec3;
 
 use super::topology::{Components, NONMANIFOLD, Topology};
 
-/// What [`make_consistent`] changed.
+/// What [`make_consistent`] changed, and the components its walk found.
 #[derive(Debug, Default)]
 pub(crate) struct Consistency {
+    /// Faces connected through manifold edges, as [`Components::find`]
+    /// would give them (flipping faces does not change them).
+    pub(crate) comps: Components,
     /// Faces whose vertex order was reversed.
     pub(crate) flipped: u64,
     /// Manifold edges that still disagree: the body is not orientable
@@ -32,6 +35,7 @@ pub(crate) fn make_consistent(faces: &mut [[u32; 3]], topo: &mut Topology) -> Co
     let mut stack = Vec::new();
     let mut group = Vec::new();
     let mut out = Consistency::default();
+    out.comps.of_face = vec![0; n];
     for seed in 0..n {
         if seen[seed] {
             continue;
@@ -66,6 +70,13 @@ pub(crate) fn make_consistent(faces: &mut [[u32; 3]], topo: &mut Topology) -> Co
                 flip[f] = !flip[f];
             }
         }
+        let id = out.comps.members.len() as u32;
+        let mut members: Vec<u32> = group.iter().map(|&f| f as u32).collect();
+        members.sort_unstable();
+        for &f in &members {
+            out.comps.of_face[f as usize] = id;
+        }
+        out.comps.members.push(members);
     }
     for (f, &flipped) in flip.iter().enumerate() {
         if flipped {
@@ -237,8 +248,13 @@ pub(crate) fn orient_outward(
 /// independently by [`make_consistent`]; unless both face out, their rim
 /// edges run against each other and never close into a loop. Bodies with
 /// no clear sign (flat sheets) are left alone, so this is idempotent.
-pub(crate) fn open_outward(vertices: &[glam::Vec3], faces: &mut [[u32; 3]], topo: &mut Topology, flat: f64) -> u64 {
-    let comps = Components::find(faces, topo);
+pub(crate) fn open_outward(
+    vertices: &[glam::Vec3],
+    faces: &mut [[u32; 3]],
+    topo: &mut Topology,
+    comps: &Components,
+    flat: f64,
+) -> u64 {
     let mut reversed = 0;
     for members in &comps.members {
         let open = members.iter().any(|&f| (0..3).any(|k| topo.twin[3 * f as usize + k] >= NONMANIFOLD));
