@@ -183,7 +183,8 @@ fn repair_benches(c: &mut Criterion) {
     let torus = synth::torus(rings, segments);
     let (facets, _) = synth::damage(&torus, torus.len() / 1000);
     let bytes = synth::to_binary_stl("bench damaged torus", &facets);
-    let loaded = strata_core::inspect(&bytes, &WeldOptions::default(), &ValidateOptions::default()).expect("loads");
+    let loaded =
+        strata_core::inspect(&bytes, &WeldOptions::default(), &ValidateOptions::default()).expect("loads");
     let (repaired, repair_peak) =
         peak_during(|| strata_core::repair(loaded.mesh.clone(), &strata_core::RepairOptions::default()));
     let after = validate::validate(&repaired.mesh, &Default::default(), &ValidateOptions::default());
@@ -202,8 +203,9 @@ fn repair_benches(c: &mut Criterion) {
     });
     g.bench_function("inspect + repair", |b| {
         b.iter(|| {
-            let ins = strata_core::inspect(black_box(&bytes), &WeldOptions::default(), &ValidateOptions::default())
-                .expect("loads");
+            let ins =
+                strata_core::inspect(black_box(&bytes), &WeldOptions::default(), &ValidateOptions::default())
+                    .expect("loads");
             strata_core::repair(ins.mesh, &strata_core::RepairOptions::default())
         })
     });

@@ -41,9 +41,11 @@ fn repair(args: &RepairArgs) -> Result<ExitCode, String> {
     let name = args.input.to_string_lossy();
     let out_name = args.output.to_string_lossy();
     let bytes = crate::load(&args.input).map_err(|e| e.to_string())?;
-    let inspection = strata_core::inspect(bytes.as_bytes(), &WeldOptions::default(), &ValidateOptions::default())
-        .map_err(|source| Error::Parse { path: args.input.clone(), source }.to_string())?;
-    let options = RepairOptions { weld_tolerance: args.weld_tolerance, remove_unconnected: args.remove_unconnected };
+    let inspection =
+        strata_core::inspect(bytes.as_bytes(), &WeldOptions::default(), &ValidateOptions::default())
+            .map_err(|source| Error::Parse { path: args.input.clone(), source }.to_string())?;
+    let options =
+        RepairOptions { weld_tolerance: args.weld_tolerance, remove_unconnected: args.remove_unconnected };
     let repaired = strata_core::repair::repair_validated(inspection.mesh, &inspection.report, &options);
     let after = &repaired.report;
     let remaining = remaining(after, &repaired.log);
@@ -145,7 +147,10 @@ fn summary(
     };
     let mut s = format!("{name}: {}\n", verdict(before));
     let lines = [
-        (log.vertices_merged, format!("{} vertices merged within {:e}", log.vertices_merged, log.weld_tolerance)),
+        (
+            log.vertices_merged,
+            format!("{} vertices merged within {:e}", log.vertices_merged, log.weld_tolerance),
+        ),
         (log.collapsed_faces_removed, format!("{} collapsed faces removed", log.collapsed_faces_removed)),
         (
             log.zero_area_faces_removed,
@@ -163,10 +168,7 @@ fn summary(
                 log.nonmanifold_edges_split, log.vertices_separated, log.separation
             ),
         ),
-        (
-            log.holes_filled,
-            format!("{} holes filled with {} faces", log.holes_filled, log.hole_faces_added),
-        ),
+        (log.holes_filled, format!("{} holes filled with {} faces", log.holes_filled, log.hole_faces_added)),
         (log.holes_left_open, format!("{} holes left open", log.holes_left_open)),
         (log.bodies_reversed, format!("{} bodies turned outward (cavities inward)", log.bodies_reversed)),
         (

@@ -1,5 +1,6 @@
 //! Replays every input under `fuzz/corpus/` through the library: whatever
-//! the fuzzers once found interesting must still load or fail cleanly.
+//! the fuzzers once found interesting must still load or fail cleanly, and
+//! repair what loads without panicking.
 
 use std::path::Path;
 
@@ -22,6 +23,12 @@ fn fuzz_corpora_load_or_fail_cleanly() {
                     let r = &ins.report;
                     assert!(r.faces <= r.triangles, "{}", path.display());
                     assert!(ins.mesh.faces.iter().flatten().all(|&v| (v as usize) < ins.mesh.vertices.len()));
+                    // Repair must not panic on anything that loads, nor
+                    // change its own result.
+                    let once = strata_core::repair(ins.mesh, &strata_core::RepairOptions::default());
+                    let twice =
+                        strata_core::repair(once.mesh.clone(), &strata_core::RepairOptions::default());
+                    assert!(!twice.log.changed(), "{}: {:?}", path.display(), twice.log);
                 }
             }
             // The grammar alone, whatever detection would decide.

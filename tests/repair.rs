@@ -32,7 +32,11 @@ const EXPECTED: &[(&str, Expect, &str)] = &[
     ("trimesh_shared_edge_cubes.STL", Expect::Fixed, "the shared edge is split between the cubes"),
     ("admesh_block_fill-holes-bad.stl", Expect::Fixed, "one missing facet"),
     ("admesh_block_normal-directions-bad.stl", Expect::Fixed, "one reversed facet"),
-    ("admesh_block_remove-unconnected-bad.stl", Expect::FixedWithoutStrays, "a stray facet beside two blocks"),
+    (
+        "admesh_block_remove-unconnected-bad.stl",
+        Expect::FixedWithoutStrays,
+        "a stray facet beside two blocks",
+    ),
     ("assimp_two_solids_ascii.stl", Expect::NoVolume, "two lone triangles enclose nothing"),
     ("assimp_sphere_with_hole.stl", Expect::Fixed, "a 9-edge hole"),
     ("assimp_spider_binary.stl", Expect::Fixed, "holes, flips and collapsed faces over 18 bodies"),
@@ -158,10 +162,10 @@ fn check_broken(dir: &Path, rows: &[Row]) {
                     problems.push(format!("{label}: volume {got}, reference |tm_volume| {want}"));
                 }
             }
-            if let Some(&(_, want)) = TRIMESH_REPAIRED_VOLUME.iter().find(|t| t.0 == file) {
-                if (got - want).abs() > 1e-9 * want {
-                    problems.push(format!("{label}: volume {got}, trimesh's repair gives {want}"));
-                }
+            if let Some(&(_, want)) = TRIMESH_REPAIRED_VOLUME.iter().find(|t| t.0 == file)
+                && (got - want).abs() > 1e-9 * want
+            {
+                problems.push(format!("{label}: volume {got}, trimesh's repair gives {want}"));
             }
             // A repaired file repairs to itself.
             if should_fix {
@@ -282,5 +286,8 @@ fn json_and_summary_say_what_was_done() {
     // The header says what the file is, and is not mistaken for ASCII.
     let bytes = std::fs::read(&out).expect("read");
     let header = String::from_utf8_lossy(&bytes[..80]);
-    assert!(header.starts_with("Strata") && header.contains("repair of numpystl_triamid_flipped.stl"), "{header}");
+    assert!(
+        header.starts_with("Strata") && header.contains("repair of numpystl_triamid_flipped.stl"),
+        "{header}"
+    );
 }

@@ -549,7 +549,8 @@ pub(crate) fn weld_within(mesh: &mut IndexedMesh, tolerance: f32) {
     // (cx + dx, cy + dy, cz - 1 ..= cz + 1) only moves forward, so the
     // whole search is linear after the sort (binary searches per cell cost
     // 20x more on a million vertices).
-    let columns: [(i64, i64); 9] = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1), (1, -1), (1, 0), (1, 1)];
+    let columns: [(i64, i64); 9] =
+        [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1), (1, -1), (1, 0), (1, 1)];
     let mut cursors = [0usize; 9];
     for &(v, c) in &order {
         let p = mesh.vertices[v as usize];

@@ -167,7 +167,8 @@ fn defects(r: &crate::ValidationReport) -> [(&'static str, u64); 5] {
 /// Repairs a soup and checks both properties: no defect count grows, and
 /// the repaired mesh goes through repair unchanged.
 fn check_repair(facets: &[Facet], options: &crate::RepairOptions) -> Result<(), TestCaseError> {
-    let (m, soup) = mesh::weld(facets, &WeldOptions::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let (m, soup) =
+        mesh::weld(facets, &WeldOptions::default()).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let before = validate::validate(&m, &soup, &ValidateOptions::default());
     let once = crate::repair(m, options);
     let after = validate::validate(&once.mesh, &crate::SoupStats::default(), &ValidateOptions::default());

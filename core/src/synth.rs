@@ -119,7 +119,7 @@ pub fn damage(facets: &[Facet], per_kind: usize) -> (Vec<Facet>, Damage) {
     let stride = (n / per_kind).max(2);
     // Holes at even indices along one stride, flips and copies at odd
     // offsets of it: never the same face, never two holes side by side.
-    let hole = |i: usize| i % stride == 0 && i / stride < per_kind;
+    let hole = |i: usize| i.is_multiple_of(stride) && i / stride < per_kind;
     let flip = |i: usize| i % stride == stride / 2 + 1 && i / stride < per_kind;
     let mut out: Vec<Facet> = Vec::with_capacity(n + 2 * per_kind);
     for (i, f) in facets.iter().enumerate() {

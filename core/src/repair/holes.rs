@@ -230,7 +230,8 @@ fn ear_clip(pts: &[DVec3]) -> Vec<[usize; 3]> {
     let normal = normal.normalize_or_zero();
     let (u, v) = if normal == DVec3::ZERO { (DVec3::X, DVec3::Y) } else { normal.any_orthonormal_pair() };
     let flat: Vec<[f64; 2]> = pts.iter().map(|p| [p.dot(u), p.dot(v)]).collect();
-    let cross2 = |a: [f64; 2], b: [f64; 2], c: [f64; 2]| (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]);
+    let cross2 =
+        |a: [f64; 2], b: [f64; 2], c: [f64; 2]| (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]);
 
     let mut ring: Vec<usize> = (0..n).collect();
     let mut tris = Vec::with_capacity(n - 2);

@@ -191,7 +191,11 @@ pub fn repair(mesh: IndexedMesh, options: &RepairOptions) -> Repaired {
 
 /// [`repair`] for a mesh whose validation report the caller already has
 /// (from [`inspect`](crate::inspect)), saving one validation.
-pub fn repair_validated(mesh: IndexedMesh, before: &crate::ValidationReport, options: &RepairOptions) -> Repaired {
+pub fn repair_validated(
+    mesh: IndexedMesh,
+    before: &crate::ValidationReport,
+    options: &RepairOptions,
+) -> Repaired {
     // Strays are removed only once the rounds are over: a piece still open
     // after the first round may close in the second.
     let keep = RepairOptions { remove_unconnected: false, ..*options };
@@ -243,12 +247,12 @@ fn guarded_round(
     mesh: &IndexedMesh,
     before: &crate::ValidationReport,
     options: &RepairOptions,
-) -> Result<(Repaired, crate::ValidationReport), RepairLog> {
+) -> Result<(Repaired, crate::ValidationReport), Box<RepairLog>> {
     let mut first_log = None;
     for fill in [true, false] {
         let next = repair_round(mesh.clone(), options, fill);
         if !next.log.changed() && next.mesh == *mesh {
-            return Err(first_log.unwrap_or(next.log));
+            return Err(Box::new(first_log.unwrap_or(next.log)));
         }
         let report = report_of(&next.mesh);
         if !worse(&report, before) {
@@ -258,7 +262,7 @@ fn guarded_round(
         let open = next.log.holes_left_open + next.log.holes_filled;
         first_log.get_or_insert(RepairLog { holes_left_open: open, ..next.log });
     }
-    Err(first_log.unwrap_or_default())
+    Err(Box::new(first_log.unwrap_or_default()))
 }
 
 fn report_of(mesh: &IndexedMesh) -> crate::ValidationReport {
@@ -325,7 +329,6 @@ fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions, fill: bool) -> R
         }
     }
 
-    let mut topo = topo;
     topo.extend(&faces, filled_from);
     let comps = Components::find(&faces, &topo);
     let mut bodies = orient::measure(&vertices, &faces, &topo, &comps);
@@ -344,8 +347,7 @@ fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions, fill: bool) -> R
     let undone = loop_undone.iter().filter(|&&u| u).count() as u64;
     log.holes_filled = loops.len() as u64 - undone - refused;
     log.holes_left_open += undone + refused;
-    log.hole_faces_added =
-        (filled_from..faces.len()).filter(|&f| !removed[f]).count() as u64;
+    log.hole_faces_added = (filled_from..faces.len()).filter(|&f| !removed[f]).count() as u64;
     for (c, body) in bodies.iter_mut().enumerate() {
         if flat[c] {
             body.closed = false;
@@ -659,7 +661,10 @@ pub fn to_binary_stl(mesh: &IndexedMesh, header: &str) -> Vec<u8> {
     out[84..].par_chunks_mut(50).zip(&mesh.faces[..count]).for_each(|(record, f)| {
         let [a, b, c] = f.map(|i| mesh.vertices[i as usize]);
         let n = (b - a).cross(c - a).normalize_or_zero();
-        for (slot, x) in record[..48].chunks_exact_mut(4).zip(n.to_array().into_iter().chain([a, b, c].into_iter().flat_map(|v| v.to_array()))) {
+        for (slot, x) in record[..48]
+            .chunks_exact_mut(4)
+            .zip(n.to_array().into_iter().chain([a, b, c].into_iter().flat_map(|v| v.to_array())))
+        {
             slot.copy_from_slice(&x.to_le_bytes());
         }
     });

@@ -153,11 +153,18 @@ pub(crate) fn measure(
 /// (collision meshes, naive assemblies); a cavity must lie wholly inside its
 /// container, so its bounding box must, and so must every sampled vertex
 /// (up to [`SAMPLES`] spread over its faces, plus the probe point).
-fn nesting_depth(i: usize, bodies: &[Body], members: &[Vec<u32>], vertices: &[glam::Vec3], faces: &[[u32; 3]]) -> usize {
+fn nesting_depth(
+    i: usize,
+    bodies: &[Body],
+    members: &[Vec<u32>],
+    vertices: &[glam::Vec3],
+    faces: &[[u32; 3]],
+) -> usize {
     let me = &bodies[i];
     let step = members[i].len().div_ceil(SAMPLES).max(1);
     let mut points = vec![me.probe];
-    points.extend(members[i].iter().step_by(step).map(|&f| vertices[faces[f as usize][0] as usize].as_dvec3()));
+    points
+        .extend(members[i].iter().step_by(step).map(|&f| vertices[faces[f as usize][0] as usize].as_dvec3()));
     bodies
         .iter()
         .enumerate()
@@ -227,7 +234,7 @@ pub(crate) fn orient_outward(
             if skip[i] || !b.closed || b.volume >= 0.0 {
                 return false;
             }
-            nesting_depth(i, bodies, &comps.members, vertices, faces) % 2 == 0
+            nesting_depth(i, bodies, &comps.members, vertices, faces).is_multiple_of(2)
         })
         .collect();
     for (i, reverse) in decisions.into_iter().enumerate() {

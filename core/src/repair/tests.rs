@@ -247,6 +247,11 @@ fn the_bench_damage_is_undone_exactly() {
     let (r, v) = fixed(&broken, &RepairOptions::default());
     assert!(v.is_volume, "{v:?}");
     assert_eq!(v.faces, original.faces, "{:?}", r.log);
-    assert!((v.volume - original.volume).abs() <= 1e-9 * original.volume, "{} vs {}", v.volume, original.volume);
+    assert!(
+        (v.volume - original.volume).abs() <= 1e-9 * original.volume,
+        "{} vs {}",
+        v.volume,
+        original.volume
+    );
     assert_eq!((r.log.holes_filled as usize, r.log.faces_flipped as usize), (d.holes, d.flipped));
 }

@@ -98,10 +98,10 @@ impl Topology {
             }
         }
         self.twin.resize(faces.len() * 3, BOUNDARY);
-        for f in from..faces.len() {
+        for (f, t) in faces.iter().enumerate().skip(from) {
             for k in 0..3 {
                 let h = (3 * f + k) as u32;
-                let key = edge_key(faces[f][k], faces[f][(k + 1) % 3]);
+                let key = edge_key(t[k], t[(k + 1) % 3]);
                 match open.remove(&key) {
                     Some(t) => {
                         self.twin[h as usize] = t;
@@ -207,8 +207,18 @@ mod tests {
     fn extending_with_new_faces_matches_a_fresh_build() {
         // A cube missing two faces, then the two faces added back.
         let cube = [
-            [0, 1, 2], [0, 2, 3], [4, 6, 5], [4, 7, 6], [0, 4, 5], [0, 5, 1],
-            [1, 5, 6], [1, 6, 2], [2, 6, 7], [2, 7, 3], [3, 7, 4], [3, 4, 0],
+            [0, 1, 2],
+            [0, 2, 3],
+            [4, 6, 5],
+            [4, 7, 6],
+            [0, 4, 5],
+            [0, 5, 1],
+            [1, 5, 6],
+            [1, 6, 2],
+            [2, 6, 7],
+            [2, 7, 3],
+            [3, 7, 4],
+            [3, 4, 0],
         ];
         let mut t = Topology::build(&cube[..10]);
         t.extend(&cube, 10);
