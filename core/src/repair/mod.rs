@@ -179,7 +179,8 @@ const ROUNDS: usize = 6;
 /// soups, e.g. a fill along the edge of a face too flat to split) is run
 /// again without hole filling, and if that too would make things worse the
 /// mesh is kept as it was. So no defect count ever grows, by construction.
-/// Rounds go on while holes or flat faces remain and the last round changed
+/// Rounds go on while holes, flat faces or non-manifold edges remain and
+/// the last round changed
 /// something: a rim shared by two pieces that were oriented apart only
 /// closes into a loop once the pieces around it have been filled and
 /// turned outward. A repaired mesh goes through a round unchanged, so
@@ -222,7 +223,9 @@ pub fn repair_validated(
         done.mesh = next.mesh;
         state = report;
         fresh = Some(state.clone());
-        if state.boundary_edges == 0 && state.degenerate_faces == 0 {
+        // Another round can only help where something is still open, flat
+        // or non-manifold (a fill can make a non-manifold edge splittable).
+        if state.boundary_edges == 0 && state.degenerate_faces == 0 && state.nonmanifold_edges == 0 {
             break;
         }
     }
@@ -281,7 +284,8 @@ fn worse(a: &crate::ValidationReport, b: &crate::ValidationReport) -> bool {
 fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions, fill: bool) -> Repaired {
     let mut log = RepairLog::default();
     let diagonal = diagonal(&mesh.vertices);
-    let tolerance = options.weld_tolerance.unwrap_or(AUTO_TOLERANCE * diagonal);
+    // An automatic tolerance beyond f32's range means no sensible weld.
+    let tolerance = options.weld_tolerance.unwrap_or((f64::from(AUTO_TOLERANCE) * diagonal) as f32);
     if tolerance > 0.0 && tolerance.is_finite() {
         log.weld_tolerance = tolerance;
         let before = mesh.vertices.len();
@@ -385,10 +389,12 @@ fn collapsed(f: &[u32; 3]) -> bool {
     f[0] == f[1] || f[1] == f[2] || f[0] == f[2]
 }
 
-fn diagonal(vertices: &[Vec3]) -> f32 {
+/// The bounding-box diagonal, in f64: coordinates near f32's limit (which
+/// fuzzed files have) would overflow it to infinity in f32.
+fn diagonal(vertices: &[Vec3]) -> f64 {
     let Some(first) = vertices.first() else { return 0.0 };
     let (lo, hi) = vertices.iter().fold((*first, *first), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-    lo.distance(hi)
+    lo.as_dvec3().distance(hi.as_dvec3())
 }
 
 /// Twice the area vector of a face, in f64 as validation computes it, so
@@ -594,7 +600,7 @@ fn separate(
     faces: &[[u32; 3]],
     removed: &[bool],
     copies: &[u32],
-    diagonal: f32,
+    diagonal: f64,
     tolerance: f32,
     log: &mut RepairLog,
 ) {
@@ -606,8 +612,8 @@ fn separate(
     // and above f32 spacing at this magnitude and trimesh's 1e-8 merge
     // grid, but far below any printer's resolution.
     let ulp = f32::EPSILON * largest.max(f32::MIN_POSITIVE);
-    let step = (2.5 * tolerance).max(64.0 * ulp).max(1e-6).max(1e-7 * diagonal);
-    log.separation = step;
+    let step = f64::from((2.5 * tolerance).max(64.0 * ulp).max(1e-6)).max(1e-7 * diagonal);
+    log.separation = step as f32;
     let mut normal: HashMap<u32, DVec3> = copies.iter().map(|&v| (v, DVec3::ZERO)).collect();
     for f in faces.iter().zip(removed).filter(|(_, gone)| !**gone).map(|(f, _)| f) {
         let n = cross(vertices, f);
@@ -619,7 +625,12 @@ fn separate(
     }
     for &v in copies {
         let n = normal[&v].normalize_or_zero();
-        vertices[v as usize] -= (n * f64::from(step)).as_vec3();
+        // Never move a vertex off the finite range (or by a step that is
+        // not finite): it stays where it was, joined to the other body.
+        let moved = vertices[v as usize].as_dvec3() - n * step;
+        if moved.is_finite() && moved.abs().max_element() <= f64::from(f32::MAX) {
+            vertices[v as usize] = moved.as_vec3();
+        }
     }
 }
 

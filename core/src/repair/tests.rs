@@ -255,3 +255,16 @@ fn the_bench_damage_is_undone_exactly() {
     );
     assert_eq!((r.log.holes_filled as usize, r.log.faces_flipped as usize), (d.holes, d.flipped));
 }
+
+/// Found by the repair fuzz target: near f32's limit the bounding-box
+/// diagonal overflowed and the split copies were moved to infinity.
+#[test]
+fn huge_coordinates_never_become_infinite() {
+    let mut f = shifted(&cube_facets(), [0.0; 3], 1e37);
+    f.extend(shifted(&cube_facets(), [2e37, 2e37, 0.0], 1e37));
+    let (r, _) = fixed(&f, &RepairOptions::default());
+    assert!(r.mesh.vertices.iter().all(|v| v.is_finite()), "{:?}", r.mesh.vertices);
+    assert!(r.log.separation.is_finite());
+    let again = repair(r.mesh.clone(), &RepairOptions::default());
+    assert!(!again.log.changed(), "{:?}", again.log);
+}
