@@ -352,6 +352,13 @@ fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions, fill: bool) -> R
     log.holes_filled = loops.len() as u64 - undone - refused;
     log.holes_left_open += undone + refused;
     log.hole_faces_added = (filled_from..faces.len()).filter(|&f| !removed[f]).count() as u64;
+    // Closed as the faces now stand: a flat body whose fills were taken
+    // back is open again; one that was closed without fills stays closed.
+    let closed_now: Vec<bool> = bodies
+        .iter()
+        .enumerate()
+        .map(|(c, b)| b.closed && !comps.members[c].iter().any(|&f| removed[f as usize]))
+        .collect();
     for (c, body) in bodies.iter_mut().enumerate() {
         if flat[c] {
             body.closed = false;
@@ -360,7 +367,29 @@ fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions, fill: bool) -> R
     log.bodies_reversed =
         open_reversed + orient::orient_outward(&vertices, &mut faces, &comps, &mut bodies, &flat);
 
-    separate(&mut vertices, &faces, &removed, &separated, diagonal, tolerance, &mut log);
+    let moved = separate(&mut vertices, &faces, &removed, &separated, diagonal, tolerance, &mut log);
+    if !moved.is_empty() {
+        // A hair-thin body can change sign when its vertices move: judge
+        // the bodies that moved again, so a second repair finds nothing.
+        let mut touched = vec![false; bodies.len()];
+        for (f, face) in faces.iter().enumerate() {
+            if !removed[f] && face.iter().any(|v| moved.contains(v)) {
+                touched[comps.of_face[f] as usize] = true;
+            }
+        }
+        for (c, body) in bodies.iter_mut().enumerate().filter(|(c, _)| touched[*c]) {
+            body.closed = closed_now[c];
+            body.volume = comps.members[c]
+                .iter()
+                .map(|&f| {
+                    let [a, b, c] = faces[f as usize].map(|i| vertices[i as usize].as_dvec3());
+                    (b - a).cross(c - a).x * (a.x + b.x + c.x) / 6.0
+                })
+                .sum();
+        }
+        let skip: Vec<bool> = (0..bodies.len()).map(|c| !touched[c] || !closed_now[c]).collect();
+        log.bodies_reversed += orient::orient_outward(&vertices, &mut faces, &comps, &mut bodies, &skip);
+    }
 
     if options.remove_unconnected {
         for (c, body) in bodies.iter().enumerate() {
@@ -594,7 +623,7 @@ fn split_nonmanifold(
 /// Moves each vertex copy of the non-manifold split a small distance into
 /// its own body (against the body's area-weighted normal there), so the
 /// bodies no longer share positions: STL stores positions only, and would
-/// join them again on reading.
+/// join them again on reading. Returns the vertices it moved.
 fn separate(
     vertices: &mut [Vec3],
     faces: &[[u32; 3]],
@@ -603,9 +632,10 @@ fn separate(
     diagonal: f64,
     tolerance: f32,
     log: &mut RepairLog,
-) {
+) -> std::collections::HashSet<u32> {
+    let mut moved_ids = std::collections::HashSet::new();
     if copies.is_empty() {
-        return;
+        return moved_ids;
     }
     let largest = vertices.iter().fold(0.0f32, |m, v| m.max(v.abs().max_element()));
     // Above the weld tolerance (a second repair must not join them again)
@@ -630,8 +660,10 @@ fn separate(
         let moved = vertices[v as usize].as_dvec3() - n * step;
         if moved.is_finite() && moved.abs().max_element() <= f64::from(f32::MAX) {
             vertices[v as usize] = moved.as_vec3();
+            moved_ids.insert(v);
         }
     }
+    moved_ids
 }
 
 /// Drops unused vertices and numbers the rest in order of first use by the
