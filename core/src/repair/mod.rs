@@ -197,45 +197,49 @@ pub fn repair_validated(
     before: &crate::ValidationReport,
     options: &RepairOptions,
 ) -> Repaired {
-    // Strays are removed only once the rounds are over: a piece still open
-    // after the first round may close in the second.
+    // Strays are removed only once rounds without removal change nothing:
+    // a piece still open after the first round may close in the second.
+    // Removal then runs in rounds of its own until nothing changes, since
+    // removing a stray can free an edge for a split.
     let keep = RepairOptions { remove_unconnected: false, ..*options };
+    let mut removing = false;
     let mut state = before.clone();
     // The last validation of a round's own result, when one was accepted.
     let mut fresh = None;
     let mut done = Repaired { mesh, log: RepairLog::default(), report: crate::ValidationReport::default() };
-    for round in 0..ROUNDS {
-        let (next, report) = match guarded_round(&done.mesh, &state, &keep) {
-            Ok(step) => step,
-            Err(unchanged) => {
-                // Nothing to do (or nothing safe): still say what is open.
-                done.log.weld_tolerance = unchanged.weld_tolerance;
-                done.log.holes_left_open = unchanged.holes_left_open;
-                done.log.orientation_conflicts = unchanged.orientation_conflicts;
-                break;
+    let mut first = true;
+    for _ in 0..2 * ROUNDS {
+        let round_options = if removing { options } else { &keep };
+        match guarded_round(&done.mesh, &state, round_options) {
+            Ok((next, report)) => {
+                if first {
+                    done.log = next.log;
+                } else {
+                    done.log.absorb(&next.log);
+                }
+                first = false;
+                done.mesh = next.mesh;
+                state = report;
+                fresh = Some(state.clone());
             }
-        };
-        if round == 0 {
-            done.log = next.log;
-        } else {
-            done.log.absorb(&next.log);
+            Err(unchanged) => {
+                if first {
+                    // Nothing to do (or nothing safe): still say what is open.
+                    done.log.weld_tolerance = unchanged.weld_tolerance;
+                    done.log.holes_left_open = unchanged.holes_left_open;
+                    done.log.orientation_conflicts = unchanged.orientation_conflicts;
+                }
+                if removing || !options.remove_unconnected || state.boundary_edges == 0 {
+                    break;
+                }
+                removing = true;
+                continue;
+            }
         }
-        done.mesh = next.mesh;
-        state = report;
-        fresh = Some(state.clone());
         // Another round can only help where something is still open, flat
         // or non-manifold (a fill can make a non-manifold edge splittable).
         if state.boundary_edges == 0 && state.degenerate_faces == 0 && state.nonmanifold_edges == 0 {
             break;
-        }
-    }
-    if options.remove_unconnected && state.boundary_edges > 0 {
-        let last = repair_round(done.mesh.clone(), options, true);
-        let report = report_of(&last.mesh);
-        if !worse(&report, &state) {
-            done.log.absorb(&last.log);
-            done.mesh = last.mesh;
-            fresh = Some(report);
         }
     }
     done.log.faces_out = done.mesh.faces.len() as u64;
