@@ -27,7 +27,8 @@ pub(crate) struct Consistency {
 /// Flips faces so that every manifold edge is traversed once in each
 /// direction, by a walk over each component from its first face. Within a
 /// component the smaller of the two consistent orientations (fewer flips)
-/// is applied; the outward pass decides the final sign.
+/// is applied; the outward pass decides the final sign. A component that
+/// cannot be oriented (a conflict closes on itself) is left as written.
 pub(crate) fn make_consistent(faces: &mut [[u32; 3]], topo: &mut Topology) -> Consistency {
     let n = faces.len();
     let mut seen = vec![false; n];
@@ -43,6 +44,7 @@ pub(crate) fn make_consistent(faces: &mut [[u32; 3]], topo: &mut Topology) -> Co
         seen[seed] = true;
         group.clear();
         stack.push(seed);
+        let conflicts_before = out.conflicts;
         while let Some(f) = stack.pop() {
             group.push(f);
             for k in 0..3 {
@@ -65,7 +67,15 @@ pub(crate) fn make_consistent(faces: &mut [[u32; 3]], topo: &mut Topology) -> Co
             }
         }
         let flips = group.iter().filter(|&&f| flip[f]).count();
-        if flips * 2 > group.len() {
+        if out.conflicts > conflicts_before {
+            // Not orientable: no assignment is consistent, and which one the
+            // walk lands on depends on the order it met the faces, so a
+            // second repair would flip them again. Leave it as written; the
+            // conflicts are reported.
+            for &f in &group {
+                flip[f] = false;
+            }
+        } else if flips * 2 > group.len() {
             for &f in &group {
                 flip[f] = !flip[f];
             }
