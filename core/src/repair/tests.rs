@@ -202,8 +202,12 @@ fn tolerance_weld_closes_cracks_and_the_log_says_so() {
     assert_eq!(r.log.vertices_merged, 1);
     assert!(v.is_volume);
 
-    let (_, v) = fixed(&f, &RepairOptions { weld_tolerance: Some(0.0), ..RepairOptions::default() });
-    assert!(v.boundary_edges == 0 || !v.is_volume || v.faces > 12, "exact weld must not merge the crack");
+    // Exact welding only: the crack's two corners stay two vertices (the
+    // crack is closed by filling instead, with faces of their own).
+    let (r, v) = fixed(&f, &RepairOptions { weld_tolerance: Some(0.0), ..RepairOptions::default() });
+    assert_eq!((r.log.weld_tolerance, r.log.vertices_merged), (0.0, 0));
+    assert_eq!(r.mesh.vertices.len(), 9, "the moved corner is still its own vertex");
+    assert!(r.log.holes_filled >= 1 && v.faces > 12, "{:?}", r.log);
 }
 
 #[test]
