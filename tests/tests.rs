@@ -15,5 +15,8 @@ mod oracle;
 // idempotence, and errors.
 mod repair;
 
+// The slicer against trimesh's sections of every watertight model.
+mod slice;
+
 // Replays the fuzz corpora so crashes found once stay fixed.
 mod fuzz_corpus;

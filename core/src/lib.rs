@@ -25,6 +25,7 @@ pub mod intersect;
 pub mod mesh;
 pub mod obj;
 pub mod repair;
+pub mod slice;
 pub mod source;
 pub mod stl;
 pub mod synth;
