@@ -126,22 +126,17 @@ impl Taken<'_> {
 pub(crate) fn fill(lp: &[u32], vertices: &[glam::Vec3], taken: &mut Taken<'_>) -> Option<Vec<[u32; 3]>> {
     let pts: Vec<DVec3> = lp.iter().map(|&v| vertices[v as usize].as_dvec3()).collect();
     let tris = if lp.len() <= DP_LIMIT { min_area(lp, &pts, taken)? } else { ear_clip(&pts) };
-    // (i, k, j) with i < k < j runs the same way as the boundary; the fill
-    // must run the other way.
-    let tris: Vec<[u32; 3]> = tris.into_iter().map(|[i, k, j]| [lp[j], lp[k], lp[i]]).collect();
+    // Checked on loop positions, before mapping to vertex ids.
     let n = lp.len();
     let on_loop = |a: usize, b: usize| (a + 1) % n == b || (b + 1) % n == a;
-    let position = |v: u32| lp.iter().position(|&w| w == v).unwrap_or(0);
     let mut diagonals = Vec::new();
-    for t in &tris {
-        let p = t.map(|v| vertices[v as usize].as_dvec3());
-        if (p[1] - p[0]).cross(p[2] - p[0]) == DVec3::ZERO {
+    for &[i, k, j] in &tris {
+        if (pts[k] - pts[i]).cross(pts[j] - pts[i]) == DVec3::ZERO {
             return None;
         }
-        for k in 0..3 {
-            let (a, b) = (t[k], t[(k + 1) % 3]);
-            if !on_loop(position(a), position(b)) {
-                diagonals.push(edge_key(a, b));
+        for (a, b) in [(i, k), (k, j), (j, i)] {
+            if !on_loop(a, b) {
+                diagonals.push(edge_key(lp[a], lp[b]));
             }
         }
     }
@@ -151,7 +146,9 @@ pub(crate) fn fill(lp: &[u32], vertices: &[glam::Vec3], taken: &mut Taken<'_>) -
         return None;
     }
     taken.added.extend(diagonals);
-    Some(tris)
+    // (i, k, j) with i < k < j runs the same way as the boundary; the fill
+    // must run the other way.
+    Some(tris.into_iter().map(|[i, k, j]| [lp[j], lp[k], lp[i]]).collect())
 }
 
 /// Cost of a fill triangle: first the number of bad properties (zero area;

@@ -383,13 +383,7 @@ fn repair_round(mut mesh: IndexedMesh, options: &RepairOptions, fill: bool) -> R
         }
         for (c, body) in bodies.iter_mut().enumerate().filter(|(c, _)| touched[*c]) {
             body.closed = closed_now[c];
-            body.volume = comps.members[c]
-                .iter()
-                .map(|&f| {
-                    let [a, b, c] = faces[f as usize].map(|i| vertices[i as usize].as_dvec3());
-                    (b - a).cross(c - a).x * (a.x + b.x + c.x) / 6.0
-                })
-                .sum();
+            body.volume = orient::signed_volume(&vertices, &faces, &comps.members[c]);
         }
         let skip: Vec<bool> = (0..bodies.len()).map(|c| !touched[c] || !closed_now[c]).collect();
         log.bodies_reversed += orient::orient_outward(&vertices, &mut faces, &comps, &mut bodies, &skip);
@@ -463,11 +457,15 @@ fn remove_zero_area(vertices: &[Vec3], faces: &mut Vec<[u32; 3]>, log: &mut Repa
             long_edge.push((key, t[(k + 2) % 3]));
         }
         // The faces (not flat themselves) that use each such edge.
+        let mut is_flat = vec![false; faces.len()];
+        for &f in &flat {
+            is_flat[f] = true;
+        }
         let mut users: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
-        for (g, t) in faces.iter().enumerate() {
+        for (g, t) in faces.iter().enumerate().filter(|(g, _)| !is_flat[*g]) {
             for k in 0..3 {
                 let key = edge_key(t[k], t[(k + 1) % 3]);
-                if by_edge.contains_key(&key) && cross(vertices, t) != DVec3::ZERO {
+                if by_edge.contains_key(&key) {
                     users.entry(key).or_default().push((g, k));
                 }
             }

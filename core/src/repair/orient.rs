@@ -115,6 +115,17 @@ pub(crate) struct Body {
     pub(crate) probe: DVec3,
 }
 
+/// Signed volume of a set of faces, in the flux form validation uses.
+pub(crate) fn signed_volume(vertices: &[glam::Vec3], faces: &[[u32; 3]], members: &[u32]) -> f64 {
+    members
+        .iter()
+        .map(|&f| {
+            let [a, b, c] = faces[f as usize].map(|i| vertices[i as usize].as_dvec3());
+            (b - a).cross(c - a).x * (a.x + b.x + c.x) / 6.0
+        })
+        .sum()
+}
+
 /// Measures every component.
 pub(crate) fn measure(
     vertices: &[glam::Vec3],
