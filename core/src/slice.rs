@@ -385,6 +385,15 @@ fn orient(loops: Vec<Vec<Point>>) -> Vec<Polygon> {
             (p.points.len() >= 3 && p.area2() != 0).then_some(p)
         })
         .collect();
+    if polygons.len() < 2 {
+        // Nothing to nest in: a lone polygon is an outer boundary.
+        for p in &mut polygons {
+            if p.area2() < 0 {
+                p.points.reverse();
+            }
+        }
+        return polygons;
+    }
     let boxes: Vec<[i64; 4]> = polygons
         .iter()
         .map(|p| {
@@ -430,8 +439,8 @@ fn orient(loops: Vec<Vec<Point>>) -> Vec<Polygon> {
 /// corner, or chained through a non-manifold edge) into simple loops, so
 /// each is oriented on its own.
 fn split_at_repeats(points: Vec<Point>) -> Vec<Vec<Point>> {
-    let mut seen = std::collections::HashMap::with_capacity(points.len());
-    if points.iter().all(|p| seen.insert(*p, ()).is_none()) {
+    let mut seen = std::collections::HashSet::with_capacity(points.len());
+    if points.iter().all(|p| seen.insert(*p)) {
         return vec![points];
     }
     let mut out = Vec::new();
