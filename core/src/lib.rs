@@ -28,6 +28,7 @@ pub mod repair;
 pub mod slice;
 pub mod source;
 pub mod stl;
+pub mod stream;
 pub mod synth;
 pub mod threemf;
 pub mod validate;

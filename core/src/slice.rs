@@ -37,7 +37,7 @@
 
 use glam::DVec3;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::mesh::IndexedMesh;
 
@@ -52,7 +52,8 @@ pub const MAX_LAYERS: usize = 1_000_000;
 pub type Point = [i64; 2];
 
 /// How to slice.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SliceOptions {
     /// Thickness of every layer after the first (file units, mm).
     pub layer_height: f64,
