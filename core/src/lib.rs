@@ -24,6 +24,7 @@ pub mod format;
 pub mod intersect;
 pub mod mesh;
 pub mod obj;
+pub mod render;
 pub mod repair;
 pub mod slice;
 pub mod source;
