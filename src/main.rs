@@ -3,7 +3,10 @@
 //! Each subcommand parses its flags, calls one library entry point per
 //! input and formats the result; no model logic lives here.
 
+mod files;
+mod render;
 mod repair;
+mod stream;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,14 @@ enum Command {
     /// Repair a model (holes, flipped faces, duplicates, degenerate faces,
     /// inside-out bodies) and write it as binary STL.
     Repair(RepairArgs),
+    /// Slice a model into layers and write the chunked, compressed stream
+    /// printers pull (a directory: manifest.json and chunk files).
+    Slice(stream::SliceArgs),
+    /// Check, describe or print a stream written by `strata slice`.
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
+    /// Render a snapshot of a model to PNG.
+    Render(render::RenderArgs),
     /// Write generated test models (for benchmarks; not a user command).
     #[command(hide = true)]
     Generate(GenerateArgs),
@@ -97,6 +108,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Inspect(args) => inspect(&args),
         Command::Repair(args) => repair::run(&args),
+        Command::Slice(args) => stream::slice(&args),
+        Command::Stream(command) => stream::run(&command),
+        Command::Render(args) => render::run(&args),
         Command::Generate(args) => generate(&args),
     }
 }

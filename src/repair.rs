@@ -1,13 +1,13 @@
 //! `strata repair IN OUT`: load, repair, validate again, write binary STL.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 
 use serde::Serialize;
 use strata_core::{Error, RepairLog, RepairOptions, ValidateOptions, ValidationReport, Warning, WeldOptions};
 
 use crate::RepairArgs;
+use crate::files::write_atomically;
 
 /// The JSON report (`--report FILE`, `--json`): a contract with scripts.
 #[derive(Serialize)]
@@ -190,26 +190,4 @@ fn summary(
         s += &format!("{out_name}: not written, no faces left\n");
     }
     s
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames
-/// it over `path`, so a crash or a full disk never leaves a partial file
-/// under the final name (and never destroys an existing one).
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let file_name = path.file_name().ok_or_else(|| std::io::Error::other("not a file path"))?;
-    let tmp = dir.join(format!(".{}.strata-tmp-{}", file_name.to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -401,10 +401,8 @@ fn downsample(image: &Image) -> Image {
                 sum[3] += a;
             }
             let out = &mut row[x * 4..x * 4 + 4];
-            if sum[3] > 0 {
-                for k in 0..3 {
-                    out[k] = ((sum[k] + sum[3] / 2) / sum[3]).min(255) as u8;
-                }
+            for k in 0..3 {
+                out[k] = (sum[k] + sum[3] / 2).checked_div(sum[3]).unwrap_or(0).min(255) as u8;
             }
             out[3] = ((sum[3] + 2) / 4) as u8;
         }
