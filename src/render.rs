@@ -70,8 +70,9 @@ pub(crate) fn run(args: &RenderArgs) -> ExitCode {
 fn render(args: &RenderArgs) -> Result<(), String> {
     let name = args.input.display();
     let bytes = crate::load(&args.input).map_err(|e| e.to_string())?;
-    let inspection = strata_core::inspect(bytes.as_bytes(), &WeldOptions::default(), &ValidateOptions::default())
-        .map_err(|source| Error::Parse { path: args.input.clone(), source }.to_string())?;
+    let inspection =
+        strata_core::inspect(bytes.as_bytes(), &WeldOptions::default(), &ValidateOptions::default())
+            .map_err(|source| Error::Parse { path: args.input.clone(), source }.to_string())?;
     let options = RenderOptions {
         view: args.view,
         width: args.size.0,
@@ -80,8 +81,10 @@ fn render(args: &RenderArgs) -> Result<(), String> {
         antialias: args.antialias,
         ..RenderOptions::default()
     };
-    let snapshot = strata_core::render::render(&inspection.mesh, &options).map_err(|e| format!("{name}: {e}"))?;
+    let snapshot =
+        strata_core::render::render(&inspection.mesh, &options).map_err(|e| format!("{name}: {e}"))?;
     let png = snapshot.image.to_png().map_err(|e| format!("{name}: {e}"))?;
-    write_atomically(&args.output, &png).map_err(|e| format!("{}: cannot write: {e}", args.output.display()))?;
+    write_atomically(&args.output, &png)
+        .map_err(|e| format!("{}: cannot write: {e}", args.output.display()))?;
     Ok(())
 }

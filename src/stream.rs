@@ -112,17 +112,19 @@ fn slice_inner(args: &SliceArgs) -> Result<ExitCode, String> {
     let mut mesh = inspection.mesh;
     let repaired = args.repair && !inspection.report.is_volume;
     if repaired {
-        mesh = strata_core::repair::repair_validated(mesh, &inspection.report, &RepairOptions::default()).mesh;
+        mesh =
+            strata_core::repair::repair_validated(mesh, &inspection.report, &RepairOptions::default()).mesh;
     }
     let options = SliceOptions {
         layer_height: args.layer_height,
         first_layer: args.first_layer.unwrap_or(args.layer_height),
     };
     let layers = strata_core::slice::slice(&mesh, &options).map_err(|e| format!("{name}: {e}"))?;
-    let bbox = inspection.report.bbox_min.zip(inspection.report.bbox_max).map(|(lo, hi)| BoundingBox {
-        min: lo.map(f64::from),
-        max: hi.map(f64::from),
-    });
+    let bbox = inspection
+        .report
+        .bbox_min
+        .zip(inspection.report.bbox_max)
+        .map(|(lo, hi)| BoundingBox { min: lo.map(f64::from), max: hi.map(f64::from) });
     let encoded = stream::encode(
         &layers,
         &ModelInfo { sha256: sha256.clone(), bbox },
@@ -278,7 +280,9 @@ fn info(dir: &Path, json: bool) -> Result<ExitCode, String> {
     let mut out = std::io::stdout().lock();
     let shown = if json {
         let info = Info { manifest: &m, layers };
-        serde_json::to_writer_pretty(&mut out, &info).map_err(std::io::Error::other).and_then(|()| writeln!(out))
+        serde_json::to_writer_pretty(&mut out, &info)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
     } else {
         let raw: u64 = m.chunks.iter().map(|c| c.raw_bytes).sum();
         let packed: u64 = m.chunks.iter().map(|c| c.bytes).sum();

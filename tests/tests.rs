@@ -18,5 +18,12 @@ mod repair;
 // The slicer against trimesh's sections of every watertight model.
 mod slice;
 
+// `strata slice` and `strata stream`: decoded areas against trimesh,
+// damage named by chunk, atomic replacement.
+mod stream;
+
+// `strata render`: golden images, options and errors.
+mod render;
+
 // Replays the fuzz corpora so crashes found once stay fixed.
 mod fuzz_corpus;
