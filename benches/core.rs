@@ -212,5 +212,92 @@ fn repair_benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(core, benches, repair_benches);
+/// The bare floor the slicing goal is measured against: every face's
+/// edge-plane crossings for every plane it spans, no chaining.
+fn segment_floor(mesh: &strata_core::IndexedMesh, z: &[f64]) -> f64 {
+    let mut acc = 0.0;
+    for f in &mesh.faces {
+        let p = f.map(|v| mesh.vertices[v as usize].as_dvec3());
+        let lo = p[0].z.min(p[1].z).min(p[2].z);
+        let hi = p[0].z.max(p[1].z).max(p[2].z);
+        let first = z.partition_point(|&q| q <= lo);
+        for &plane in &z[first..z.partition_point(|&q| q <= hi)] {
+            for k in 0..3 {
+                let (a, b) = (p[k], p[(k + 1) % 3]);
+                if (a.z >= plane) != (b.z >= plane) {
+                    let t = (plane - a.z) / (b.z - a.z);
+                    acc += a.x + (b.x - a.x) * t + a.y + (b.y - a.y) * t;
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Slicing, stream encode/decode and rendering on the 1M-triangle torus
+/// (6 tall: 0.04 per layer gives the 150 layers the issue's reference
+/// figures were measured at), next to loading the same mesh.
+fn slice_benches(c: &mut Criterion) {
+    use strata_core::render::{RenderOptions, render};
+    use strata_core::slice::{SliceOptions, plane_heights, slice};
+    use strata_core::stream::{EncodeOptions, Limits, ModelInfo, decode, encode};
+    if std::env::var_os("STRATA_BENCH_FILE").is_some() {
+        return;
+    }
+    let (label, rings, segments) = sizes()[0];
+    let bytes = synth::to_binary_stl("bench torus", &synth::torus(rings, segments));
+    let mesh = strata_core::inspect(&bytes, &WeldOptions::default(), &ValidateOptions::default())
+        .expect("loads")
+        .mesh;
+    let options = SliceOptions { layer_height: 0.04, first_layer: 0.04 };
+    let z = plane_heights(-3.0, 3.0, &options).expect("planes");
+    let layers = slice(&mesh, &options).expect("slices");
+    let model = ModelInfo { sha256: String::new(), bbox: None };
+    let stream = encode(&layers, &model, &options, &EncodeOptions::default()).expect("encodes");
+    let raw: u64 = stream.manifest.chunks.iter().map(|c| c.raw_bytes).sum();
+    let packed: u64 = stream.manifest.chunks.iter().map(|c| c.bytes).sum();
+    let points: usize = layers.iter().flat_map(|l| &l.polygons).map(|p| p.points.len()).sum();
+    eprintln!(
+        "stream {label}: {} layers, {points} points, {} chunks, raw {raw} bytes ({:.2} bytes/point), \
+         compressed {packed} bytes (ratio {:.3})",
+        layers.len(),
+        stream.manifest.chunks.len(),
+        raw as f64 / points as f64,
+        packed as f64 / raw as f64
+    );
+    let mut g = c.benchmark_group(format!("slice-{label}"));
+    g.sample_size(10);
+    g.bench_function("load: parse + weld + validate", |b| {
+        b.iter(|| {
+            strata_core::inspect(black_box(&bytes), &WeldOptions::default(), &ValidateOptions::default())
+        })
+    });
+    g.bench_function("parse + weld", |b| {
+        b.iter(|| {
+            let stl = stl::parse(black_box(&bytes)).expect("parses");
+            mesh::weld_stl(&stl, &WeldOptions::default()).expect("welds")
+        })
+    });
+    g.bench_function("floor: edge-plane segments (1 thread)", |b| {
+        b.iter(|| segment_floor(black_box(&mesh), &z))
+    });
+    g.bench_function("slice 150 layers", |b| b.iter(|| slice(black_box(&mesh), &options)));
+    g.throughput(Throughput::Bytes(raw));
+    g.bench_function("encode stream", |b| {
+        b.iter(|| encode(black_box(&layers), &model, &options, &EncodeOptions::default()))
+    });
+    g.bench_function("decode + verify stream", |b| b.iter(|| decode(black_box(&stream), &Limits::default())));
+    g.throughput(Throughput::Elements(mesh.faces.len() as u64));
+    for (name, antialias, cull_back_faces) in [
+        ("render 512 iso", false, false),
+        ("render 512 iso, back faces culled (valid volume)", false, true),
+        ("render 512 iso, antialiased, culled", true, true),
+    ] {
+        let opts = RenderOptions { antialias, cull_back_faces, ..RenderOptions::default() };
+        g.bench_function(name, |b| b.iter(|| render(black_box(&mesh), &opts)));
+    }
+    g.finish();
+}
+
+criterion_group!(core, benches, repair_benches, slice_benches);
 criterion_main!(core);

@@ -79,6 +79,8 @@ fn render(args: &RenderArgs) -> Result<(), String> {
         height: args.size.1,
         background: args.background.0,
         antialias: args.antialias,
+        // Back faces of a valid volume are always hidden: skip them.
+        cull_back_faces: inspection.report.is_volume,
         ..RenderOptions::default()
     };
     let snapshot =

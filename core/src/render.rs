@@ -89,6 +89,9 @@ pub struct RenderOptions {
     pub color: [u8; 3],
     /// Smooth edges by 2x2 supersampling.
     pub antialias: bool,
+    /// Skip faces turned away from the camera: only for closed meshes
+    /// wound outward (a valid volume), where they are always hidden.
+    pub cull_back_faces: bool,
 }
 
 impl Default for RenderOptions {
@@ -100,6 +103,7 @@ impl Default for RenderOptions {
             background: None,
             color: [176, 192, 214],
             antialias: false,
+            cull_back_faces: false,
         }
     }
 }
@@ -166,12 +170,20 @@ pub struct Snapshot {
     pub center: [f64; 2],
 }
 
+/// A vertex on screen.
+#[derive(Clone, Copy)]
+struct ScreenVertex {
+    x: i32,
+    y: i32,
+    depth: f32,
+}
+
 /// A face ready to rasterise: fixed-point screen corners (counter-clockwise
 /// in pixel coordinates, y down), depths and shade.
 #[derive(Clone, Copy)]
 struct ScreenFace {
-    x: [i64; 3],
-    y: [i64; 3],
+    x: [i32; 3],
+    y: [i32; 3],
     depth: [f32; 3],
     /// Rows of pixel centres covered, inclusive.
     rows: (u32, u32),
@@ -188,25 +200,25 @@ pub fn render(mesh: &IndexedMesh, options: &RenderOptions) -> Result<Snapshot, R
     let (rw, rh) = (w * factor, h * factor);
     let (right, up, toward) = options.view.basis();
 
-    // Framing: the projected extent of the vertices that faces use.
-    let projected: Vec<DVec3> = mesh
+    // Framing: the projected extent of the vertices, in one pass that
+    // allocates nothing.
+    let project = |v: &Vec3| {
+        let p = v.as_dvec3();
+        DVec3::new(p.dot(right), p.dot(up), p.dot(toward))
+    };
+    let empty = (DVec3::splat(f64::INFINITY), DVec3::splat(f64::NEG_INFINITY));
+    let (lo, hi) = mesh
         .vertices
         .par_iter()
-        .map(|v| {
-            let p = v.as_dvec3();
-            DVec3::new(p.dot(right), p.dot(up), p.dot(toward))
-        })
-        .collect();
-    let (lo, hi) = projected
-        .par_iter()
+        .with_min_len(1 << 14)
         .fold(
-            || (DVec3::splat(f64::INFINITY), DVec3::splat(f64::NEG_INFINITY)),
-            |(lo, hi), p| (lo.min(*p), hi.max(*p)),
+            || empty,
+            |(lo, hi), v| {
+                let p = project(v);
+                (lo.min(p), hi.max(p))
+            },
         )
-        .reduce(
-            || (DVec3::splat(f64::INFINITY), DVec3::splat(f64::NEG_INFINITY)),
-            |a, b| (a.0.min(b.0), a.1.max(b.1)),
-        );
+        .reduce(|| empty, |a, b| (a.0.min(b.0), a.1.max(b.1)));
     let extent = (hi - lo).max(DVec3::splat(1e-30));
     let usable = 1.0 - 2.0 * MARGIN;
     let scale = if mesh.faces.is_empty() {
@@ -216,23 +228,32 @@ pub fn render(mesh: &IndexedMesh, options: &RenderOptions) -> Result<Snapshot, R
     };
     let mid = (lo + hi) / 2.0;
     let (cx, cy) = (f64::from(rw) / 2.0, f64::from(rh) / 2.0);
-    let screen: Vec<[i64; 2]> = projected
+    // Fixed-point screen positions (at most 2^15 pixels of 2^8 steps fit
+    // i32) and depth relative to the model's middle, so f32 keeps its
+    // precision.
+    let screen: Vec<ScreenVertex> = mesh
+        .vertices
         .par_iter()
-        .map(|p| {
+        .with_min_len(1 << 14)
+        .map(|v| {
+            let p = project(v);
             let sx = (p.x - mid.x) * scale + cx;
             let sy = cy - (p.y - mid.y) * scale;
-            [(sx * SUBPIXEL).round() as i64, (sy * SUBPIXEL).round() as i64]
+            ScreenVertex {
+                x: (sx * SUBPIXEL).round() as i32,
+                y: (sy * SUBPIXEL).round() as i32,
+                depth: (p.z - mid.z) as f32,
+            }
         })
         .collect();
-    // Depth relative to the model's middle, so f32 keeps its precision.
-    let depth: Vec<f32> = projected.par_iter().map(|p| (p.z - mid.z) as f32).collect();
 
     let light = (toward + up * 0.6 - right * 0.4).normalize().as_vec3();
     let toward32 = toward.as_vec3();
     let faces: Vec<ScreenFace> = mesh
         .faces
         .par_iter()
-        .filter_map(|f| screen_face(mesh, f, &screen, &depth, rh, rw, light, toward32, options.color))
+        .with_min_len(1 << 14)
+        .filter_map(|f| screen_face(mesh, f, &screen, rh, rw, light, toward32, options))
         .collect();
 
     // Bin faces into bands of rows by counting sort.
@@ -285,17 +306,18 @@ pub fn render(mesh: &IndexedMesh, options: &RenderOptions) -> Result<Snapshot, R
 fn screen_face(
     mesh: &IndexedMesh,
     f: &[u32; 3],
-    screen: &[[i64; 2]],
-    depth: &[f32],
+    screen: &[ScreenVertex],
     height: u32,
     width: u32,
     light: Vec3,
     toward: Vec3,
-    color: [u8; 3],
+    options: &RenderOptions,
 ) -> Option<ScreenFace> {
     let s = f.map(|v| screen[v as usize]);
-    let (xmin, xmax) = (s[0][0].min(s[1][0]).min(s[2][0]), s[0][0].max(s[1][0]).max(s[2][0]));
-    let (ymin, ymax) = (s[0][1].min(s[1][1]).min(s[2][1]), s[0][1].max(s[1][1]).max(s[2][1]));
+    let mut x = s.map(|v| i64::from(v.x));
+    let mut y = s.map(|v| i64::from(v.y));
+    let (xmin, xmax) = (x[0].min(x[1]).min(x[2]), x[0].max(x[1]).max(x[2]));
+    let (ymin, ymax) = (y[0].min(y[1]).min(y[2]), y[0].max(y[1]).max(y[2]));
     // Pixel centres are at (i + 0.5) * SUBPIXEL; the first and last inside.
     let half = (SUBPIXEL / 2.0) as i64;
     let first = |lo: i64| (lo - half + (1 << SUBPIXEL_BITS) - 1).div_euclid(1 << SUBPIXEL_BITS).max(0);
@@ -305,11 +327,11 @@ fn screen_face(
     if c0 > c1 || r0 > r1 {
         return None;
     }
-    let mut x = [s[0][0], s[1][0], s[2][0]];
-    let mut y = [s[0][1], s[1][1], s[2][1]];
-    let mut d = f.map(|v| depth[v as usize]);
+    let mut d = s.map(|v| v.depth);
     let area = (x[1] - x[0]) * (y[2] - y[0]) - (y[1] - y[0]) * (x[2] - x[0]);
-    if area == 0 {
+    // With y down, a face wound counter-clockwise towards the viewer has
+    // negative area here.
+    if area == 0 || (options.cull_back_faces && area > 0) {
         return None;
     }
     if area < 0 {
@@ -323,8 +345,15 @@ fn screen_face(
         n = -n;
     }
     let intensity = 0.22 + 0.78 * n.dot(light).max(0.0);
-    let shade = color.map(|ch| (f32::from(ch) * intensity).round().min(255.0) as u8);
-    Some(ScreenFace { x, y, depth: d, rows: (r0 as u32, r1 as u32), shade })
+    // `as u8` saturates; + 0.5 rounds (no libm call on the hot path).
+    let shade = options.color.map(|ch| (f32::from(ch) * intensity + 0.5) as u8);
+    Some(ScreenFace {
+        x: x.map(|v| v as i32),
+        y: y.map(|v| v as i32),
+        depth: d,
+        rows: (r0 as u32, r1 as u32),
+        shade,
+    })
 }
 
 /// Whether an edge from `(dx, dy)` owns the pixel centres lying exactly on
@@ -342,8 +371,9 @@ fn raster(f: &ScreenFace, y0: usize, rows: usize, width: usize, zbuf: &mut [f32]
     }
     let one = 1i64 << SUBPIXEL_BITS;
     let half = one / 2;
-    let xmin = f.x[0].min(f.x[1]).min(f.x[2]);
-    let xmax = f.x[0].max(f.x[1]).max(f.x[2]);
+    let (fx, fy) = (f.x.map(i64::from), f.y.map(i64::from));
+    let xmin = fx[0].min(fx[1]).min(fx[2]);
+    let xmax = fx[0].max(fx[1]).max(fx[2]);
     let c0 = ((xmin - half + one - 1).div_euclid(one)).max(0) as usize;
     let c1 = ((xmax - half).div_euclid(one)).min(width as i64 - 1);
     if c1 < c0 as i64 {
@@ -353,14 +383,14 @@ fn raster(f: &ScreenFace, y0: usize, rows: usize, width: usize, zbuf: &mut [f32]
     // Edge k runs from corner k+1 to corner k+2, opposite corner k.
     let edge = |k: usize| {
         let (i, j) = ((k + 1) % 3, (k + 2) % 3);
-        let (dx, dy) = (f.x[j] - f.x[i], f.y[j] - f.y[i]);
+        let (dx, dy) = (fx[j] - fx[i], fy[j] - fy[i]);
         // w(p) = dx * (p.y - y_i) - dy * (p.x - x_i): positive inside for a
         // face counter-clockwise in y-down pixel coordinates.
         let bias = if owns_edge(dx, dy) { 0 } else { -1 };
-        (dx, dy, f.x[i], f.y[i], bias)
+        (dx, dy, fx[i], fy[i], bias)
     };
     let edges = [edge(0), edge(1), edge(2)];
-    let area = (f.x[1] - f.x[0]) * (f.y[2] - f.y[0]) - (f.y[1] - f.y[0]) * (f.x[2] - f.x[0]);
+    let area = (fx[1] - fx[0]) * (fy[2] - fy[0]) - (fy[1] - fy[0]) * (fx[2] - fx[0]);
     let inv_area = 1.0 / area as f32;
     let px0 = c0 as i64 * one + half;
     for row in r0..=r1 {

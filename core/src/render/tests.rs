@@ -182,3 +182,30 @@ fn empty_meshes_and_bad_sizes() {
     assert_eq!("iso".parse(), Ok(View::Iso));
     assert!("perspective".parse::<View>().is_err());
 }
+
+#[test]
+fn culling_back_faces_changes_nothing_on_a_closed_outward_mesh() {
+    let closed = [mesh_of(&sphere(2.0, [0.0; 3], 24, 48)), mesh_of(&cube_facets()), mesh_of(&torus(60, 30))];
+    for mesh in &closed {
+        for view in [View::Iso, View::Front, View::Top, View::Side] {
+            let all = render(mesh, &options(view, 96)).expect("renders").image;
+            let culled = render(mesh, &RenderOptions { cull_back_faces: true, ..options(view, 96) })
+                .expect("renders")
+                .image;
+            assert_eq!(all, culled, "{view:?}");
+        }
+    }
+    // The top face alone, seen from below, is a back face.
+    let top: Vec<Facet> = cube_facets().into_iter().filter(|f| f.normal == [0.0, 0.0, 1.0]).collect();
+    let bottom: Vec<Facet> = cube_facets().into_iter().filter(|f| f.normal == [0.0, 0.0, -1.0]).collect();
+    let sheets = mesh_of(&top.iter().chain(&bottom).copied().collect::<Vec<_>>());
+    let culled =
+        render(&sheets, &RenderOptions { cull_back_faces: true, ..options(View::Top, 64) }).expect("renders");
+    let all = render(&sheets, &options(View::Top, 64)).expect("renders");
+    assert!(covered(&culled.image) > 1000);
+    assert_eq!(covered(&culled.image), covered(&all.image));
+    let under = mesh_of(&bottom);
+    let culled =
+        render(&under, &RenderOptions { cull_back_faces: true, ..options(View::Top, 64) }).expect("renders");
+    assert_eq!(covered(&culled.image), 0, "the bottom face seen from above is culled");
+}
