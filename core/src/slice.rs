@@ -204,24 +204,46 @@ pub fn slice(mesh: &IndexedMesh, options: &SliceOptions) -> Result<Vec<Layer>, S
 fn bucket_faces(mesh: &IndexedMesh, z: &[f64]) -> Vec<Vec<u32>> {
     // Planes are sorted: the first plane above `lo` and the last at or
     // below `hi`, by binary search.
-    let range = |f: &[u32; 3]| -> std::ops::Range<usize> {
-        let zs = f.map(|i| f64::from(mesh.vertices[i as usize].z));
-        let lo = zs[0].min(zs[1]).min(zs[2]);
-        let hi = zs[0].max(zs[1]).max(zs[2]);
-        let first = z.partition_point(|&p| p <= lo);
-        let last = z.partition_point(|&p| p <= hi);
-        first..last.max(first)
+    // Planes after the first are evenly spaced: guess the index by
+    // arithmetic, then settle it against the actual heights, so the result
+    // is exactly the binary search's.
+    let step = if z.len() > 2 { (z[z.len() - 1] - z[1]) / (z.len() - 2) as f64 } else { 0.0 };
+    let above = |v: f64| -> usize {
+        // The number of planes at or below `v`.
+        let mut i = if step > 0.0 && v > z[1] {
+            (((v - z[1]) / step) as usize + 1).min(z.len())
+        } else {
+            z.partition_point(|&p| p <= v).min(2)
+        };
+        while i > 0 && z[i - 1] > v {
+            i -= 1;
+        }
+        while i < z.len() && z[i] <= v {
+            i += 1;
+        }
+        i
     };
+    let ranges: Vec<(u32, u32)> = mesh
+        .faces
+        .par_iter()
+        .with_min_len(1 << 14)
+        .map(|f| {
+            let zs = f.map(|i| f64::from(mesh.vertices[i as usize].z));
+            let first = above(zs[0].min(zs[1]).min(zs[2]));
+            let last = above(zs[0].max(zs[1]).max(zs[2]));
+            (first as u32, last.max(first) as u32)
+        })
+        .collect();
     let mut counts = vec![0usize; z.len()];
-    for f in &mesh.faces {
-        for l in range(f) {
-            counts[l] += 1;
+    for &(first, last) in &ranges {
+        for c in &mut counts[first as usize..last as usize] {
+            *c += 1;
         }
     }
     let mut buckets: Vec<Vec<u32>> = counts.iter().map(|&c| Vec::with_capacity(c)).collect();
-    for (i, f) in mesh.faces.iter().enumerate() {
-        for l in range(f) {
-            buckets[l].push(i as u32);
+    for (i, &(first, last)) in ranges.iter().enumerate() {
+        for b in &mut buckets[first as usize..last as usize] {
+            b.push(i as u32);
         }
     }
     buckets
@@ -440,8 +462,11 @@ fn orient(loops: Vec<Vec<Point>>) -> Vec<Polygon> {
 /// corner, or chained through a non-manifold edge) into simple loops, so
 /// each is oriented on its own.
 fn split_at_repeats(points: Vec<Point>) -> Vec<Vec<Point>> {
-    let mut seen = std::collections::HashSet::with_capacity(points.len());
-    if points.iter().all(|p| seen.insert(*p)) {
+    // The common case, no repeat, by sorting a copy: cheaper than hashing
+    // every point.
+    let mut sorted = points.clone();
+    sorted.sort_unstable();
+    if sorted.windows(2).all(|w| w[0] != w[1]) {
         return vec![points];
     }
     let mut out = Vec::new();
