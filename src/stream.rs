@@ -37,6 +37,10 @@ pub(crate) struct SliceArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Print how long each phase took (load, repair, slice, encode,
+    /// write) on stderr.
+    #[arg(long)]
+    timings: bool,
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -102,6 +106,7 @@ fn report(result: Result<ExitCode, String>) -> ExitCode {
 }
 
 fn slice_inner(args: &SliceArgs) -> Result<ExitCode, String> {
+    let mut clock = Phases::new(args.timings);
     let name = args.input.display().to_string();
     let bytes = crate::load(&args.input).map_err(|e| e.to_string())?;
     let sha256 = stream::sha256_hex(bytes.as_bytes());
@@ -109,6 +114,7 @@ fn slice_inner(args: &SliceArgs) -> Result<ExitCode, String> {
         strata_core::inspect(bytes.as_bytes(), &WeldOptions::default(), &ValidateOptions::default())
             .map_err(|source| Error::Parse { path: args.input.clone(), source }.to_string())?;
     drop(bytes);
+    clock.done("load (parse, weld, validate)");
     let mut mesh = inspection.mesh;
     let repaired = args.repair && !inspection.report.is_volume;
     if repaired {
@@ -120,6 +126,7 @@ fn slice_inner(args: &SliceArgs) -> Result<ExitCode, String> {
         first_layer: args.first_layer.unwrap_or(args.layer_height),
     };
     let layers = strata_core::slice::slice(&mesh, &options).map_err(|e| format!("{name}: {e}"))?;
+    clock.done("slice");
     let bbox = inspection
         .report
         .bbox_min
@@ -132,6 +139,7 @@ fn slice_inner(args: &SliceArgs) -> Result<ExitCode, String> {
         &EncodeOptions { chunk_target: args.chunk_size.max(1), ..EncodeOptions::default() },
     )
     .map_err(|e| format!("{name}: {e}"))?;
+    clock.done("encode (chunks, zstd, SHA-256)");
     let manifest_json = encoded.manifest.to_json();
     let files = encoded
         .manifest
@@ -142,6 +150,7 @@ fn slice_inner(args: &SliceArgs) -> Result<ExitCode, String> {
         .chain([(MANIFEST, manifest_json.as_slice())]);
     write_dir_atomically(&args.output, files, |d| d.join(MANIFEST).is_file())
         .map_err(|e| format!("{}: cannot write the stream: {e}", args.output.display()))?;
+    clock.done("write (fsync, rename)");
 
     let m = &encoded.manifest;
     let open = layers.iter().filter(|l| l.open_chains > 0).count();
@@ -380,4 +389,24 @@ fn cat(dir: &Path, layer: u64, json: bool) -> Result<ExitCode, String> {
         out.write_all(s.as_bytes())
     };
     Ok(if shown.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Phase timings for `--timings`.
+struct Phases {
+    on: bool,
+    last: std::time::Instant,
+}
+
+impl Phases {
+    fn new(on: bool) -> Phases {
+        Phases { on, last: std::time::Instant::now() }
+    }
+
+    fn done(&mut self, phase: &str) {
+        if self.on {
+            let now = std::time::Instant::now();
+            eprintln!("timing: {phase}: {:.1} ms", (now - self.last).as_secs_f64() * 1e3);
+            self.last = now;
+        }
+    }
 }
