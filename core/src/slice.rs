@@ -303,10 +303,25 @@ fn chain(segments: &[Segment]) -> (Vec<Vec<Point>>, u32) {
         .flat_map(|(s, seg)| [(seg.ends[0].0, s as u32, 0u8), (seg.ends[1].0, s as u32, 1u8)])
         .collect();
     nodes.sort_unstable();
-    let run = |key: u64| -> &[(u64, u32, u8)] {
-        let start = nodes.partition_point(|n| n.0 < key);
-        let end = nodes.partition_point(|n| n.0 <= key);
-        &nodes[start..end]
+    // Where each segment end sits in `nodes`, so a node's run (usually two
+    // ends: the two faces of a manifold edge) is found by scanning its
+    // neighbours rather than by searching.
+    let mut position = vec![0u32; nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        position[2 * n.1 as usize + n.2 as usize] = i as u32;
+    }
+    let run = |s: usize, end: usize| -> &[(u64, u32, u8)] {
+        let at = position[2 * s + end] as usize;
+        let key = nodes[at].0;
+        let mut start = at;
+        while start > 0 && nodes[start - 1].0 == key {
+            start -= 1;
+        }
+        let mut stop = at + 1;
+        while stop < nodes.len() && nodes[stop].0 == key {
+            stop += 1;
+        }
+        &nodes[start..stop]
     };
     let mut used = vec![false; segments.len()];
     let mut closed = Vec::new();
@@ -324,7 +339,7 @@ fn chain(segments: &[Segment]) -> (Vec<Vec<Point>>, u32) {
                 return (points, true);
             }
             points.push(p);
-            match run(key).iter().find(|n| !used[n.1 as usize]) {
+            match run(cur, end).iter().find(|n| !used[n.1 as usize]) {
                 Some(&(_, next, at)) => {
                     used[next as usize] = true;
                     cur = next as usize;
@@ -430,8 +445,14 @@ fn orient(loops: Vec<Vec<Point>>) -> Vec<Polygon> {
     // are all inside j. Contours touching at a corner share points, which
     // say nothing; contours of overlapping bodies cross, and are both outer
     // boundaries (as in trimesh's enclosure tree), not one a hole.
-    let vertex_sets: Vec<std::collections::HashSet<Point>> =
-        polygons.iter().map(|p| p.points.iter().copied().collect()).collect();
+    let vertex_sets: Vec<Vec<Point>> = polygons
+        .iter()
+        .map(|p| {
+            let mut v = p.points.clone();
+            v.sort_unstable();
+            v
+        })
+        .collect();
     let depth: Vec<usize> = (0..polygons.len())
         .map(|i| {
             let (bi, pts) = (boxes[i], &polygons[i].points);
@@ -442,8 +463,11 @@ fn orient(loops: Vec<Vec<Point>>) -> Vec<Polygon> {
                     if j == i || bi[0] < bj[0] || bi[1] < bj[1] || bi[2] > bj[2] || bi[3] > bj[3] {
                         return false;
                     }
-                    let mut probes =
-                        pts.iter().step_by(step).filter(|q| !vertex_sets[j].contains(*q)).peekable();
+                    let mut probes = pts
+                        .iter()
+                        .step_by(step)
+                        .filter(|q| vertex_sets[j].binary_search(q).is_err())
+                        .peekable();
                     probes.peek().is_some() && probes.all(|&q| contains(&polygons[j].points, q))
                 })
                 .count()
