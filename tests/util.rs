@@ -95,3 +95,18 @@ pub(crate) fn json_lines(out: &Output) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect()
 }
+
+/// Layers where the reference itself is unsure: in these, one body of the
+/// MK4 gantry (an STL of 117 bodies) crosses itself, and the reference's
+/// per-body even-odd region differs from the union by winding that the
+/// slicer (like PrusaSlicer) prints. At 2 of its 607 planes trimesh's
+/// `section` and `section_multiplane` disagree with each other there too.
+const SELF_CROSSING_LAYERS: &[(&str, usize)] =
+    &[("prusa_mk4_gantry.stl", 352), ("prusa_mk4_gantry.stl", 470)];
+
+/// How far a layer's area may be from the reference's `union_area`: 0.01%
+/// (at least `tiny`), or 1% on the layers above.
+pub(crate) fn area_tolerance(file: &str, layer: usize, reference: f64, tiny: f64) -> f64 {
+    let relative = if SELF_CROSSING_LAYERS.contains(&(file, layer)) { 1e-2 } else { 1e-4 };
+    (relative * reference.abs()).max(tiny)
+}

@@ -29,11 +29,18 @@
 //! - Chains that do not close (open meshes) are joined end to start across
 //!   gaps up to [`GAP_NM`]; what still does not close is counted per layer,
 //!   never a panic or an endless loop.
-//! - Orientation comes from nesting, not from the winding: a polygon wholly
-//!   inside an even number of others is an outer boundary (counter-clockwise
-//!   seen from +Z), inside an odd number a hole (clockwise). Overlapping
-//!   contours (two bodies that intersect) are both outer boundaries. That is
-//!   trimesh's enclosure tree, so areas compare like for like.
+//! - Orientation comes from nesting first: a polygon wholly inside an even
+//!   number of others is an outer boundary (counter-clockwise seen from
+//!   +Z), inside an odd number a hole (clockwise). That needs no trust in
+//!   the winding, so a few flipped faces change nothing.
+//! - Each contour also keeps the winding's vote (its segments' faces,
+//!   counted for and against its direction; a mesh inside out as a whole is
+//!   turned first). Where the vote disagrees with nesting (a body embedded
+//!   in another, a cavity) or contours cross (bodies that intersect), the
+//!   layer becomes the union of the contours as the winding orients them,
+//!   under the positive fill rule (i_overlay): what a printer should print,
+//!   and what the union of the bodies' own sections gives (the reference in
+//!   `tests/fixtures/slice_areas.json`).
 
 use glam::DVec3;
 use rayon::prelude::*;
@@ -196,7 +203,12 @@ pub fn slice(mesh: &IndexedMesh, options: &SliceOptions) -> Result<Vec<Layer>, S
     });
     let z = plane_heights(zmin, zmax, options)?;
     let buckets = bucket_faces(mesh, &z);
-    Ok(z.par_iter().zip(buckets.par_iter()).map(|(&plane, faces)| cut_layer(mesh, plane, faces)).collect())
+    // A mesh wound inside out as a whole still slices the right way up.
+    let inverted = signed_volume(mesh) < 0.0;
+    Ok(z.par_iter()
+        .zip(buckets.par_iter())
+        .map(|(&plane, faces)| cut_layer(mesh, plane, faces, inverted))
+        .collect())
 }
 
 /// For each plane, the faces that cross it: zmin < z <= zmax (a vertex on
@@ -253,6 +265,11 @@ fn bucket_faces(mesh: &IndexedMesh, z: &[f64]) -> Vec<Vec<u32>> {
 #[derive(Clone, Copy)]
 struct Segment {
     ends: [(u64, Point); 2],
+    /// +1 when ends[0] -> ends[1] runs the way the face's winding says
+    /// (counter-clockwise around the solid, seen from +Z), -1 against, 0
+    /// when it cannot tell (a segment of zero length, at a vertex on the
+    /// plane).
+    direction: i8,
 }
 
 fn edge_key(a: u32, b: u32) -> u64 {
@@ -270,7 +287,19 @@ fn crossing(mesh: &IndexedMesh, a: u32, b: u32, plane: f64) -> Point {
     [(x.x * NM_PER_UNIT).round() as i64, (x.y * NM_PER_UNIT).round() as i64]
 }
 
-fn cut_layer(mesh: &IndexedMesh, plane: f64, faces: &[u32]) -> Layer {
+/// Six times the signed volume the faces enclose.
+fn signed_volume(mesh: &IndexedMesh) -> f64 {
+    mesh.faces
+        .par_iter()
+        .with_min_len(1 << 14)
+        .map(|f| {
+            let [a, b, c] = f.map(|v| mesh.vertices[v as usize].as_dvec3());
+            a.dot(b.cross(c))
+        })
+        .sum()
+}
+
+fn cut_layer(mesh: &IndexedMesh, plane: f64, faces: &[u32], inverted: bool) -> Layer {
     let mut segments = Vec::with_capacity(faces.len());
     for &f in faces {
         let t = mesh.faces[f as usize];
@@ -285,16 +314,32 @@ fn cut_layer(mesh: &IndexedMesh, plane: f64, faces: &[u32]) -> Layer {
             }
         }
         if n == 2 {
-            segments.push(Segment { ends });
+            // The solid's contour runs along z x normal.
+            let [a, b, c] = t.map(|v| mesh.vertices[v as usize].as_dvec3());
+            let normal = (b - a).cross(c - a);
+            let (dx, dy) = ((ends[1].1[0] - ends[0].1[0]) as f64, (ends[1].1[1] - ends[0].1[1]) as f64);
+            let along = (dx * -normal.y + dy * normal.x) * if inverted { -1.0 } else { 1.0 };
+            let direction = if along > 0.0 {
+                1
+            } else if along < 0.0 {
+                -1
+            } else {
+                0
+            };
+            segments.push(Segment { ends, direction });
         }
     }
     let (chains, open) = chain(&segments);
     Layer { z: plane, polygons: orient(chains), open_chains: open }
 }
 
+/// Points in order, and the winding's vote on that order: +1 for each
+/// segment walked the way its face's winding runs, -1 against.
+type Chain = (Vec<Point>, i64);
+
 /// Joins segments into closed chains through their shared edges; returns
 /// the closed point loops and how many chains stayed open.
-fn chain(segments: &[Segment]) -> (Vec<Vec<Point>>, u32) {
+fn chain(segments: &[Segment]) -> (Vec<Chain>, u32) {
     // (edge key, segment, which end), sorted by key: a node's segments are
     // one run.
     let mut nodes: Vec<(u64, u32, u8)> = segments
@@ -325,18 +370,21 @@ fn chain(segments: &[Segment]) -> (Vec<Vec<Point>>, u32) {
     };
     let mut used = vec![false; segments.len()];
     let mut closed = Vec::new();
-    let mut open_chains: Vec<Vec<Point>> = Vec::new();
-    // Walk from `s` leaving through end `out`; returns the points and
+    let mut open_chains: Vec<Chain> = Vec::new();
+    // Walk from `s` leaving through end `out`; returns the chain and
     // whether the walk came back to where it started.
-    let walk = |s: usize, out: usize, used: &mut Vec<bool>| -> (Vec<Point>, bool) {
+    let walk = |s: usize, out: usize, used: &mut Vec<bool>| -> (Chain, bool) {
         let start_key = segments[s].ends[1 - out].0;
         let mut points = vec![segments[s].ends[1 - out].1];
         let (mut cur, mut end) = (s, out);
+        let mut vote = 0i64;
         used[s] = true;
         loop {
+            let d = i64::from(segments[cur].direction);
+            vote += if end == 1 { d } else { -d };
             let (key, p) = segments[cur].ends[end];
             if key == start_key {
-                return (points, true);
+                return ((points, vote), true);
             }
             points.push(p);
             match run(cur, end).iter().find(|n| !used[n.1 as usize]) {
@@ -345,7 +393,7 @@ fn chain(segments: &[Segment]) -> (Vec<Vec<Point>>, u32) {
                     cur = next as usize;
                     end = 1 - at as usize;
                 }
-                None => return (points, false),
+                None => return ((points, vote), false),
             }
         }
     };
@@ -354,14 +402,14 @@ fn chain(segments: &[Segment]) -> (Vec<Vec<Point>>, u32) {
     for (i, &(key, s, at)) in nodes.iter().enumerate() {
         let single = (i == 0 || nodes[i - 1].0 != key) && (i + 1 == nodes.len() || nodes[i + 1].0 != key);
         if single && !used[s as usize] {
-            let (points, _) = walk(s as usize, 1 - at as usize, &mut used);
-            open_chains.push(points);
+            let (chain, _) = walk(s as usize, 1 - at as usize, &mut used);
+            open_chains.push(chain);
         }
     }
     for s in 0..segments.len() {
         if !used[s] {
-            let (points, done) = walk(s, 1, &mut used);
-            if done { closed.push(points) } else { open_chains.push(points) }
+            let (chain, done) = walk(s, 1, &mut used);
+            if done { closed.push(chain) } else { open_chains.push(chain) }
         }
     }
     let (joined, still_open) = join_gaps(open_chains);
@@ -372,14 +420,14 @@ fn chain(segments: &[Segment]) -> (Vec<Vec<Point>>, u32) {
 /// Joins open chains end to start across gaps up to [`GAP_NM`], greedily
 /// (nearest start first); returns the loops that closed and the number of
 /// chains still open.
-fn join_gaps(mut open: Vec<Vec<Point>>) -> (Vec<Vec<Point>>, u32) {
+fn join_gaps(mut open: Vec<Chain>) -> (Vec<Chain>, u32) {
     let near = |a: Point, b: Point| (a[0] - b[0]).abs() <= GAP_NM && (a[1] - b[1]).abs() <= GAP_NM;
     let mut closed = Vec::new();
     let mut left = 0;
-    while let Some(mut chain) = open.pop() {
+    while let Some((mut chain, mut vote)) = open.pop() {
         while let (Some(&first), Some(&last)) = (chain.first(), chain.last()) {
             if chain.len() > 2 && near(last, first) {
-                closed.push(chain);
+                closed.push((chain, vote));
                 break;
             }
             // The open chain whose start (or, reversed, end) is nearest.
@@ -387,15 +435,16 @@ fn join_gaps(mut open: Vec<Vec<Point>>) -> (Vec<Vec<Point>>, u32) {
             let best = open
                 .iter()
                 .enumerate()
-                .flat_map(|(i, c)| [(dist(c[0]), i, false), (dist(c[c.len() - 1]), i, true)])
+                .flat_map(|(i, (c, _))| [(dist(c[0]), i, false), (dist(c[c.len() - 1]), i, true)])
                 .filter(|&(d, _, _)| d <= GAP_NM)
                 .min();
             match best {
                 Some((_, i, reversed)) => {
-                    let mut next = open.swap_remove(i);
+                    let (mut next, next_vote) = open.swap_remove(i);
                     if reversed {
                         next.reverse();
                     }
+                    vote += if reversed { -next_vote } else { next_vote };
                     chain.extend(next);
                 }
                 None => {
@@ -410,17 +459,27 @@ fn join_gaps(mut open: Vec<Vec<Point>>) -> (Vec<Vec<Point>>, u32) {
 
 /// Cleans loops (repeated points, fewer than 3 points, zero area) and
 /// orients them by nesting: even depth counter-clockwise, odd clockwise.
-fn orient(loops: Vec<Vec<Point>>) -> Vec<Polygon> {
+/// Where the faces' winding disagrees with nesting (a body embedded in
+/// another) or contours cross (bodies that intersect), the layer is the
+/// union of the contours as the winding orients them instead.
+fn orient(loops: Vec<Chain>) -> Vec<Polygon> {
+    let mut votes = Vec::new();
     let mut polygons: Vec<Polygon> = loops
         .into_iter()
-        .flat_map(split_at_repeats)
-        .filter_map(|mut points| {
+        .flat_map(|(points, vote)| split_at_repeats(points).into_iter().map(move |p| (p, vote)))
+        .filter_map(|(mut points, vote)| {
             points.dedup();
             while points.len() > 1 && points.first() == points.last() {
                 points.pop();
             }
             let p = Polygon { points };
-            (p.points.len() >= 3 && p.area2() != 0).then_some(p)
+            (p.points.len() >= 3 && p.area2() != 0).then_some((p, vote))
+        })
+        .map(|(p, vote)| {
+            // What the winding says this contour is: counter-clockwise
+            // (solid inside) or not; `None` when the faces are split evenly.
+            votes.push((vote != 0).then_some((p.area2() > 0) == (vote > 0)));
+            p
         })
         .collect();
     if polygons.len() < 2 {
@@ -453,6 +512,10 @@ fn orient(loops: Vec<Vec<Point>>) -> Vec<Polygon> {
             v
         })
         .collect();
+    // Contours that cross (bodies that intersect) are found on the way:
+    // boxes that overlap without one holding the other, or probes falling
+    // both inside and outside. Such a layer is then unioned.
+    let crossing = std::sync::atomic::AtomicBool::new(false);
     let depth: Vec<usize> = (0..polygons.len())
         .map(|i| {
             let (bi, pts) = (boxes[i], &polygons[i].points);
@@ -460,26 +523,78 @@ fn orient(loops: Vec<Vec<Point>>) -> Vec<Polygon> {
             (0..polygons.len())
                 .filter(|&j| {
                     let bj = boxes[j];
-                    if j == i || bi[0] < bj[0] || bi[1] < bj[1] || bi[2] > bj[2] || bi[3] > bj[3] {
+                    let apart = bi[2] < bj[0] || bj[2] < bi[0] || bi[3] < bj[1] || bj[3] < bi[1];
+                    if j == i || apart {
                         return false;
                     }
-                    let mut probes = pts
-                        .iter()
-                        .step_by(step)
-                        .filter(|q| vertex_sets[j].binary_search(q).is_err())
-                        .peekable();
-                    probes.peek().is_some() && probes.all(|&q| contains(&polygons[j].points, q))
+                    let within = bi[0] >= bj[0] && bi[1] >= bj[1] && bi[2] <= bj[2] && bi[3] <= bj[3];
+                    let holds = bj[0] >= bi[0] && bj[1] >= bi[1] && bj[2] <= bi[2] && bj[3] <= bi[3];
+                    if !within {
+                        if !holds {
+                            crossing.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        return false;
+                    }
+                    let (mut inside, mut outside) = (0, 0);
+                    for q in pts.iter().step_by(step) {
+                        if vertex_sets[j].binary_search(q).is_ok() {
+                            continue;
+                        }
+                        if contains(&polygons[j].points, *q) { inside += 1 } else { outside += 1 }
+                    }
+                    if inside > 0 && outside > 0 {
+                        crossing.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    inside > 0 && outside == 0
                 })
                 .count()
         })
         .collect();
-    for (p, d) in polygons.iter_mut().zip(depth) {
+    let mut disagree = false;
+    for ((p, d), wound_ccw) in polygons.iter_mut().zip(depth).zip(&votes) {
         let ccw = p.area2() > 0;
         if ccw == (d % 2 == 1) {
             p.points.reverse();
         }
+        disagree |= wound_ccw.is_some_and(|w| w != (d % 2 == 0));
     }
-    polygons
+    if !crossing.into_inner() && !disagree {
+        return polygons;
+    }
+    // Orient by the winding where it has a say, and union.
+    for (p, wound_ccw) in polygons.iter_mut().zip(&votes) {
+        if let Some(w) = *wound_ccw {
+            if (p.area2() > 0) != w {
+                p.points.reverse();
+            }
+        }
+    }
+    union_positive(&polygons)
+}
+
+/// The union of oriented contours under the positive winding rule, with
+/// i_overlay: a point is solid when it lies in more outer boundaries than
+/// holes around it. For bodies that intersect, that is the union of their
+/// sections, what a printer should print (and what trimesh reports: two
+/// overlapping holes make one hole, not a hole and a sliver of solid).
+fn union_positive(polygons: &[Polygon]) -> Vec<Polygon> {
+    use i_overlay::core::fill_rule::FillRule;
+    use i_overlay::core::overlay::Overlay;
+    use i_overlay::core::overlay_rule::OverlayRule;
+    use i_overlay::i_float::int::point::IntPoint;
+    let contours: Vec<Vec<IntPoint<i64>>> =
+        polygons.iter().map(|p| p.points.iter().map(|q| IntPoint::new(q[0], q[1])).collect()).collect();
+    let mut overlay = Overlay::<i64>::new(contours.iter().map(Vec::len).sum());
+    for c in &contours {
+        overlay.add_contour(c, i_overlay::core::overlay::ShapeType::Subject);
+    }
+    overlay
+        .overlay(OverlayRule::Subject, FillRule::Positive)
+        .into_iter()
+        .flatten()
+        .map(|contour| Polygon { points: contour.into_iter().map(|q| [q.x, q.y]).collect() })
+        .filter(|p| p.points.len() >= 3 && p.area2() != 0)
+        .collect()
 }
 
 /// Cuts a loop that passes a point twice (two contours touching at a

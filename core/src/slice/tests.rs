@@ -127,29 +127,13 @@ fn bodies_touching_on_an_edge_stay_two_squares() {
 }
 
 #[test]
-fn a_torus_has_a_hole_and_nested_bodies_alternate() {
+fn a_torus_has_a_hole() {
     let t = torus(64, 32);
     let l = layers(&t, 0.5, 0.5);
     let mid = &l[l.len() / 2];
     assert_eq!((mid.polygons.len(), mid.holes()), (2, 1), "z {}", mid.z);
     let (outer, hole): (Vec<&Polygon>, Vec<&Polygon>) = mid.polygons.iter().partition(|p| !p.is_hole());
     assert!(outer[0].area2() > -hole[0].area2());
-
-    // A cube inside a cube, both written outward: even-odd makes the inner
-    // one a hole whatever the winding says.
-    let mut f = moved(&cube_facets(), [0.0; 3]);
-    let inner: Vec<Facet> = cube_facets()
-        .iter()
-        .map(|c| Facet {
-            normal: c.normal,
-            vertices: c.vertices.map(|v| [v[0] * 0.5 + 0.5, v[1] * 0.5 + 0.5, v[2] * 0.5 + 0.5]),
-        })
-        .collect();
-    f.extend(inner);
-    let l = layers(&f, 0.2, 0.2);
-    let mid = &l[5];
-    assert_eq!((mid.polygons.len(), mid.holes()), (2, 1));
-    assert!((mid.area() - 3.0).abs() < 1e-12, "{}", mid.area());
 }
 
 #[test]
@@ -164,6 +148,44 @@ fn a_figure_eight_loop_is_cut_into_two() {
     let eight = vec![[0, 0], [10, 0], [10, 10], [0, 0], [-10, 0], [-10, -10]];
     let pieces = split_at_repeats(eight);
     assert_eq!(pieces, vec![vec![[0, 0], [10, 0], [10, 10]], vec![[0, 0], [-10, 0], [-10, -10]]]);
-    let polys = orient(pieces);
+    let polys = orient(pieces.into_iter().map(|p| (p, 0)).collect());
     assert!(polys.iter().all(|p| !p.is_hole()), "two outer boundaries: {polys:?}");
+}
+
+#[test]
+fn intersecting_bodies_are_unioned() {
+    // Two cubes overlapping by half: each layer is a 3 x 2 rectangle.
+    let both: Vec<Facet> = cube_facets().into_iter().chain(moved(&cube_facets(), [1.0, 0.0, 0.0])).collect();
+    let l = layers(&both, 0.5, 0.5);
+    assert_eq!(l.len(), 4);
+    for layer in &l {
+        assert_eq!(layer.polygons.len(), 1, "{:?}", layer.polygons);
+        assert!((layer.area() - 6.0).abs() < 1e-9, "{}", layer.area());
+        assert!(!layer.polygons[0].is_hole());
+    }
+    // A body embedded in another (both wound outward) adds nothing; the
+    // same inner cube wound inward is a cavity: a hole.
+    let outer: Vec<Facet> = moved(&cube_facets(), [-1.0, -1.0, -1.0])
+        .into_iter()
+        .map(|f| Facet { normal: f.normal, vertices: f.vertices.map(|v| v.map(|c| c * 2.0)) })
+        .collect();
+    let inner = moved(&cube_facets(), [-1.0, -1.0, -1.0]);
+    let inward: Vec<Facet> = inner
+        .iter()
+        .map(|f| Facet { normal: f.normal, vertices: [f.vertices[0], f.vertices[2], f.vertices[1]] })
+        .collect();
+    for (body, holes, area) in [(&inner, 0, 16.0), (&inward, 1, 12.0)] {
+        let l = layers(&outer.iter().chain(body.iter()).copied().collect::<Vec<_>>(), 0.5, 0.5);
+        let middle = l.iter().find(|l| (l.z - 0.25).abs() < 1e-9).expect("layer at 0.25");
+        assert_eq!(middle.holes(), holes);
+        assert!((middle.area() - area).abs() < 1e-9, "{}", middle.area());
+    }
+    // A whole mesh wound inside out still slices the right way up.
+    let inside_out: Vec<Facet> = cube_facets()
+        .into_iter()
+        .map(|f| Facet { normal: f.normal, vertices: [f.vertices[0], f.vertices[2], f.vertices[1]] })
+        .collect();
+    for layer in layers(&inside_out, 0.5, 0.5) {
+        assert!((layer.area() - 4.0).abs() < 1e-9);
+    }
 }
