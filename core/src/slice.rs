@@ -563,10 +563,8 @@ fn orient(loops: Vec<Chain>) -> Vec<Polygon> {
     }
     // Orient by the winding where it has a say, and union.
     for (p, wound_ccw) in polygons.iter_mut().zip(&votes) {
-        if let Some(w) = *wound_ccw {
-            if (p.area2() > 0) != w {
-                p.points.reverse();
-            }
+        if wound_ccw.is_some_and(|w| (p.area2() > 0) != w) {
+            p.points.reverse();
         }
     }
     union_positive(&polygons)
