@@ -34,6 +34,7 @@ fn fuzz_corpora_load_or_fail_cleanly() {
             // The grammar alone, whatever detection would decide.
             let _ = strata_core::stl::parse_ascii(&bytes);
             let _ = strata_core::obj::parse(&bytes);
+            let _ = strata_core::stream::Manifest::from_json(&bytes, &Default::default());
             replayed += 1;
         }
     }
