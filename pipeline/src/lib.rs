@@ -1,11 +1,83 @@
 //! # strata-pipeline
 //!
-//! Drives `strata-core` over one model or a whole catalog: rayon for the CPU
-//! stages, bounded crossbeam channels between reading, processing and writing,
-//! and the model store the server shares.
+//! Drives `strata-core` over whole catalogs and keeps the results in the
+//! model store that the server reads.
 //!
-//! Nothing lives here yet; the catalog pipeline and the store arrive with
-//! their own issue. The crate exists now so the dependency direction
-//! (server -> pipeline -> core) is fixed from the first commit.
+//! - [`process::process`]: one model's CPU work: parse, validate, repair
+//!   when needed, render a snapshot, slice, pack the stream.
+//! - [`ingest::ingest`]: a catalog through that work. A reader thread feeds
+//!   a bounded channel; rayon workers process the models; one writer
+//!   thread stores the results. Back-pressure bounds the models in flight,
+//!   so memory does not grow with the catalog.
+//! - [`blob`]: content-addressed blobs (originals, repaired meshes,
+//!   snapshots, manifests, chunks) behind the [`blob::BlobStore`] trait.
+//! - [`db`]: the metadata repository over SQLite, with portable SQL and
+//!   numbered migrations.
+
+pub mod blob;
+pub mod db;
+pub mod ingest;
+pub mod process;
+
+use std::path::PathBuf;
 
 pub use strata_core as core;
+
+/// Anything that goes wrong in the pipeline or the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A file or directory could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The model is not one Strata can parse.
+    #[error("{0}")]
+    Parse(#[from] strata_core::ParseError),
+    /// The model has no faces.
+    #[error("the model has no triangles")]
+    Empty,
+    /// Still not a valid volume after repair (a soup, an open sheet).
+    #[error("not a printable volume even after repair: {0}")]
+    NotAVolume(String),
+    /// Slicing refused the model (too tall for the layer height, ...).
+    #[error("{0}")]
+    Slice(#[from] strata_core::slice::SliceError),
+    /// The stream could not be packed.
+    #[error("{0}")]
+    Stream(#[from] strata_core::stream::StreamError),
+    /// The snapshot could not be rendered.
+    #[error("{0}")]
+    Render(#[from] strata_core::render::RenderError),
+    /// Processing the model panicked: a bug, caught so the catalog goes on.
+    #[error("internal error while processing (please report): {0}")]
+    Panic(String),
+    /// The metadata database failed.
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The metadata database holds something this build cannot read.
+    #[error("database: {0}")]
+    Schema(String),
+}
+
+impl PipelineError {
+    /// A stable machine-readable code for reports.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PipelineError::Io { .. } => "io",
+            PipelineError::Parse(e) => e.code(),
+            PipelineError::Empty => "empty",
+            PipelineError::NotAVolume(_) => "not_a_volume",
+            PipelineError::Slice(e) => e.code(),
+            PipelineError::Stream(e) => e.code(),
+            PipelineError::Render(_) => "render",
+            PipelineError::Panic(_) => "panic",
+            PipelineError::Db(_) | PipelineError::Schema(_) => "database",
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Content-addressed blob storage: every blob is named by the SHA-256 of
+//! its bytes, so identical uploads, renders or chunks are stored once and a
+//! name always means the same bytes.
+//!
+//! [`BlobStore`] is the seam an object store (S3-compatible) plugs into
+//! later; [`FsBlobStore`] keeps blobs under the data directory and writes
+//! each one atomically (temporary file, fsync, rename, fsync of the
+//! directory), so a crash never leaves a partial blob under its final name.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use strata_core::stream::sha256_hex;
+
+use crate::PipelineError;
+
+/// A blob's name: the lower-case hex SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobId(String);
+
+impl BlobId {
+    /// The id of `bytes`.
+    pub fn of(bytes: &[u8]) -> BlobId {
+        BlobId(sha256_hex(bytes))
+    }
+
+    /// Parses a hex id; `None` unless it is 64 lower-case hex digits (so an
+    /// id can never name a path outside the store).
+    pub fn parse(s: &str) -> Option<BlobId> {
+        (s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .then(|| BlobId(s.to_string()))
+    }
+
+    /// The hex string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BlobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where blobs live. Implementations must make `put` atomic (a blob is
+/// either wholly there under its id or absent) and idempotent.
+pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// Stores `bytes` (a no-op when a blob with the same id exists).
+    fn put(&self, bytes: &[u8]) -> Result<BlobId, PipelineError>;
+    /// The blob's bytes.
+    fn get(&self, id: &BlobId) -> Result<Vec<u8>, PipelineError>;
+    /// Whether the blob is stored.
+    fn contains(&self, id: &BlobId) -> Result<bool, PipelineError>;
+}
+
+/// Blobs as files under `ROOT/blobs/ab/abcdef...`.
+#[derive(Debug, Clone)]
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store under `root`, and clears
+    /// temporary files a crashed writer left.
+    pub fn open(root: &Path) -> Result<FsBlobStore, PipelineError> {
+        let io = |e| PipelineError::Io { path: root.to_path_buf(), source: e };
+        std::fs::create_dir_all(root.join("blobs")).map_err(io)?;
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io)?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io)?;
+        Ok(FsBlobStore { root: root.to_path_buf() })
+    }
+
+    /// The file a blob lives in.
+    pub fn path_of(&self, id: &BlobId) -> PathBuf {
+        self.root.join("blobs").join(&id.0[..2]).join(&id.0)
+    }
+}
+
+impl BlobStore for FsBlobStore {
+    fn put(&self, bytes: &[u8]) -> Result<BlobId, PipelineError> {
+        let id = BlobId::of(bytes);
+        let path = self.path_of(&id);
+        if path.exists() {
+            return Ok(id);
+        }
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| PipelineError::Io { path: p, source: e }
+        };
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp")).map_err(io(&self.root))?;
+        tmp.write_all(bytes).map_err(io(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io(tmp.path()))?;
+        tmp.persist(&path).map_err(|e| PipelineError::Io { path: path.clone(), source: e.error })?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(id)
+    }
+
+    fn get(&self, id: &BlobId) -> Result<Vec<u8>, PipelineError> {
+        let path = self.path_of(id);
+        std::fs::read(&path).map_err(|e| PipelineError::Io { path, source: e })
+    }
+
+    fn contains(&self, id: &BlobId) -> Result<bool, PipelineError> {
+        Ok(self.path_of(id).is_file())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_is_content_addressed_idempotent_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::open(dir.path()).expect("opens");
+        let a = store.put(b"hello").expect("put");
+        assert_eq!(a.as_str(), "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(store.put(b"hello").expect("again"), a);
+        assert_eq!(store.get(&a).expect("get"), b"hello");
+        assert!(store.contains(&a).expect("contains"));
+        assert!(!store.contains(&BlobId::of(b"other")).expect("contains"));
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
+    }
+
+    #[test]
+    fn ids_are_only_hex_and_leftover_temporaries_are_cleared() {
+        assert!(BlobId::parse("../../etc/passwd").is_none());
+        assert!(BlobId::parse(&"A".repeat(64)).is_none());
+        assert!(BlobId::parse(&"a".repeat(64)).is_some());
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("tmp")).expect("mkdir");
+        std::fs::write(dir.path().join("tmp/.half-written"), b"partial").expect("write");
+        FsBlobStore::open(dir.path()).expect("opens");
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
+    }
+}

@@ -1,0 +1,311 @@
+//! The metadata repository: models, their status, validation reports and
+//! artefact references, in SQLite (embedded, compiled in).
+//!
+//! The SQL is the portable subset that PostgreSQL runs unchanged (TEXT,
+//! BIGINT, DOUBLE PRECISION, `$n` parameters, no SQLite-only functions);
+//! timestamps are unix milliseconds and booleans 0/1 integers, so a
+//! PostgreSQL backend needs only its own connection type. Migrations are
+//! numbered and recorded in `schema_migrations`; a database newer than this
+//! build is refused rather than misread.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::PipelineError;
+
+/// The migrations, in order; never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE models (
+    id              TEXT PRIMARY KEY,      -- SHA-256 of the original bytes
+    file_name       TEXT NOT NULL,         -- the name it was first ingested under
+    owner           TEXT,
+    status          TEXT NOT NULL,         -- ok | repaired | failed
+    error_code      TEXT,
+    error           TEXT,
+    format          TEXT,
+    size_bytes      BIGINT NOT NULL,
+    triangles       BIGINT,
+    volume          DOUBLE PRECISION,
+    layers          BIGINT,
+    chunks          BIGINT,
+    report          TEXT,                  -- JSON: validation and repair
+    original_blob   TEXT,
+    repaired_blob   TEXT,
+    snapshot_blob   TEXT,
+    manifest_blob   TEXT,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL
+);
+CREATE INDEX models_status ON models (status);
+"#];
+
+/// One model's row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelRecord {
+    /// SHA-256 of the original bytes.
+    pub id: String,
+    /// The file name it was first ingested under.
+    pub file_name: String,
+    /// Who owns it (a partner id), if known.
+    pub owner: Option<String>,
+    /// `ok`, `repaired` or `failed`.
+    pub status: String,
+    /// The error's stable code, when failed.
+    pub error_code: Option<String>,
+    /// The error, when failed.
+    pub error: Option<String>,
+    /// The format read.
+    pub format: Option<String>,
+    /// Size of the original.
+    pub size_bytes: i64,
+    /// Triangles in the original.
+    pub triangles: Option<i64>,
+    /// Volume of the printable mesh.
+    pub volume: Option<f64>,
+    /// Layers in the stream.
+    pub layers: Option<i64>,
+    /// Chunks in the stream.
+    pub chunks: Option<i64>,
+    /// Validation and repair report (JSON).
+    pub report: Option<String>,
+    /// Blob ids of the artefacts.
+    pub original_blob: Option<String>,
+    /// Repaired binary STL.
+    pub repaired_blob: Option<String>,
+    /// Snapshot PNG.
+    pub snapshot_blob: Option<String>,
+    /// Stream manifest JSON (its chunks are blobs named by their SHA-256).
+    pub manifest_blob: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// The repository: one connection and the queries the pipeline and the
+/// server share.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const COLUMNS: &str = "id, file_name, owner, status, error_code, error, format, size_bytes, triangles, volume, \
+     layers, chunks, report, original_blob, repaired_blob, snapshot_blob, manifest_blob, created_at, updated_at";
+
+impl Db {
+    /// Opens (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Db, PipelineError> {
+        let conn = Connection::open(path)?;
+        // WAL: readers (the server) never block the ingest writer; a crash
+        // loses at most the transaction in flight.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let db = Db { conn };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// An in-memory database (tests).
+    pub fn open_in_memory() -> Result<Db, PipelineError> {
+        let db = Db { conn: Connection::open_in_memory()? };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn migrate(&self) -> Result<(), PipelineError> {
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            [],
+        )?;
+        let applied: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+        if applied > MIGRATIONS.len() as i64 {
+            return Err(PipelineError::Schema(format!(
+                "schema version {applied} is newer than this build ({}); upgrade strata",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            let tx = self.conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                params![i as i64 + 1, now_ms()],
+            )?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Every model id in the store (to skip what is done).
+    pub fn model_ids(&self) -> Result<std::collections::HashSet<String>, PipelineError> {
+        let mut stmt = self.conn.prepare("SELECT id FROM models")?;
+        let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(ids)
+    }
+
+    /// Inserts or replaces a model's row in one statement.
+    pub fn put_model(&self, m: &ModelRecord) -> Result<(), PipelineError> {
+        self.conn.execute(
+            &format!(
+                "INSERT INTO models ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+                 $14, $15, $16, $17, $18, $19) ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+                 error_code = excluded.error_code, error = excluded.error, report = excluded.report, \
+                 repaired_blob = excluded.repaired_blob, snapshot_blob = excluded.snapshot_blob, \
+                 manifest_blob = excluded.manifest_blob, layers = excluded.layers, chunks = excluded.chunks, \
+                 updated_at = excluded.updated_at"
+            ),
+            params![
+                m.id,
+                m.file_name,
+                m.owner,
+                m.status,
+                m.error_code,
+                m.error,
+                m.format,
+                m.size_bytes,
+                m.triangles,
+                m.volume,
+                m.layers,
+                m.chunks,
+                m.report,
+                m.original_blob,
+                m.repaired_blob,
+                m.snapshot_blob,
+                m.manifest_blob,
+                m.created_at,
+                m.updated_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// One model by id, or by a unique id prefix of at least 8 digits.
+    pub fn model(&self, id: &str) -> Result<Option<ModelRecord>, PipelineError> {
+        if id.len() < 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM models WHERE id >= $1 AND id < $2 ORDER BY id LIMIT 2"
+        ))?;
+        let upper = format!("{}g", id.to_ascii_lowercase());
+        let rows: Vec<ModelRecord> = stmt
+            .query_map(params![id.to_ascii_lowercase(), upper], row_to_model)?
+            .collect::<Result<_, _>>()?;
+        Ok(if rows.len() == 1 { rows.into_iter().next() } else { None })
+    }
+
+    /// All models, by file name.
+    pub fn models(&self) -> Result<Vec<ModelRecord>, PipelineError> {
+        let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM models ORDER BY file_name, id"))?;
+        let rows = stmt.query_map([], row_to_model)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Whether a model exists.
+    pub fn has_model(&self, id: &str) -> Result<bool, PipelineError> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM models WHERE id = $1", params![id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+}
+
+fn row_to_model(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRecord> {
+    Ok(ModelRecord {
+        id: r.get(0)?,
+        file_name: r.get(1)?,
+        owner: r.get(2)?,
+        status: r.get(3)?,
+        error_code: r.get(4)?,
+        error: r.get(5)?,
+        format: r.get(6)?,
+        size_bytes: r.get(7)?,
+        triangles: r.get(8)?,
+        volume: r.get(9)?,
+        layers: r.get(10)?,
+        chunks: r.get(11)?,
+        report: r.get(12)?,
+        original_blob: r.get(13)?,
+        repaired_blob: r.get(14)?,
+        snapshot_blob: r.get(15)?,
+        manifest_blob: r.get(16)?,
+        created_at: r.get(17)?,
+        updated_at: r.get(18)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, name: &str) -> ModelRecord {
+        ModelRecord {
+            id: id.to_string(),
+            file_name: name.to_string(),
+            owner: None,
+            status: "ok".into(),
+            error_code: None,
+            error: None,
+            format: Some("binary".into()),
+            size_bytes: 684,
+            triangles: Some(12),
+            volume: Some(8.0),
+            layers: Some(10),
+            chunks: Some(1),
+            report: Some("{}".into()),
+            original_blob: Some(id.to_string()),
+            repaired_blob: None,
+            snapshot_blob: None,
+            manifest_blob: None,
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    #[test]
+    fn models_round_trip_and_ids_resolve_by_prefix() {
+        let db = Db::open_in_memory().expect("opens");
+        let a = record(&"ab".repeat(32), "a.stl");
+        let b = record(&format!("abcd{}", "0".repeat(60)), "b.stl");
+        db.put_model(&a).expect("put");
+        db.put_model(&b).expect("put");
+        assert_eq!(db.model(&a.id).expect("query"), Some(a.clone()));
+        assert_eq!(db.model("abababab").expect("query"), Some(a.clone()));
+        assert_eq!(db.model("abab").expect("short prefix"), None);
+        assert_eq!(db.model("'; DROP TABLE models; --").expect("not hex"), None);
+        assert_eq!(db.models().expect("list").len(), 2);
+        assert!(db.has_model(&b.id).expect("has"));
+        let mut failed = a.clone();
+        failed.status = "failed".into();
+        db.put_model(&failed).expect("upsert");
+        assert_eq!(db.model(&a.id).expect("query").map(|m| m.status), Some("failed".into()));
+        assert_eq!(db.model_ids().expect("ids").len(), 2);
+    }
+
+    #[test]
+    fn migrations_run_once_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta.db");
+        Db::open(&path).expect("creates").put_model(&record(&"cd".repeat(32), "c.stl")).expect("put");
+        let db = Db::open(&path).expect("reopens");
+        assert_eq!(db.models().expect("list").len(), 1);
+        db.conn.execute("INSERT INTO schema_migrations VALUES (99, 0)", []).expect("bump");
+        drop(db);
+        let e = Db::open(&path).expect_err("newer");
+        assert!(e.to_string().contains("newer than this build"), "{e}");
+    }
+}

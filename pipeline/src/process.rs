@@ -1,0 +1,175 @@
+//! One model's CPU work, with no I/O: bytes in, artefacts out.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde::Serialize;
+use strata_core::render::RenderOptions;
+use strata_core::repair::{RepairLog, RepairOptions, repair_validated, to_binary_stl};
+use strata_core::slice::SliceOptions;
+use strata_core::stream::{BoundingBox, EncodeOptions, EncodedStream, ModelInfo};
+use strata_core::{ValidateOptions, ValidationReport, WeldOptions};
+
+use crate::PipelineError;
+
+/// How to process each model.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessOptions {
+    /// Slicing parameters.
+    pub slice: SliceOptions,
+    /// Snapshot parameters (`cull_back_faces` is set per model).
+    pub render: RenderOptions,
+    /// Stream packing.
+    pub encode: EncodeOptions,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> ProcessOptions {
+        ProcessOptions {
+            slice: SliceOptions::default(),
+            render: RenderOptions { width: 256, height: 256, antialias: true, ..RenderOptions::default() },
+            encode: EncodeOptions::default(),
+        }
+    }
+}
+
+/// What processing made of one model.
+#[derive(Debug)]
+pub struct Processed {
+    /// `"binary"`, `"ascii"`, `"obj"` or `"3mf"`.
+    pub format: &'static str,
+    /// Validation of the model as uploaded.
+    pub before: ValidationReport,
+    /// When the model needed repair: what was done and the result's report.
+    pub repair: Option<(RepairLog, ValidationReport)>,
+    /// The repaired mesh as binary STL, when repaired.
+    pub repaired_stl: Option<Vec<u8>>,
+    /// The snapshot PNG.
+    pub snapshot_png: Vec<u8>,
+    /// The sliced stream.
+    pub stream: EncodedStream,
+}
+
+/// The per-model summary kept in the store and the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Format read.
+    pub format: &'static str,
+    /// Triangles in the file.
+    pub triangles: u64,
+    /// Validation before repair.
+    pub valid_volume_before: bool,
+    /// Volume of the printable mesh.
+    pub volume: f64,
+    /// Layers in the stream.
+    pub layers: u32,
+    /// Chunks in the stream.
+    pub chunks: usize,
+}
+
+impl Processed {
+    /// Whether the model was repaired.
+    pub fn repaired(&self) -> bool {
+        self.repair.is_some()
+    }
+
+    /// The summary of this result.
+    pub fn summary(&self) -> Summary {
+        let after = self.repair.as_ref().map_or(&self.before, |(_, r)| r);
+        Summary {
+            format: self.format,
+            triangles: self.before.triangles as u64,
+            valid_volume_before: self.before.is_volume,
+            volume: after.volume,
+            layers: self.stream.manifest.layer_count,
+            chunks: self.stream.chunks.len(),
+        }
+    }
+}
+
+/// Processes one model; a panic anywhere inside is caught and returned as
+/// [`PipelineError::Panic`], so one bad model cannot take a catalog down.
+pub fn process(bytes: &[u8], sha256: &str, options: &ProcessOptions) -> Result<Processed, PipelineError> {
+    match catch_unwind(AssertUnwindSafe(|| process_inner(bytes, sha256, options))) {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(PipelineError::Panic(message))
+        }
+    }
+}
+
+fn process_inner(bytes: &[u8], sha256: &str, options: &ProcessOptions) -> Result<Processed, PipelineError> {
+    let ins = strata_core::inspect(bytes, &WeldOptions::default(), &ValidateOptions::default())?;
+    if ins.mesh.faces.is_empty() {
+        return Err(PipelineError::Empty);
+    }
+    let before = ins.report;
+    let (mesh, repair, repaired_stl) = if before.is_volume {
+        (ins.mesh, None, None)
+    } else {
+        let fixed = repair_validated(ins.mesh, &before, &RepairOptions::default());
+        if !fixed.report.is_volume {
+            let r = &fixed.report;
+            return Err(PipelineError::NotAVolume(format!(
+                "{} boundary, {} non-manifold, {} misoriented edges left",
+                r.boundary_edges, r.nonmanifold_edges, r.misoriented_edges
+            )));
+        }
+        let stl = to_binary_stl(&fixed.mesh, &format!("Strata repair of {sha256}"));
+        (fixed.mesh, Some((fixed.log, fixed.report)), Some(stl))
+    };
+    let render = RenderOptions { cull_back_faces: true, ..options.render };
+    let snapshot_png = strata_core::render::render(&mesh, &render)?.image.to_png()?;
+    let layers = strata_core::slice::slice(&mesh, &options.slice)?;
+    let bbox = before
+        .bbox_min
+        .zip(before.bbox_max)
+        .map(|(lo, hi)| BoundingBox { min: lo.map(f64::from), max: hi.map(f64::from) });
+    let model = ModelInfo { sha256: sha256.to_string(), bbox };
+    let stream = strata_core::stream::encode(&layers, &model, &options.slice, &options.encode)?;
+    Ok(Processed { format: ins.format, before, repair, repaired_stl, snapshot_png, stream })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cube() -> Vec<u8> {
+        strata_core::synth::to_binary_stl("cube", &strata_core::synth::cube_facets())
+    }
+
+    #[test]
+    fn a_valid_model_is_sliced_and_rendered_without_repair() {
+        let p = process(&cube(), "x", &ProcessOptions::default()).expect("processes");
+        assert!(!p.repaired());
+        assert_eq!(p.stream.manifest.layer_count, 10);
+        assert_eq!(&p.snapshot_png[1..4], b"PNG");
+        assert_eq!(p.summary().chunks, 1);
+    }
+
+    #[test]
+    fn a_cube_with_a_missing_face_is_repaired_first() {
+        let mut facets = strata_core::synth::cube_facets();
+        facets.pop();
+        let bytes = strata_core::synth::to_binary_stl("open", &facets);
+        let p = process(&bytes, "x", &ProcessOptions::default()).expect("processes");
+        assert!(p.repaired());
+        assert!(p.repaired_stl.is_some());
+        assert!((p.summary().volume - 8.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn bad_models_are_errors_with_codes() {
+        let o = ProcessOptions::default();
+        assert_eq!(process(b"", "x", &o).map(|_| ()).map_err(|e| e.code()), Err("too_short"));
+        let empty = strata_core::synth::to_binary_stl("none", &[]);
+        assert_eq!(process(&empty, "x", &o).map(|_| ()).map_err(|e| e.code()), Err("empty"));
+        let sheet: Vec<_> = strata_core::synth::cube_facets().into_iter().take(2).collect();
+        let bytes = strata_core::synth::to_binary_stl("sheet", &sheet);
+        assert_eq!(process(&bytes, "x", &o).map(|_| ()).map_err(|e| e.code()), Err("not_a_volume"));
+    }
+}
