@@ -4,6 +4,7 @@
 //! input and formats the result; no model logic lives here.
 
 mod files;
+mod ingest;
 mod render;
 mod repair;
 mod stream;
@@ -38,6 +39,12 @@ enum Command {
     Stream(stream::StreamCommand),
     /// Render a snapshot of a model to PNG.
     Render(render::RenderArgs),
+    /// Process a catalog (files or directories) into the store: validate,
+    /// repair, render, slice and pack every model.
+    Ingest(ingest::IngestArgs),
+    /// Look at the models in the store.
+    #[command(subcommand)]
+    Models(ingest::ModelsCommand),
     /// Write generated test models (for benchmarks; not a user command).
     #[command(hide = true)]
     Generate(GenerateArgs),
@@ -111,6 +118,8 @@ fn main() -> ExitCode {
         Command::Slice(args) => stream::slice(&args),
         Command::Stream(command) => stream::run(&command),
         Command::Render(args) => render::run(&args),
+        Command::Ingest(args) => ingest::run(&args),
+        Command::Models(command) => ingest::models(&command),
         Command::Generate(args) => generate(&args),
     }
 }

@@ -43,7 +43,7 @@ pub(crate) struct SliceArgs {
     timings: bool,
 }
 
-fn positive(s: &str) -> Result<f64, String> {
+pub(crate) fn positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         Ok(_) => Err("must be a positive number".to_string()),

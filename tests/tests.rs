@@ -25,5 +25,8 @@ mod stream;
 // `strata render`: golden images, options and errors.
 mod render;
 
+// `strata ingest` and `strata models`: the catalog pipeline and the store.
+mod ingest;
+
 // Replays the fuzz corpora so crashes found once stay fixed.
 mod fuzz_corpus;

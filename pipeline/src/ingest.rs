@@ -188,7 +188,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PipelineError> {
 
 /// What travels from the reader or a worker to the writer.
 enum Outcome {
-    Processed { bytes: Vec<u8>, sha256: String, result: Result<Processed, PipelineError> },
+    Processed { bytes: Vec<u8>, sha256: String, result: Box<Result<Processed, PipelineError>> },
     Unreadable(PipelineError),
     Duplicate(String),
     Skipped(String),
@@ -252,7 +252,8 @@ pub fn ingest(
             pool.install(|| {
                 work_rx.into_iter().par_bridge().for_each(|(i, bytes, sha256)| {
                     let result = process(&bytes, &sha256, &process_options);
-                    let _ = worker_out.send((i, Outcome::Processed { bytes, sha256, result }));
+                    let _ =
+                        worker_out.send((i, Outcome::Processed { bytes, sha256, result: Box::new(result) }));
                 });
             });
         });
@@ -331,7 +332,7 @@ fn write(
                 updated_at: now,
             };
             report.sha256 = Some(sha256);
-            match result {
+            match *result {
                 Err(e) => {
                     counts.failed += 1;
                     row.error_code = Some(e.code().to_string());

@@ -77,7 +77,7 @@ impl Processed {
         let after = self.repair.as_ref().map_or(&self.before, |(_, r)| r);
         Summary {
             format: self.format,
-            triangles: self.before.triangles as u64,
+            triangles: self.before.triangles,
             valid_volume_before: self.before.is_volume,
             volume: after.volume,
             layers: self.stream.manifest.layer_count,
