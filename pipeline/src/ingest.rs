@@ -188,7 +188,12 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PipelineError> {
 
 /// What travels from the reader or a worker to the writer.
 enum Outcome {
-    Processed { bytes: Vec<u8>, sha256: String, result: Box<Result<Processed, PipelineError>> },
+    /// Processed and its blobs stored (by the worker, so blob writes and
+    /// their fsyncs run in parallel); the row is still to write.
+    Stored {
+        bytes: u64,
+        stored: Box<Result<(ModelRecord, ModelReport), PipelineError>>,
+    },
     Unreadable(PipelineError),
     Duplicate(String),
     Skipped(String),
@@ -247,13 +252,14 @@ pub fn ingest(
             }
         });
         let worker_out = out_tx.clone();
-        let process_options = options.process;
+        let blobs = &blobs;
         scope.spawn(move || {
             pool.install(|| {
                 work_rx.into_iter().par_bridge().for_each(|(i, bytes, sha256)| {
-                    let result = process(&bytes, &sha256, &process_options);
-                    let _ =
-                        worker_out.send((i, Outcome::Processed { bytes, sha256, result: Box::new(result) }));
+                    let result = process(&bytes, &sha256, &options.process);
+                    let stored = store(blobs, &inputs[i], &bytes, sha256, result, options);
+                    let outcome = Outcome::Stored { bytes: bytes.len() as u64, stored: Box::new(stored) };
+                    let _ = worker_out.send((i, outcome));
                 });
             });
         });
@@ -261,7 +267,7 @@ pub fn ingest(
         // The writer: this thread.
         for (i, outcome) in out_rx {
             let path = &inputs[i];
-            let report = write(&blobs, &db, path, outcome, options, &mut counts)?;
+            let report = write(&db, path, outcome, &mut counts)?;
             progress.model_done(path, std::fs::metadata(path).map(|m| m.len()).unwrap_or(0));
             reports[i] = Some(report);
         }
@@ -271,18 +277,11 @@ pub fn ingest(
     Ok(Report { summary: counts, models })
 }
 
-/// Stores one outcome: blobs first, the row last.
-fn write(
-    blobs: &FsBlobStore,
-    db: &Db,
-    path: &Path,
-    outcome: Outcome,
-    options: &IngestOptions,
-    counts: &mut Counts,
-) -> Result<ModelReport, PipelineError> {
-    let file = path.display().to_string();
+/// Records one outcome: the row (after the worker stored the blobs) and
+/// the counts.
+fn write(db: &Db, path: &Path, outcome: Outcome, counts: &mut Counts) -> Result<ModelReport, PipelineError> {
     let mut report = ModelReport {
-        file: file.clone(),
+        file: path.display().to_string(),
         sha256: None,
         status: Status::Failed,
         error: None,
@@ -304,86 +303,103 @@ fn write(
             report.sha256 = Some(sha);
             report.status = Status::Skipped;
         }
-        Outcome::Processed { bytes, sha256, result } => {
-            counts.bytes += bytes.len() as u64;
-            let original = blobs.put(&bytes)?;
-            let now = now_ms();
-            let name =
-                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.clone());
-            let mut row = ModelRecord {
-                id: sha256.clone(),
-                file_name: name,
-                owner: options.owner.clone(),
-                status: "failed".into(),
-                error_code: None,
-                error: None,
-                format: None,
-                size_bytes: bytes.len() as i64,
-                triangles: None,
-                volume: None,
-                layers: None,
-                chunks: None,
-                report: None,
-                original_blob: Some(original.to_string()),
-                repaired_blob: None,
-                snapshot_blob: None,
-                manifest_blob: None,
-                created_at: now,
-                updated_at: now,
-            };
-            report.sha256 = Some(sha256);
-            match *result {
-                Err(e) => {
-                    counts.failed += 1;
-                    row.error_code = Some(e.code().to_string());
-                    row.error = Some(e.to_string());
-                    report.error = Some(ErrorBody { code: e.code(), message: e.to_string() });
-                }
-                Ok(p) => {
-                    let repaired = match &p.repaired_stl {
-                        Some(stl) => Some(blobs.put(stl)?.to_string()),
-                        None => None,
-                    };
-                    let snapshot = blobs.put(&p.snapshot_png)?.to_string();
-                    let mut chunks = Vec::with_capacity(p.stream.chunks.len());
-                    for c in &p.stream.chunks {
-                        chunks.push(blobs.put(c)?.to_string());
-                    }
-                    let manifest = blobs.put(&p.stream.manifest.to_json())?.to_string();
-                    let summary = p.summary();
-                    report.status = if p.repaired() { Status::Repaired } else { Status::Ok };
-                    if p.repaired() {
-                        counts.repaired += 1
-                    } else {
-                        counts.ok += 1
-                    }
-                    row.status = if p.repaired() { "repaired" } else { "ok" }.into();
-                    row.format = Some(p.format.to_string());
-                    row.triangles = Some(summary.triangles as i64);
-                    row.volume = Some(summary.volume);
-                    row.layers = Some(i64::from(summary.layers));
-                    row.chunks = Some(summary.chunks as i64);
-                    row.report = serde_json::to_string(&serde_json::json!({
-                        "before": p.before,
-                        "repair": p.repair.as_ref().map(|(log, _)| log),
-                        "after": p.repair.as_ref().map(|(_, r)| r),
-                    }))
-                    .ok();
-                    row.repaired_blob = repaired.clone();
-                    row.snapshot_blob = Some(snapshot.clone());
-                    row.manifest_blob = Some(manifest.clone());
-                    report.summary = Some(summary);
-                    report.artefacts = Some(Artefacts {
-                        original: original.to_string(),
-                        repaired,
-                        snapshot,
-                        manifest,
-                        chunks,
-                    });
-                }
-            }
+        Outcome::Stored { bytes, stored } => {
+            let (row, stored_report) = (*stored)?;
             db.put_model(&row)?;
+            counts.bytes += bytes;
+            match stored_report.status {
+                Status::Ok => counts.ok += 1,
+                Status::Repaired => counts.repaired += 1,
+                _ => counts.failed += 1,
+            }
+            report = stored_report;
         }
     }
     Ok(report)
+}
+
+/// Stores a processed model's blobs (the original first) and returns the
+/// row to write and its report entry. An `Err` is a store failure (disk
+/// full), which stops the run; a processing failure is a `failed` row.
+fn store(
+    blobs: &dyn BlobStore,
+    path: &Path,
+    bytes: &[u8],
+    sha256: String,
+    result: Result<Processed, PipelineError>,
+    options: &IngestOptions,
+) -> Result<(ModelRecord, ModelReport), PipelineError> {
+    let file = path.display().to_string();
+    let original = blobs.put(bytes)?;
+    let now = now_ms();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.clone());
+    let mut row = ModelRecord {
+        id: sha256.clone(),
+        file_name: name,
+        owner: options.owner.clone(),
+        status: "failed".into(),
+        error_code: None,
+        error: None,
+        format: None,
+        size_bytes: bytes.len() as i64,
+        triangles: None,
+        volume: None,
+        layers: None,
+        chunks: None,
+        report: None,
+        original_blob: Some(original.to_string()),
+        repaired_blob: None,
+        snapshot_blob: None,
+        manifest_blob: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut report = ModelReport {
+        file,
+        sha256: Some(sha256),
+        status: Status::Failed,
+        error: None,
+        summary: None,
+        artefacts: None,
+    };
+    match result {
+        Err(e) => {
+            row.error_code = Some(e.code().to_string());
+            row.error = Some(e.to_string());
+            report.error = Some(ErrorBody { code: e.code(), message: e.to_string() });
+        }
+        Ok(p) => {
+            let repaired = match &p.repaired_stl {
+                Some(stl) => Some(blobs.put(stl)?.to_string()),
+                None => None,
+            };
+            let snapshot = blobs.put(&p.snapshot_png)?.to_string();
+            let mut chunks = Vec::with_capacity(p.stream.chunks.len());
+            for c in &p.stream.chunks {
+                chunks.push(blobs.put(c)?.to_string());
+            }
+            let manifest = blobs.put(&p.stream.manifest.to_json())?.to_string();
+            let summary = p.summary();
+            report.status = if p.repaired() { Status::Repaired } else { Status::Ok };
+            row.status = if p.repaired() { "repaired" } else { "ok" }.into();
+            row.format = Some(p.format.to_string());
+            row.triangles = Some(summary.triangles as i64);
+            row.volume = Some(summary.volume);
+            row.layers = Some(i64::from(summary.layers));
+            row.chunks = Some(summary.chunks as i64);
+            row.report = serde_json::to_string(&serde_json::json!({
+                "before": p.before,
+                "repair": p.repair.as_ref().map(|(log, _)| log),
+                "after": p.repair.as_ref().map(|(_, r)| r),
+            }))
+            .ok();
+            row.repaired_blob = repaired.clone();
+            row.snapshot_blob = Some(snapshot.clone());
+            row.manifest_blob = Some(manifest.clone());
+            report.summary = Some(summary);
+            report.artefacts =
+                Some(Artefacts { original: original.to_string(), repaired, snapshot, manifest, chunks });
+        }
+    }
+    Ok((row, report))
 }
