@@ -89,7 +89,12 @@ impl Processed {
 /// Processes one model; a panic anywhere inside is caught and returned as
 /// [`PipelineError::Panic`], so one bad model cannot take a catalog down.
 pub fn process(bytes: &[u8], sha256: &str, options: &ProcessOptions) -> Result<Processed, PipelineError> {
-    match catch_unwind(AssertUnwindSafe(|| process_inner(bytes, sha256, options))) {
+    catch_panics(|| process_inner(bytes, sha256, options))
+}
+
+/// Runs `f`, turning a panic into [`PipelineError::Panic`] with its message.
+pub(crate) fn catch_panics<T>(f: impl FnOnce() -> Result<T, PipelineError>) -> Result<T, PipelineError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(panic) => {
             let message = panic
@@ -160,6 +165,15 @@ mod tests {
         assert!(p.repaired());
         assert!(p.repaired_stl.is_some());
         assert!((p.summary().volume - 8.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn a_panic_becomes_an_error_naming_it() {
+        let e = catch_panics::<()>(|| panic!("index {} out of range", 7)).expect_err("caught");
+        assert_eq!(e.code(), "panic");
+        assert!(e.to_string().contains("index 7 out of range"), "{e}");
+        let e = catch_panics::<()>(|| std::panic::panic_any(42u8)).expect_err("caught");
+        assert!(e.to_string().contains("unknown panic"));
     }
 
     #[test]
