@@ -221,6 +221,25 @@ fn generate(args: &GenerateArgs) -> ExitCode {
     }
 }
 
+/// The exit code for a subcommand's result: its own code, or 1 after
+/// printing the error.
+pub(crate) fn exit_with(result: Result<ExitCode, String>) -> ExitCode {
+    result.unwrap_or_else(|message| {
+        eprintln!("error: {message}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Loads, welds and validates one model file with default options, for
+/// the subcommands that take a single model; the error names the file.
+pub(crate) fn inspect_file(path: &Path) -> Result<(ModelBytes, Inspection), String> {
+    let bytes = load(path).map_err(|e| e.to_string())?;
+    let inspection =
+        strata_core::inspect(bytes.as_bytes(), &WeldOptions::default(), &ValidateOptions::default())
+            .map_err(|source| Error::Parse { path: path.to_path_buf(), source }.to_string())?;
+    Ok((bytes, inspection))
+}
+
 pub(crate) fn load(path: &Path) -> Result<ModelBytes, Error> {
     if path.is_dir() {
         return Err(Error::Io {

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use strata_core::render::{RenderOptions, View};
-use strata_core::{Error, ValidateOptions, WeldOptions};
 
 use crate::files::write_atomically;
 
@@ -58,21 +57,12 @@ fn parse_background(s: &str) -> Result<Background, String> {
 }
 
 pub(crate) fn run(args: &RenderArgs) -> ExitCode {
-    match render(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::exit_with(render(args).map(|()| ExitCode::SUCCESS))
 }
 
 fn render(args: &RenderArgs) -> Result<(), String> {
     let name = args.input.display();
-    let bytes = crate::load(&args.input).map_err(|e| e.to_string())?;
-    let inspection =
-        strata_core::inspect(bytes.as_bytes(), &WeldOptions::default(), &ValidateOptions::default())
-            .map_err(|source| Error::Parse { path: args.input.clone(), source }.to_string())?;
+    let (_, inspection) = crate::inspect_file(&args.input)?;
     let options = RenderOptions {
         view: args.view,
         width: args.size.0,

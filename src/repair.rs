@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use serde::Serialize;
-use strata_core::{Error, RepairLog, RepairOptions, ValidateOptions, ValidationReport, Warning, WeldOptions};
+use strata_core::{RepairLog, RepairOptions, ValidationReport, Warning};
 
 use crate::RepairArgs;
 use crate::files::write_atomically;
@@ -28,22 +28,13 @@ struct Report<'a> {
 }
 
 pub(crate) fn run(args: &RepairArgs) -> ExitCode {
-    match repair(args) {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::exit_with(repair(args))
 }
 
 fn repair(args: &RepairArgs) -> Result<ExitCode, String> {
     let name = args.input.to_string_lossy();
     let out_name = args.output.to_string_lossy();
-    let bytes = crate::load(&args.input).map_err(|e| e.to_string())?;
-    let inspection =
-        strata_core::inspect(bytes.as_bytes(), &WeldOptions::default(), &ValidateOptions::default())
-            .map_err(|source| Error::Parse { path: args.input.clone(), source }.to_string())?;
+    let (_, inspection) = crate::inspect_file(&args.input)?;
     let options =
         RepairOptions { weld_tolerance: args.weld_tolerance, remove_unconnected: args.remove_unconnected };
     let repaired = strata_core::repair::repair_validated(inspection.mesh, &inspection.report, &options);

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
+use strata_core::RepairOptions;
 use strata_core::slice::{Layer, NM_PER_UNIT, SliceOptions};
 use strata_core::stream::{self, BoundingBox, EncodeOptions, Limits, Manifest, ModelInfo, StreamError};
-use strata_core::{Error, RepairOptions, ValidateOptions, WeldOptions};
 
 use crate::files::write_dir_atomically;
 
@@ -95,24 +95,14 @@ struct SliceSummary<'a> {
 }
 
 pub(crate) fn slice(args: &SliceArgs) -> ExitCode {
-    report(slice_inner(args))
-}
-
-fn report(result: Result<ExitCode, String>) -> ExitCode {
-    result.unwrap_or_else(|message| {
-        eprintln!("error: {message}");
-        ExitCode::FAILURE
-    })
+    crate::exit_with(slice_inner(args))
 }
 
 fn slice_inner(args: &SliceArgs) -> Result<ExitCode, String> {
     let mut clock = Phases::new(args.timings);
     let name = args.input.display().to_string();
-    let bytes = crate::load(&args.input).map_err(|e| e.to_string())?;
+    let (bytes, inspection) = crate::inspect_file(&args.input)?;
     let sha256 = stream::sha256_hex(bytes.as_bytes());
-    let inspection =
-        strata_core::inspect(bytes.as_bytes(), &WeldOptions::default(), &ValidateOptions::default())
-            .map_err(|source| Error::Parse { path: args.input.clone(), source }.to_string())?;
     drop(bytes);
     clock.done("load (parse, weld, validate)");
     let mut mesh = inspection.mesh;
@@ -197,7 +187,7 @@ fn slice_inner(args: &SliceArgs) -> Result<ExitCode, String> {
 }
 
 pub(crate) fn run(command: &StreamCommand) -> ExitCode {
-    report(match command {
+    crate::exit_with(match command {
         StreamCommand::Verify { dir } => verify(dir),
         StreamCommand::Info { dir, json } => info(dir, *json),
         StreamCommand::Cat { dir, layer, json } => cat(dir, *layer, *json),

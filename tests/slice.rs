@@ -8,18 +8,12 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
 use strata_core::slice::{SliceOptions, slice};
 use strata_core::{ValidateOptions, WeldOptions};
 
-fn fixtures() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/slice_areas.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture readable")).expect("fixture is JSON")
-}
-
 /// Checks every fixture model found in `dir`; returns how many were checked.
 fn check(dir: &Path, require_all: bool) -> usize {
-    let fx = fixtures();
+    let fx = crate::util::slice_fixtures();
     let models = fx["models"].as_object().expect("models");
     let mut problems = Vec::new();
     let mut checked = 0;

@@ -8,11 +8,6 @@ use serde_json::Value;
 
 use crate::util::{repo_datasets, run};
 
-fn fixtures() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/slice_areas.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture readable")).expect("fixture is JSON")
-}
-
 fn slice_to(model: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["slice", model.to_str().expect("utf-8"), out.to_str().expect("utf-8")];
     args.extend_from_slice(extra);
@@ -29,7 +24,7 @@ fn info(dir: &Path) -> Value {
 /// so most streams span several) and compares `stream info`'s decoded
 /// areas with trimesh's.
 fn check(dir: &Path) -> usize {
-    let fx = fixtures();
+    let fx = crate::util::slice_fixtures();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut problems = Vec::new();
     let mut checked = 0;

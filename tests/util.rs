@@ -96,6 +96,13 @@ pub(crate) fn json_lines(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The reference section areas (`tests/fixtures/slice_areas.json`, made by
+/// `tests/fixtures/slice_reference.py`).
+pub(crate) fn slice_fixtures() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/slice_areas.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture readable")).expect("fixture is JSON")
+}
+
 /// Layers where the reference itself is unsure: in these, one body of the
 /// MK4 gantry (an STL of 117 bodies) crosses itself, and the reference's
 /// per-body even-odd region differs from the union by winding that the

@@ -85,6 +85,18 @@ impl FacetSource for IndexedMesh {
     }
 }
 
+/// Signed volume enclosed by `faces` (negative when they are wound inside
+/// out), in the flux form validation uses: one helper for repair's bodies
+/// and the slicer's whole-mesh check.
+pub(crate) fn signed_volume<'a>(vertices: &[Vec3], faces: impl Iterator<Item = &'a [u32; 3]>) -> f64 {
+    faces
+        .map(|f| {
+            let [a, b, c] = f.map(|i| vertices[i as usize].as_dvec3());
+            (b - a).cross(c - a).x * (a.x + b.x + c.x) / 6.0
+        })
+        .sum()
+}
+
 /// Triangles over a list of positions, as OBJ and 3MF store them: indexed,
 /// but not welded (the files split vertices along seams and per object), so
 /// they are welded by position like any soup.

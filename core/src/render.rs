@@ -163,11 +163,9 @@ impl Image {
 pub struct Snapshot {
     /// The image.
     pub image: Image,
-    /// Pixels per file unit.
+    /// Pixels per file unit; the model's projected centre is the image's
+    /// centre.
     pub pixels_per_unit: f64,
-    /// Where the model's projected centre falls, in pixels from the top
-    /// left.
-    pub center: [f64; 2],
 }
 
 /// A vertex on screen.
@@ -187,6 +185,10 @@ struct ScreenFace {
     depth: [f32; 3],
     /// Rows of pixel centres covered, inclusive.
     rows: (u32, u32),
+    /// Columns of pixel centres covered, inclusive.
+    cols: (u32, u32),
+    /// 1 / twice the screen area (positive), for the depth weights.
+    inv_area: f32,
     shade: [u8; 3],
 }
 
@@ -293,11 +295,7 @@ pub fn render(mesh: &IndexedMesh, options: &RenderOptions) -> Result<Snapshot, R
     });
     let image = Image { width: rw, height: rh, rgba };
     let image = if options.antialias { downsample(&image) } else { image };
-    Ok(Snapshot {
-        image,
-        pixels_per_unit: scale / f64::from(factor),
-        center: [f64::from(w) / 2.0, f64::from(h) / 2.0],
-    })
+    Ok(Snapshot { image, pixels_per_unit: scale / f64::from(factor) })
 }
 
 /// Projects, shades and culls one face; `None` when it covers no pixel
@@ -352,6 +350,8 @@ fn screen_face(
         y: y.map(|v| v as i32),
         depth: d,
         rows: (r0 as u32, r1 as u32),
+        cols: (c0 as u32, c1 as u32),
+        inv_area: 1.0 / area.abs() as f32,
         shade,
     })
 }
@@ -372,14 +372,7 @@ fn raster(f: &ScreenFace, y0: usize, rows: usize, width: usize, zbuf: &mut [f32]
     let one = 1i64 << SUBPIXEL_BITS;
     let half = one / 2;
     let (fx, fy) = (f.x.map(i64::from), f.y.map(i64::from));
-    let xmin = fx[0].min(fx[1]).min(fx[2]);
-    let xmax = fx[0].max(fx[1]).max(fx[2]);
-    let c0 = ((xmin - half + one - 1).div_euclid(one)).max(0) as usize;
-    let c1 = ((xmax - half).div_euclid(one)).min(width as i64 - 1);
-    if c1 < c0 as i64 {
-        return;
-    }
-    let c1 = c1 as usize;
+    let (c0, c1) = (f.cols.0 as usize, f.cols.1 as usize);
     // Edge k runs from corner k+1 to corner k+2, opposite corner k.
     let edge = |k: usize| {
         let (i, j) = ((k + 1) % 3, (k + 2) % 3);
@@ -390,8 +383,7 @@ fn raster(f: &ScreenFace, y0: usize, rows: usize, width: usize, zbuf: &mut [f32]
         (dx, dy, fx[i], fy[i], bias)
     };
     let edges = [edge(0), edge(1), edge(2)];
-    let area = (fx[1] - fx[0]) * (fy[2] - fy[0]) - (fy[1] - fy[0]) * (fx[2] - fx[0]);
-    let inv_area = 1.0 / area as f32;
+    let inv_area = f.inv_area;
     let px0 = c0 as i64 * one + half;
     for row in r0..=r1 {
         let py = row as i64 * one + half;

@@ -204,7 +204,7 @@ pub fn slice(mesh: &IndexedMesh, options: &SliceOptions) -> Result<Vec<Layer>, S
     let z = plane_heights(zmin, zmax, options)?;
     let buckets = bucket_faces(mesh, &z);
     // A mesh wound inside out as a whole still slices the right way up.
-    let inverted = signed_volume(mesh) < 0.0;
+    let inverted = crate::mesh::signed_volume(&mesh.vertices, mesh.faces.iter()) < 0.0;
     Ok(z.par_iter()
         .zip(buckets.par_iter())
         .map(|(&plane, faces)| cut_layer(mesh, plane, faces, inverted))
@@ -285,18 +285,6 @@ fn crossing(mesh: &IndexedMesh, a: u32, b: u32, plane: f64) -> Point {
     let t = (plane - p.z) / (q.z - p.z);
     let x: DVec3 = p + (q - p) * t;
     [(x.x * NM_PER_UNIT).round() as i64, (x.y * NM_PER_UNIT).round() as i64]
-}
-
-/// Six times the signed volume the faces enclose.
-fn signed_volume(mesh: &IndexedMesh) -> f64 {
-    mesh.faces
-        .par_iter()
-        .with_min_len(1 << 14)
-        .map(|f| {
-            let [a, b, c] = f.map(|v| mesh.vertices[v as usize].as_dvec3());
-            a.dot(b.cross(c))
-        })
-        .sum()
 }
 
 fn cut_layer(mesh: &IndexedMesh, plane: f64, faces: &[u32], inverted: bool) -> Layer {
@@ -463,8 +451,9 @@ fn join_gaps(mut open: Vec<Chain>) -> (Vec<Chain>, u32) {
 /// another) or contours cross (bodies that intersect), the layer is the
 /// union of the contours as the winding orients them instead.
 fn orient(loops: Vec<Chain>) -> Vec<Polygon> {
-    let mut votes = Vec::new();
-    let mut polygons: Vec<Polygon> = loops
+    // Each polygon with what the winding says it is: counter-clockwise
+    // (solid inside) or not; `None` when its faces are split evenly.
+    let (mut polygons, votes): (Vec<Polygon>, Vec<Option<bool>>) = loops
         .into_iter()
         .flat_map(|(points, vote)| split_at_repeats(points).into_iter().map(move |p| (p, vote)))
         .filter_map(|(mut points, vote)| {
@@ -473,15 +462,11 @@ fn orient(loops: Vec<Chain>) -> Vec<Polygon> {
                 points.pop();
             }
             let p = Polygon { points };
-            (p.points.len() >= 3 && p.area2() != 0).then_some((p, vote))
+            let area2 = p.area2();
+            (p.points.len() >= 3 && area2 != 0)
+                .then_some((p, (vote != 0).then_some((area2 > 0) == (vote > 0))))
         })
-        .map(|(p, vote)| {
-            // What the winding says this contour is: counter-clockwise
-            // (solid inside) or not; `None` when the faces are split evenly.
-            votes.push((vote != 0).then_some((p.area2() > 0) == (vote > 0)));
-            p
-        })
-        .collect();
+        .unzip();
     if polygons.len() < 2 {
         // Nothing to nest in: a lone polygon is an outer boundary.
         for p in &mut polygons {
@@ -515,7 +500,7 @@ fn orient(loops: Vec<Chain>) -> Vec<Polygon> {
     // Contours that cross (bodies that intersect) are found on the way:
     // boxes that overlap without one holding the other, or probes falling
     // both inside and outside. Such a layer is then unioned.
-    let crossing = std::sync::atomic::AtomicBool::new(false);
+    let mut crossing = false;
     let depth: Vec<usize> = (0..polygons.len())
         .map(|i| {
             let (bi, pts) = (boxes[i], &polygons[i].points);
@@ -531,7 +516,7 @@ fn orient(loops: Vec<Chain>) -> Vec<Polygon> {
                     let holds = bj[0] >= bi[0] && bj[1] >= bi[1] && bj[2] <= bi[2] && bj[3] <= bi[3];
                     if !within {
                         if !holds {
-                            crossing.store(true, std::sync::atomic::Ordering::Relaxed);
+                            crossing = true;
                         }
                         return false;
                     }
@@ -543,7 +528,7 @@ fn orient(loops: Vec<Chain>) -> Vec<Polygon> {
                         if contains(&polygons[j].points, *q) { inside += 1 } else { outside += 1 }
                     }
                     if inside > 0 && outside > 0 {
-                        crossing.store(true, std::sync::atomic::Ordering::Relaxed);
+                        crossing = true;
                     }
                     inside > 0 && outside == 0
                 })
@@ -558,7 +543,7 @@ fn orient(loops: Vec<Chain>) -> Vec<Polygon> {
         }
         disagree |= wound_ccw.is_some_and(|w| w != (d % 2 == 0));
     }
-    if !crossing.into_inner() && !disagree {
+    if !crossing && !disagree {
         return polygons;
     }
     // Orient by the winding where it has a say, and union.

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::PipelineError;
@@ -213,15 +213,6 @@ impl Db {
         let rows = stmt.query_map([], row_to_model)?.collect::<Result<_, _>>()?;
         Ok(rows)
     }
-
-    /// Whether a model exists.
-    pub fn has_model(&self, id: &str) -> Result<bool, PipelineError> {
-        Ok(self
-            .conn
-            .query_row("SELECT 1 FROM models WHERE id = $1", params![id], |_| Ok(()))
-            .optional()?
-            .is_some())
-    }
 }
 
 fn row_to_model(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRecord> {
@@ -288,7 +279,7 @@ mod tests {
         assert_eq!(db.model("abab").expect("short prefix"), None);
         assert_eq!(db.model("'; DROP TABLE models; --").expect("not hex"), None);
         assert_eq!(db.models().expect("list").len(), 2);
-        assert!(db.has_model(&b.id).expect("has"));
+        assert_eq!(db.model(&b.id).expect("query").map(|m| m.file_name), Some("b.stl".into()));
         let mut failed = a.clone();
         failed.status = "failed".into();
         db.put_model(&failed).expect("upsert");

@@ -136,7 +136,7 @@ pub struct Report {
 
 /// Told about progress as models finish (implemented by the CLI's bar).
 pub trait Progress: Sync {
-    /// A model finished (any status) after reading `bytes`.
+    /// A model finished (any status); `bytes` were read for it.
     fn model_done(&self, file: &Path, bytes: u64);
 }
 
@@ -190,10 +190,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PipelineError> {
 enum Outcome {
     /// Processed and its blobs stored (by the worker, so blob writes and
     /// their fsyncs run in parallel); the row is still to write.
-    Stored {
-        bytes: u64,
-        stored: Box<Result<(ModelRecord, ModelReport), PipelineError>>,
-    },
+    Stored(Box<Result<(ModelRecord, ModelReport), PipelineError>>),
     Unreadable(PipelineError),
     Duplicate(String),
     Skipped(String),
@@ -221,7 +218,7 @@ pub fn ingest(
         .build()
         .map_err(|e| PipelineError::Panic(format!("cannot start worker threads: {e}")))?;
     let (work_tx, work_rx) = crossbeam_channel::bounded::<(usize, Vec<u8>, String)>(jobs);
-    let (out_tx, out_rx) = crossbeam_channel::bounded::<(usize, Outcome)>(2 * jobs);
+    let (out_tx, out_rx) = crossbeam_channel::bounded::<(usize, u64, Outcome)>(2 * jobs);
     let mut reports: Vec<Option<ModelReport>> = vec![None; inputs.len()];
     let mut counts = Counts { total: inputs.len(), ..Counts::default() };
 
@@ -230,14 +227,15 @@ pub fn ingest(
         scope.spawn(move || {
             let mut seen: HashSet<String> = HashSet::new();
             for (i, path) in inputs.iter().enumerate() {
-                let outcome = match std::fs::read(path) {
-                    Err(e) => Outcome::Unreadable(PipelineError::Io { path: path.clone(), source: e }),
+                let (size, outcome) = match std::fs::read(path) {
+                    Err(e) => (0, Outcome::Unreadable(PipelineError::Io { path: path.clone(), source: e })),
                     Ok(bytes) => {
                         let sha = strata_core::stream::sha256_hex(&bytes);
+                        let size = bytes.len() as u64;
                         if known.contains(&sha) {
-                            Outcome::Skipped(sha)
+                            (size, Outcome::Skipped(sha))
                         } else if !seen.insert(sha.clone()) {
-                            Outcome::Duplicate(sha)
+                            (size, Outcome::Duplicate(sha))
                         } else {
                             if work_tx.send((i, bytes, sha)).is_err() {
                                 return;
@@ -246,7 +244,7 @@ pub fn ingest(
                         }
                     }
                 };
-                if reader_out.send((i, outcome)).is_err() {
+                if reader_out.send((i, size, outcome)).is_err() {
                     return;
                 }
             }
@@ -258,17 +256,16 @@ pub fn ingest(
                 work_rx.into_iter().par_bridge().for_each(|(i, bytes, sha256)| {
                     let result = process(&bytes, &sha256, &options.process);
                     let stored = store(blobs, &inputs[i], &bytes, sha256, result, options);
-                    let outcome = Outcome::Stored { bytes: bytes.len() as u64, stored: Box::new(stored) };
-                    let _ = worker_out.send((i, outcome));
+                    let _ = worker_out.send((i, bytes.len() as u64, Outcome::Stored(Box::new(stored))));
                 });
             });
         });
         drop(out_tx);
         // The writer: this thread.
-        for (i, outcome) in out_rx {
+        for (i, size, outcome) in out_rx {
             let path = &inputs[i];
             let report = write(&db, path, outcome, &mut counts)?;
-            progress.model_done(path, std::fs::metadata(path).map(|m| m.len()).unwrap_or(0));
+            progress.model_done(path, size);
             reports[i] = Some(report);
         }
         Ok(())
@@ -303,10 +300,10 @@ fn write(db: &Db, path: &Path, outcome: Outcome, counts: &mut Counts) -> Result<
             report.sha256 = Some(sha);
             report.status = Status::Skipped;
         }
-        Outcome::Stored { bytes, stored } => {
+        Outcome::Stored(stored) => {
             let (row, stored_report) = (*stored)?;
             db.put_model(&row)?;
-            counts.bytes += bytes;
+            counts.bytes += row.size_bytes as u64;
             match stored_report.status {
                 Status::Ok => counts.ok += 1,
                 Status::Repaired => counts.repaired += 1,

@@ -115,15 +115,9 @@ pub(crate) struct Body {
     pub(crate) probe: DVec3,
 }
 
-/// Signed volume of a set of faces, in the flux form validation uses.
+/// Signed volume of a set of faces (see [`crate::mesh::signed_volume`]).
 pub(crate) fn signed_volume(vertices: &[glam::Vec3], faces: &[[u32; 3]], members: &[u32]) -> f64 {
-    members
-        .iter()
-        .map(|&f| {
-            let [a, b, c] = faces[f as usize].map(|i| vertices[i as usize].as_dvec3());
-            (b - a).cross(c - a).x * (a.x + b.x + c.x) / 6.0
-        })
-        .sum()
+    crate::mesh::signed_volume(vertices, members.iter().map(|&f| &faces[f as usize]))
 }
 
 /// Measures every component.
