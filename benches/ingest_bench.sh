@@ -5,9 +5,11 @@
 # into fresh stores and reports models/s, MB/s, peak RSS and the speed-up.
 #
 #   benches/ingest_bench.sh [FILES] [WORKDIR]
+#   SWEEP="250 500 1000 2000" benches/ingest_bench.sh   # RSS as the catalog grows
 #
 # FILES defaults to 1000 (sizes cycle 2k..60k triangles, ~1 GB in all).
-# Peak RSS comes from /usr/bin/time (GNU time).
+# Peak RSS comes from /usr/bin/time (GNU time). Each run prints its stage
+# times (`--timings`): wall time against the sum of the core's stages.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -15,6 +17,10 @@ files="${1:-1000}"
 work="${2:-/tmp/strata-ingest-bench}"
 datasets="${STRATA_DATASETS:-$root/../shared/datasets}"
 (cd "$root" && cargo build --release --quiet)
+if [ -n "${SWEEP:-}" ]; then
+  for n in $SWEEP; do "$0" "$n" "$work-$n" | grep -E 'catalog|jobs 2'; done
+  exit 0
+fi
 strata="$root/target/release/strata"
 cat="$work/catalog"
 if [ ! -f "$cat/.complete-$files" ]; then
@@ -35,6 +41,6 @@ echo "catalog: $(find "$cat" -type f \( -iname '*.stl' -o -iname '*.obj' -o -ina
 for jobs in 1 2; do
   rm -rf "$work/data-$jobs"
   /usr/bin/time -f "jobs $jobs: wall %e s, peak RSS %M KiB" \
-    "$strata" ingest "$cat" --data "$work/data-$jobs" --jobs "$jobs" --report "$work/report-$jobs.json" 2>&1 \
+    "$strata" ingest "$cat" --data "$work/data-$jobs" --jobs "$jobs" --report "$work/report-$jobs.json" --timings 2>&1 \
     | grep -v '^failed:'
 done

@@ -27,6 +27,13 @@ pub(crate) struct IngestArgs {
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Process again the models an earlier run recorded as failed
+    /// (otherwise they are skipped like the rest of the store).
+    #[arg(long)]
+    retry_failed: bool,
+    /// Print the time spent in each stage, summed over models.
+    #[arg(long)]
+    timings: bool,
     /// Layer height for the streams.
     #[arg(long, default_value_t = 0.2, value_parser = crate::stream::positive)]
     layer_height: f64,
@@ -81,6 +88,7 @@ pub(crate) fn run(args: &IngestArgs) -> ExitCode {
     if let Some(j) = args.jobs {
         options.jobs = usize::from(j);
     }
+    options.retry_failed = args.retry_failed;
     options.process.slice.layer_height = args.layer_height;
     options.process.slice.first_layer = args.layer_height;
     let bar = indicatif::ProgressBar::new(inputs.len() as u64);
@@ -107,6 +115,9 @@ pub(crate) fn run(args: &IngestArgs) -> ExitCode {
         }
     }
     print_summary(&report, secs, &args.data);
+    if args.timings {
+        print_timings(&report, options.jobs);
+    }
     ExitCode::SUCCESS
 }
 
@@ -142,6 +153,35 @@ fn print_summary(report: &Report, secs: f64, data: &Path) {
             let _ = writeln!(out, "failed: {}: {} ({})", m.file, e.message, e.code);
         }
     }
+}
+
+/// Stage times summed over models, and the wall time against them: the
+/// pipeline's own overhead is what the wall time adds to `sum / jobs`.
+fn print_timings(report: &Report, jobs: usize) {
+    let t = &report.summary.stage_seconds;
+    let mut out = std::io::stdout().lock();
+    for (name, secs) in [
+        ("read", t.read),
+        ("hash", t.hash),
+        ("parse", t.parse),
+        ("repair", t.repair),
+        ("render", t.render),
+        ("slice", t.slice),
+        ("encode", t.encode),
+        ("store", t.store),
+        ("commit", t.commit),
+    ] {
+        let _ = writeln!(out, "{name:>8} {secs:9.3} s");
+    }
+    let core = t.parse + t.repair + t.render + t.slice + t.encode;
+    let wall = report.summary.wall_seconds;
+    let _ = writeln!(
+        out,
+        "core stages {core:.3} s, all stages {:.3} s over {jobs} job(s); wall {wall:.3} s = {:.2}x core/jobs, {:.2}x all/jobs",
+        t.total(),
+        wall / (core / jobs as f64).max(1e-9),
+        wall / (t.total() / jobs as f64).max(1e-9),
+    );
 }
 
 pub(crate) fn models(command: &ModelsCommand) -> ExitCode {

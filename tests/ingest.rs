@@ -167,3 +167,123 @@ fn a_run_interrupted_after_its_blobs_resumes_cleanly() {
     assert_eq!(statuses(&report)[0].1, "ok");
     assert_eq!(std::fs::read_dir(data.join("tmp")).expect("tmp").count(), 0);
 }
+
+/// A catalog of `n` distinct tori (one generated mesh, a distinct header
+/// each), big enough that a debug build is still busy when it is killed.
+fn torus_catalog(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let first = dir.join("torus_000.stl");
+    let out = run(&["generate", "torus", first.to_str().expect("utf-8"), "--triangles", "20000"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&first).expect("read");
+    for i in 1..n {
+        let mut b = bytes.clone();
+        let header = format!("torus {i:06}");
+        b[..header.len()].copy_from_slice(header.as_bytes());
+        std::fs::write(dir.join(format!("torus_{i:03}.stl")), b).expect("write");
+    }
+}
+
+fn stored_models(data: &Path) -> Vec<Value> {
+    let list = run(&["models", "list", "--json", "--data", data.to_str().expect("utf-8")]);
+    if !list.status.success() {
+        return Vec::new();
+    }
+    serde_json::from_slice::<Value>(&list.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
+}
+
+/// Kills a real run mid-way with `signal`, then checks what a crash may
+/// leave: no blob under its final name that is not whole, no row whose
+/// blobs are missing, and a second run that finishes the rest.
+fn interrupted_run_resumes(signal: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cat = tmp.path().join("catalog");
+    torus_catalog(&cat, 40);
+    let data = tmp.path().join("data");
+    let mut child = crate::util::strata()
+        .args([
+            "ingest",
+            cat.to_str().expect("utf-8"),
+            "--data",
+            data.to_str().expect("utf-8"),
+            "--jobs",
+            "2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while stored_models(&data).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no model stored in time");
+        assert!(child.try_wait().expect("wait").is_none(), "the run ended before it could be interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    assert!(!exit.success(), "the run was interrupted, not finished");
+
+    let before = stored_models(&data);
+    assert!(before.len() < 40, "interrupted before the end ({} stored)", before.len());
+    // Every visible blob is whole: its name is its bytes' hash.
+    for shard in std::fs::read_dir(data.join("blobs")).expect("blobs") {
+        for blob in std::fs::read_dir(shard.expect("entry").path()).expect("shard") {
+            let path = blob.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("read");
+            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            assert_eq!(strata_core::stream::sha256_hex(&bytes), name, "partial blob {}", path.display());
+        }
+    }
+    // Every row's blobs are there.
+    let blob =
+        |id: &Value| data.join("blobs").join(&id.as_str().expect("id")[..2]).join(id.as_str().expect("id"));
+    for m in &before {
+        for key in ["original_blob", "snapshot_blob", "manifest_blob"] {
+            assert!(blob(&m[key]).is_file(), "{key} of {} missing", m["file_name"]);
+        }
+    }
+
+    let (out, report) = ingest(&[&cat], &data, &["--jobs", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = &report["summary"];
+    assert_eq!(s["skipped"].as_u64(), Some(before.len() as u64), "what was stored is not redone");
+    assert_eq!(s["ok"].as_u64(), Some(40 - before.len() as u64), "the rest is done");
+    assert_eq!(stored_models(&data).len(), 40);
+    assert_eq!(std::fs::read_dir(data.join("tmp")).expect("tmp").count(), 0, "no staging file survives");
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_where_it_stopped() {
+    interrupted_run_resumes("-KILL");
+}
+
+#[test]
+fn a_run_stopped_with_ctrl_c_resumes_where_it_stopped() {
+    interrupted_run_resumes("-INT");
+}
+
+#[test]
+fn failed_models_are_skipped_unless_retried() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cat = tmp.path().join("catalog");
+    std::fs::create_dir_all(&cat).expect("mkdir");
+    let sheet: Vec<_> = strata_core::synth::cube_facets().into_iter().take(2).collect();
+    std::fs::write(cat.join("sheet.stl"), strata_core::synth::to_binary_stl("sheet", &sheet)).expect("write");
+    let data = tmp.path().join("data");
+    let (_, first) = ingest(&[&cat], &data, &[]);
+    assert_eq!(statuses(&first)[0].1, "failed");
+    assert_eq!(first["models"][0]["error"]["code"], "not_a_volume");
+    let (_, again) = ingest(&[&cat], &data, &[]);
+    assert_eq!(statuses(&again)[0].1, "skipped");
+    let (out, retried) = ingest(&[&cat], &data, &["--retry-failed", "--timings"]);
+    assert!(out.status.success());
+    assert_eq!(statuses(&retried)[0].1, "failed", "processed again");
+    assert_eq!(retried["models"][0]["error"]["code"], "not_a_volume");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("core stages"), "{stdout}");
+    assert!(retried["summary"]["stage_seconds"]["parse"].as_f64().is_some_and(|t| t > 0.0));
+}

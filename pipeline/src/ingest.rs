@@ -1,9 +1,10 @@
 //! A catalog through the pipeline: reader -> rayon workers -> writer.
 //!
 //! ```text
-//! reader thread ──bounded(jobs)──> workers (rayon, `jobs` threads) ──┐
-//!      │  (skipped, duplicate, unreadable)                           ├─bounded(2 jobs)─> writer (this thread)
-//!      └─────────────────────────────────────────────────────────────┘     blobs, then the model's row
+//! reader thread ──bounded(jobs)──> workers (rayon, `jobs` threads) ──bounded(2 jobs)──> writer (this thread)
+//!   reads files                      hash, skip / duplicate,            the model's row
+//!      │ (unreadable)                process, store blobs                     ▲
+//!      └──────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! The bounded channels are the memory bound: at most about `4 * jobs`
@@ -11,17 +12,18 @@
 //! and a slow disk or a huge model slows the reader instead of piling up.
 //! A model is done when its row is written, after all its blobs: a run
 //! killed at any point resumes by redoing only the models without a row.
+//! Every stage is timed, so a run's wall time can be held against the sum
+//! of the core's stage times (`Counts::stage_seconds`).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use rayon::iter::{ParallelBridge, ParallelIterator};
 use serde::Serialize;
 
 use crate::PipelineError;
-use crate::blob::{BlobStore, FsBlobStore};
+use crate::blob::{BlobId, BlobStore, FsBlobStore};
 use crate::db::{Db, ModelRecord, now_ms};
-use crate::process::{ProcessOptions, Processed, Summary, process};
+use crate::process::{ProcessOptions, Processed, StageTimes, Summary, process_timed};
 
 /// How to run an ingest.
 #[derive(Debug, Clone)]
@@ -32,6 +34,9 @@ pub struct IngestOptions {
     pub process: ProcessOptions,
     /// Owner recorded on new models.
     pub owner: Option<String>,
+    /// Process again the models a previous run recorded as failed (after
+    /// an upgrade that may handle them); otherwise they are skipped.
+    pub retry_failed: bool,
 }
 
 impl Default for IngestOptions {
@@ -40,6 +45,7 @@ impl Default for IngestOptions {
             jobs: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
             process: ProcessOptions::default(),
             owner: None,
+            retry_failed: false,
         }
     }
 }
@@ -123,6 +129,10 @@ pub struct Counts {
     pub skipped: usize,
     /// Bytes read.
     pub bytes: u64,
+    /// The run's wall time.
+    pub wall_seconds: f64,
+    /// Time spent in each stage, summed over models and threads.
+    pub stage_seconds: StageTimes,
 }
 
 /// The run's report (`strata ingest --report`).
@@ -188,12 +198,38 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PipelineError> {
 
 /// What travels from the reader or a worker to the writer.
 enum Outcome {
-    /// Processed and its blobs stored (by the worker, so blob writes and
-    /// their fsyncs run in parallel); the row is still to write.
-    Stored(Box<Result<(ModelRecord, ModelReport), PipelineError>>),
+    /// Processed and its blobs staged (by the worker, so blob writes run
+    /// in parallel); the writer publishes them, then writes the row.
+    Stored(Box<Result<Stored, PipelineError>>),
     Unreadable(PipelineError),
     Duplicate(String),
     Skipped(String),
+}
+
+/// The most models committed together (one pair of file-system flushes and
+/// one database transaction).
+const GROUP_MAX: usize = 64;
+
+/// Which input of a run owns each content hash. Workers hash in parallel,
+/// so two inputs with the same bytes can race; the lowest index always
+/// wins (it is processed whatever the order), which keeps reports and
+/// rows the same from run to run. A later input that loses the race may
+/// be processed too, and is reported as the duplicate it is.
+#[derive(Default)]
+struct Owners(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+impl Owners {
+    /// Whether input `i` should process `sha` (no earlier input has it).
+    fn claim(&self, sha: &str, i: usize) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(sha) {
+            Some(&owner) if owner < i => false,
+            _ => {
+                map.insert(sha.to_string(), i);
+                true
+            }
+        }
+    }
 }
 
 /// Ingests `inputs` into the store under `data_dir` (see the module
@@ -206,77 +242,147 @@ pub fn ingest(
     options: &IngestOptions,
     progress: &dyn Progress,
 ) -> Result<Report, PipelineError> {
+    let started = std::time::Instant::now();
     std::fs::create_dir_all(data_dir)
         .map_err(|e| PipelineError::Io { path: data_dir.to_path_buf(), source: e })?;
     let blobs = FsBlobStore::open(data_dir)?;
     let db = Db::open(&data_dir.join("meta.db"))?;
-    let known = db.model_ids()?;
+    let known = db.model_ids(options.retry_failed)?;
     let jobs = options.jobs.max(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .thread_name(|i| format!("strata-worker-{i}"))
         .build()
         .map_err(|e| PipelineError::Panic(format!("cannot start worker threads: {e}")))?;
-    let (work_tx, work_rx) = crossbeam_channel::bounded::<(usize, Vec<u8>, String)>(jobs);
-    let (out_tx, out_rx) = crossbeam_channel::bounded::<(usize, u64, Outcome)>(2 * jobs);
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<(usize, Vec<u8>, f64)>(jobs);
+    // Results are small (the blobs are staged on disk), so this channel can
+    // hold a whole commit group.
+    let (out_tx, out_rx) =
+        crossbeam_channel::bounded::<(usize, u64, Outcome, StageTimes)>(GROUP_MAX.max(2 * jobs));
     let mut reports: Vec<Option<ModelReport>> = vec![None; inputs.len()];
-    let mut counts = Counts { total: inputs.len(), ..Counts::default() };
+    let mut stages = StageTimes::default();
+    let mut bytes_read = 0u64;
+    let owners = Owners::default();
+    // The index whose row holds each stored hash (the lowest processed).
+    let mut rows: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
 
     std::thread::scope(|scope| -> Result<(), PipelineError> {
+        // The reader only reads: the I/O stage. Hashing is CPU work and
+        // runs in the workers, so one reader never limits the speed-up.
         let reader_out = out_tx.clone();
         scope.spawn(move || {
-            let mut seen: HashSet<String> = HashSet::new();
             for (i, path) in inputs.iter().enumerate() {
-                let (size, outcome) = match std::fs::read(path) {
-                    Err(e) => (0, Outcome::Unreadable(PipelineError::Io { path: path.clone(), source: e })),
+                let clock = std::time::Instant::now();
+                match std::fs::read(path) {
                     Ok(bytes) => {
-                        let sha = strata_core::stream::sha256_hex(&bytes);
-                        let size = bytes.len() as u64;
-                        if known.contains(&sha) {
-                            (size, Outcome::Skipped(sha))
-                        } else if !seen.insert(sha.clone()) {
-                            (size, Outcome::Duplicate(sha))
-                        } else {
-                            if work_tx.send((i, bytes, sha)).is_err() {
-                                return;
-                            }
-                            continue;
+                        if work_tx.send((i, bytes, clock.elapsed().as_secs_f64())).is_err() {
+                            return;
                         }
                     }
-                };
-                if reader_out.send((i, size, outcome)).is_err() {
-                    return;
+                    Err(e) => {
+                        let e = PipelineError::Io { path: path.clone(), source: e };
+                        if reader_out.send((i, 0, Outcome::Unreadable(e), StageTimes::default())).is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         });
         let worker_out = out_tx.clone();
-        let blobs = &blobs;
+        let (blobs, owners, known) = (&blobs, &owners, &known);
         scope.spawn(move || {
             pool.install(|| {
-                work_rx.into_iter().par_bridge().for_each(|(i, bytes, sha256)| {
-                    let result = process(&bytes, &sha256, &options.process);
-                    let stored = store(blobs, &inputs[i], &bytes, sha256, result, options);
-                    let _ = worker_out.send((i, bytes.len() as u64, Outcome::Stored(Box::new(stored))));
+                work_rx.into_iter().par_bridge().for_each(|(i, bytes, read)| {
+                    let size = bytes.len() as u64;
+                    let clock = std::time::Instant::now();
+                    let sha = strata_core::stream::sha256_hex(&bytes);
+                    let mut times =
+                        StageTimes { read, hash: clock.elapsed().as_secs_f64(), ..StageTimes::default() };
+                    let outcome = if known.contains(&sha) {
+                        Outcome::Skipped(sha)
+                    } else if !owners.claim(&sha, i) {
+                        Outcome::Duplicate(sha)
+                    } else {
+                        let result = process_timed(&bytes, &sha, &options.process, &mut times);
+                        let clock = std::time::Instant::now();
+                        let stored = store(blobs, &inputs[i], &bytes, sha, result, options);
+                        times.store = clock.elapsed().as_secs_f64();
+                        Outcome::Stored(Box::new(stored))
+                    };
+                    let _ = worker_out.send((i, size, outcome, times));
                 });
             });
         });
         drop(out_tx);
-        // The writer: this thread.
-        for (i, size, outcome) in out_rx {
-            let path = &inputs[i];
-            let report = write(&db, path, outcome, &mut counts)?;
-            progress.model_done(path, size);
-            reports[i] = Some(report);
+        // The writer: this thread. It commits in groups: whatever has
+        // arrived while the last group was flushing goes in the next one,
+        // so a slow disk makes the groups larger instead of the run slower.
+        while let Ok(first) = out_rx.recv() {
+            let mut group = vec![first];
+            group.extend(out_rx.try_iter().take(GROUP_MAX - 1));
+            let mut staged: Vec<BlobId> = Vec::new();
+            let mut new_rows: Vec<ModelRecord> = Vec::new();
+            let mut done = Vec::with_capacity(group.len());
+            for (i, size, outcome, times) in group {
+                let report = match outcome {
+                    Outcome::Stored(stored) => {
+                        let (row, report, blob_ids) = (*stored)?;
+                        staged.extend(blob_ids);
+                        // A later input that raced an earlier one with the
+                        // same bytes leaves the row to the earlier input.
+                        if rows.get(&row.id).is_none_or(|&j| i < j) {
+                            rows.insert(row.id.clone(), i);
+                            new_rows.retain(|r| r.id != row.id);
+                            new_rows.push(row);
+                        }
+                        report
+                    }
+                    other => unstored_report(&inputs[i], other),
+                };
+                bytes_read += size;
+                stages.add(&times);
+                done.push((i, size, report));
+            }
+            let clock = std::time::Instant::now();
+            blobs.publish(&staged)?;
+            db.put_models(&new_rows)?;
+            stages.commit += clock.elapsed().as_secs_f64();
+            for (i, size, report) in done {
+                progress.model_done(&inputs[i], size);
+                reports[i] = Some(report);
+            }
         }
         Ok(())
     })?;
+    // Inputs processed only because they raced the earlier input with the
+    // same bytes are the duplicates they are.
+    for (i, report) in reports.iter_mut().enumerate() {
+        if let Some(r) = report
+            && let Some(sha) = &r.sha256
+            && matches!(r.status, Status::Ok | Status::Repaired | Status::Failed)
+            && rows.get(sha).is_some_and(|&row| row != i)
+        {
+            *r = unstored_report(Path::new(&r.file), Outcome::Duplicate(sha.clone()));
+        }
+    }
     let models: Vec<ModelReport> = reports.into_iter().flatten().collect();
-    Ok(Report { summary: counts, models })
+    let mut summary = Counts { total: inputs.len(), bytes: bytes_read, ..Counts::default() };
+    for m in &models {
+        match m.status {
+            Status::Ok => summary.ok += 1,
+            Status::Repaired => summary.repaired += 1,
+            Status::Failed => summary.failed += 1,
+            Status::Duplicate => summary.duplicate += 1,
+            Status::Skipped => summary.skipped += 1,
+        }
+    }
+    summary.wall_seconds = started.elapsed().as_secs_f64();
+    summary.stage_seconds = stages;
+    Ok(Report { summary, models })
 }
 
-/// Records one outcome: the row (after the worker stored the blobs) and
-/// the counts.
-fn write(db: &Db, path: &Path, outcome: Outcome, counts: &mut Counts) -> Result<ModelReport, PipelineError> {
+/// The report of an input that made no row.
+fn unstored_report(path: &Path, outcome: Outcome) -> ModelReport {
     let mut report = ModelReport {
         file: path.display().to_string(),
         sha256: None,
@@ -286,36 +392,25 @@ fn write(db: &Db, path: &Path, outcome: Outcome, counts: &mut Counts) -> Result<
         artefacts: None,
     };
     match outcome {
-        Outcome::Unreadable(e) => {
-            counts.failed += 1;
-            report.error = Some(ErrorBody { code: e.code(), message: e.to_string() });
-        }
+        Outcome::Unreadable(e) => report.error = Some(ErrorBody { code: e.code(), message: e.to_string() }),
         Outcome::Duplicate(sha) => {
-            counts.duplicate += 1;
             report.sha256 = Some(sha);
             report.status = Status::Duplicate;
         }
         Outcome::Skipped(sha) => {
-            counts.skipped += 1;
             report.sha256 = Some(sha);
             report.status = Status::Skipped;
         }
-        Outcome::Stored(stored) => {
-            let (row, stored_report) = (*stored)?;
-            db.put_model(&row)?;
-            counts.bytes += row.size_bytes as u64;
-            match stored_report.status {
-                Status::Ok => counts.ok += 1,
-                Status::Repaired => counts.repaired += 1,
-                _ => counts.failed += 1,
-            }
-            report = stored_report;
-        }
+        Outcome::Stored(_) => {}
     }
-    Ok(report)
+    report
 }
 
-/// Stores a processed model's blobs (the original first) and returns the
+/// A model whose blobs are staged: its row, report entry and blobs to
+/// publish before the row is written.
+type Stored = (ModelRecord, ModelReport, Vec<BlobId>);
+
+/// Stages a processed model's blobs (the original first) and returns the
 /// row to write and its report entry. An `Err` is a store failure (disk
 /// full), which stops the run; a processing failure is a `failed` row.
 fn store(
@@ -325,9 +420,16 @@ fn store(
     sha256: String,
     result: Result<Processed, PipelineError>,
     options: &IngestOptions,
-) -> Result<(ModelRecord, ModelReport), PipelineError> {
+) -> Result<Stored, PipelineError> {
     let file = path.display().to_string();
-    let original = blobs.put(bytes)?;
+    let mut staged = Vec::new();
+    let mut stage = |bytes: &[u8]| -> Result<String, PipelineError> {
+        let id = blobs.stage(bytes)?;
+        let hex = id.to_string();
+        staged.push(id);
+        Ok(hex)
+    };
+    let original = stage(bytes)?;
     let now = now_ms();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.clone());
     let mut row = ModelRecord {
@@ -344,7 +446,7 @@ fn store(
         layers: None,
         chunks: None,
         report: None,
-        original_blob: Some(original.to_string()),
+        original_blob: Some(original.clone()),
         repaired_blob: None,
         snapshot_blob: None,
         manifest_blob: None,
@@ -367,15 +469,15 @@ fn store(
         }
         Ok(p) => {
             let repaired = match &p.repaired_stl {
-                Some(stl) => Some(blobs.put(stl)?.to_string()),
+                Some(stl) => Some(stage(stl)?),
                 None => None,
             };
-            let snapshot = blobs.put(&p.snapshot_png)?.to_string();
+            let snapshot = stage(&p.snapshot_png)?;
             let mut chunks = Vec::with_capacity(p.stream.chunks.len());
             for c in &p.stream.chunks {
-                chunks.push(blobs.put(c)?.to_string());
+                chunks.push(stage(c)?);
             }
-            let manifest = blobs.put(&p.stream.manifest.to_json())?.to_string();
+            let manifest = stage(&p.stream.manifest.to_json())?;
             let summary = p.summary();
             report.status = if p.repaired() { Status::Repaired } else { Status::Ok };
             row.status = if p.repaired() { "repaired" } else { "ok" }.into();
@@ -394,9 +496,8 @@ fn store(
             row.snapshot_blob = Some(snapshot.clone());
             row.manifest_blob = Some(manifest.clone());
             report.summary = Some(summary);
-            report.artefacts =
-                Some(Artefacts { original: original.to_string(), repaired, snapshot, manifest, chunks });
+            report.artefacts = Some(Artefacts { original, repaired, snapshot, manifest, chunks });
         }
     }
-    Ok((row, report))
+    Ok((row, report, staged))
 }

@@ -49,6 +49,59 @@ pub struct Processed {
     pub stream: EncodedStream,
 }
 
+/// Seconds spent in each stage, per model or summed over a run: what the
+/// pipeline's wall time is compared with (it should add little on top).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTimes {
+    /// Reading the file.
+    pub read: f64,
+    /// SHA-256 of its bytes.
+    pub hash: f64,
+    /// Parsing, welding and validation.
+    pub parse: f64,
+    /// Repair (zero for valid models).
+    pub repair: f64,
+    /// The snapshot.
+    pub render: f64,
+    /// Slicing.
+    pub slice: f64,
+    /// Packing the stream.
+    pub encode: f64,
+    /// Writing the blobs to staging files (workers).
+    pub store: f64,
+    /// Publishing blobs and writing rows, in groups (the writer thread,
+    /// beside the workers: not on their path).
+    pub commit: f64,
+}
+
+impl StageTimes {
+    /// Adds `other` stage by stage.
+    pub fn add(&mut self, other: &StageTimes) {
+        self.read += other.read;
+        self.hash += other.hash;
+        self.parse += other.parse;
+        self.repair += other.repair;
+        self.render += other.render;
+        self.slice += other.slice;
+        self.encode += other.encode;
+        self.store += other.store;
+        self.commit += other.commit;
+    }
+
+    /// All stages together.
+    pub fn total(&self) -> f64 {
+        self.read
+            + self.hash
+            + self.parse
+            + self.repair
+            + self.render
+            + self.slice
+            + self.encode
+            + self.store
+            + self.commit
+    }
+}
+
 /// The per-model summary kept in the store and the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -89,7 +142,18 @@ impl Processed {
 /// Processes one model; a panic anywhere inside is caught and returned as
 /// [`PipelineError::Panic`], so one bad model cannot take a catalog down.
 pub fn process(bytes: &[u8], sha256: &str, options: &ProcessOptions) -> Result<Processed, PipelineError> {
-    catch_panics(|| process_inner(bytes, sha256, options))
+    process_timed(bytes, sha256, options, &mut StageTimes::default())
+}
+
+/// [`process`], adding the time of each stage to `timings` (failed models
+/// count too: their time was spent).
+pub fn process_timed(
+    bytes: &[u8],
+    sha256: &str,
+    options: &ProcessOptions,
+    timings: &mut StageTimes,
+) -> Result<Processed, PipelineError> {
+    catch_panics(|| process_inner(bytes, sha256, options, timings))
 }
 
 /// Runs `f`, turning a panic into [`PipelineError::Panic`] with its message.
@@ -107,8 +171,22 @@ pub(crate) fn catch_panics<T>(f: impl FnOnce() -> Result<T, PipelineError>) -> R
     }
 }
 
-fn process_inner(bytes: &[u8], sha256: &str, options: &ProcessOptions) -> Result<Processed, PipelineError> {
-    let ins = strata_core::inspect(bytes, &WeldOptions::default(), &ValidateOptions::default())?;
+fn process_inner(
+    bytes: &[u8],
+    sha256: &str,
+    options: &ProcessOptions,
+    timings: &mut StageTimes,
+) -> Result<Processed, PipelineError> {
+    let mut clock = std::time::Instant::now();
+    let mut lap = || {
+        let now = std::time::Instant::now();
+        let secs = now.duration_since(clock).as_secs_f64();
+        clock = now;
+        secs
+    };
+    let ins = strata_core::inspect(bytes, &WeldOptions::default(), &ValidateOptions::default());
+    timings.parse += lap();
+    let ins = ins?;
     if ins.mesh.faces.is_empty() {
         return Err(PipelineError::Empty);
     }
@@ -117,6 +195,7 @@ fn process_inner(bytes: &[u8], sha256: &str, options: &ProcessOptions) -> Result
         (ins.mesh, None, None)
     } else {
         let fixed = repair_validated(ins.mesh, &before, &RepairOptions::default());
+        timings.repair += lap();
         if !fixed.report.is_volume {
             let r = &fixed.report;
             return Err(PipelineError::NotAVolume(format!(
@@ -127,15 +206,19 @@ fn process_inner(bytes: &[u8], sha256: &str, options: &ProcessOptions) -> Result
         let stl = to_binary_stl(&fixed.mesh, &format!("Strata repair of {sha256}"));
         (fixed.mesh, Some((fixed.log, fixed.report)), Some(stl))
     };
+    timings.repair += lap();
     let render = RenderOptions { cull_back_faces: true, ..options.render };
     let snapshot_png = strata_core::render::render(&mesh, &render)?.image.to_png()?;
+    timings.render += lap();
     let layers = strata_core::slice::slice(&mesh, &options.slice)?;
+    timings.slice += lap();
     let bbox = before
         .bbox_min
         .zip(before.bbox_max)
         .map(|(lo, hi)| BoundingBox { min: lo.map(f64::from), max: hi.map(f64::from) });
     let model = ModelInfo { sha256: sha256.to_string(), bbox };
     let stream = strata_core::stream::encode(&layers, &model, &options.slice, &options.encode)?;
+    timings.encode += lap();
     Ok(Processed { format: ins.format, before, repair, repaired_stl, snapshot_png, stream })
 }
 

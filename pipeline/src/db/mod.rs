@@ -15,8 +15,13 @@ use serde::Serialize;
 
 use crate::PipelineError;
 
+mod partners;
+
+pub use partners::{Partner, PartnerModel, PrintToken, PrintUpdate, TokenQuery};
+
 /// The migrations, in order; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE models (
     id              TEXT PRIMARY KEY,      -- SHA-256 of the original bytes
     file_name       TEXT NOT NULL,         -- the name it was first ingested under
@@ -39,7 +44,9 @@ CREATE TABLE models (
     updated_at      BIGINT NOT NULL
 );
 CREATE INDEX models_status ON models (status);
-"#];
+"#,
+    partners::MIGRATION_2,
+];
 
 /// One model's row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -149,11 +156,31 @@ impl Db {
         Ok(())
     }
 
-    /// Every model id in the store (to skip what is done).
-    pub fn model_ids(&self) -> Result<std::collections::HashSet<String>, PipelineError> {
-        let mut stmt = self.conn.prepare("SELECT id FROM models")?;
+    /// The ids of the models in the store (to skip what is done); with
+    /// `except_failed`, those that failed are left out (to retry them).
+    pub fn model_ids(&self, except_failed: bool) -> Result<std::collections::HashSet<String>, PipelineError> {
+        let sql = if except_failed {
+            "SELECT id FROM models WHERE status <> 'failed'"
+        } else {
+            "SELECT id FROM models"
+        };
+        let mut stmt = self.conn.prepare(sql)?;
         let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
         Ok(ids)
+    }
+
+    /// Inserts or replaces several rows in one transaction (one commit for
+    /// a group of models, as the ingest writer does).
+    pub fn put_models<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a ModelRecord>,
+    ) -> Result<(), PipelineError> {
+        let tx = self.conn.unchecked_transaction()?;
+        for m in rows {
+            self.put_model(m)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Inserts or replaces a model's row in one statement.
@@ -284,7 +311,7 @@ mod tests {
         failed.status = "failed".into();
         db.put_model(&failed).expect("upsert");
         assert_eq!(db.model(&a.id).expect("query").map(|m| m.status), Some("failed".into()));
-        assert_eq!(db.model_ids().expect("ids").len(), 2);
+        assert_eq!(db.model_ids(false).expect("ids").len(), 2);
     }
 
     #[test]

@@ -1,0 +1,625 @@
+//! The server's rows: partners and their sessions, the models partners
+//! create (each pointing at a content-addressed `models` row once its bytes
+//! are processed), and print tokens with their printers' status.
+//!
+//! Secrets are never stored: passwords as argon2id PHC strings, API keys
+//! and session ids as their SHA-256 (they are long random values, so a
+//! plain hash is enough and lets them be looked up).
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{Db, now_ms};
+use crate::PipelineError;
+
+/// Partners, sessions, partner models and print tokens.
+pub(super) const MIGRATION_2: &str = r#"
+CREATE TABLE partners (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    email           TEXT NOT NULL,
+    username        TEXT NOT NULL UNIQUE,
+    password_hash   TEXT NOT NULL,         -- argon2id PHC string
+    api_key_hash    TEXT NOT NULL UNIQUE,  -- SHA-256 hex of the API key
+    created_at      BIGINT NOT NULL
+);
+CREATE TABLE sessions (
+    id_hash         TEXT PRIMARY KEY,      -- SHA-256 hex of the cookie value
+    partner_id      TEXT NOT NULL REFERENCES partners (id),
+    created_at      BIGINT NOT NULL,
+    expires_at      BIGINT NOT NULL
+);
+CREATE TABLE partner_models (
+    id              TEXT PRIMARY KEY,
+    partner_id      TEXT NOT NULL REFERENCES partners (id),
+    name            TEXT NOT NULL,
+    status          TEXT NOT NULL,         -- not-uploaded | processing | processed | error
+    content_id      TEXT,                  -- models.id (SHA-256 of the upload)
+    error_code      TEXT,
+    error           TEXT,
+    callback_url    TEXT,
+    callback_method TEXT,
+    tokens_created  BIGINT NOT NULL DEFAULT 0,
+    streams_pulled  BIGINT NOT NULL DEFAULT 0,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL
+);
+CREATE INDEX partner_models_by_partner ON partner_models (partner_id, created_at);
+CREATE TABLE print_tokens (
+    token                TEXT PRIMARY KEY,
+    partner_id           TEXT NOT NULL REFERENCES partners (id),
+    model_id             TEXT,             -- partner_models.id; empty until a legacy upload
+    receiver_email       TEXT,
+    print_value          TEXT,             -- the decimal as sent, never a float
+    print_value_currency TEXT NOT NULL,
+    partner_job_id       TEXT,
+    print_limit          BIGINT,
+    prints_started       BIGINT NOT NULL DEFAULT 0,
+    expires_at           BIGINT,
+    revoked              BIGINT NOT NULL DEFAULT 0,
+    printing_job_status  TEXT,
+    printing_percentage  DOUBLE PRECISION,
+    minutes_left         DOUBLE PRECISION,
+    message              TEXT,
+    total_time           DOUBLE PRECISION,
+    printer_model        TEXT,
+    version              BIGINT NOT NULL DEFAULT 0,
+    created_at           BIGINT NOT NULL,
+    updated_at           BIGINT NOT NULL
+);
+CREATE INDEX print_tokens_by_model ON print_tokens (model_id);
+"#;
+
+/// A partner account (without its secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Partner {
+    /// Random id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Contact e-mail.
+    pub email: String,
+    /// Login name.
+    pub username: String,
+}
+
+/// A model a partner created (`POST /models`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartnerModel {
+    /// Random id (the URI's last segment).
+    pub id: String,
+    /// Owner.
+    pub partner_id: String,
+    /// Name given at creation.
+    pub name: String,
+    /// `not-uploaded`, `processing`, `processed` or `error`.
+    pub status: String,
+    /// The content's id in `models` once uploaded.
+    pub content_id: Option<String>,
+    /// Why processing failed.
+    pub error_code: Option<String>,
+    /// Why processing failed, for people.
+    pub error: Option<String>,
+    /// Where status changes are posted.
+    pub callback_url: Option<String>,
+    /// The callback's HTTP method.
+    pub callback_method: Option<String>,
+    /// Print tokens created for it.
+    pub tokens_created: i64,
+    /// Stream manifests pulled by printers.
+    pub streams_pulled: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// A print token and its print's status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PrintToken {
+    /// The token (32 hex digits).
+    pub token: String,
+    /// Owner.
+    pub partner_id: String,
+    /// The partner model printed (absent for a legacy token before upload).
+    pub model_id: Option<String>,
+    /// The customer.
+    pub receiver_email: Option<String>,
+    /// The decimal as sent.
+    pub print_value: Option<String>,
+    /// ISO 4217 code.
+    pub print_value_currency: String,
+    /// The partner's reference.
+    pub partner_job_id: Option<String>,
+    /// Most prints allowed, if limited.
+    pub print_limit: Option<i64>,
+    /// Prints started so far.
+    pub prints_started: i64,
+    /// Unix ms after which the token is refused, if any.
+    pub expires_at: Option<i64>,
+    /// Revoked by the partner.
+    pub revoked: bool,
+    /// The printer's status, once a print started.
+    pub printing_job_status: Option<String>,
+    /// Percent done.
+    pub printing_percentage: Option<f64>,
+    /// Estimated minutes left.
+    pub minutes_left: Option<f64>,
+    /// Printer owner's message.
+    pub message: Option<String>,
+    /// Seconds printed so far.
+    pub total_time: Option<f64>,
+    /// Printer model.
+    pub printer_model: Option<String>,
+    /// Bumped on every status change (the ETag).
+    pub version: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// A printer's status report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrintUpdate {
+    /// The new status.
+    pub status: String,
+    /// Percent done.
+    pub percentage: Option<f64>,
+    /// Estimated minutes left.
+    pub minutes_left: Option<f64>,
+    /// Message.
+    pub message: Option<String>,
+    /// Seconds printed.
+    pub total_time: Option<f64>,
+    /// Printer model.
+    pub printer_model: Option<String>,
+}
+
+/// A partner's model listing filter.
+#[derive(Debug, Clone, Default)]
+pub struct TokenQuery {
+    /// Name contains this (case-insensitive).
+    pub name: Option<String>,
+    /// Exact status.
+    pub status: Option<String>,
+    /// Zero-based page.
+    pub page: u32,
+    /// Page size.
+    pub per_page: u32,
+}
+
+const MODEL_COLUMNS: &str = "id, partner_id, name, status, content_id, error_code, error, callback_url, \
+     callback_method, tokens_created, streams_pulled, created_at, updated_at";
+
+const TOKEN_COLUMNS: &str = "token, partner_id, model_id, receiver_email, print_value, print_value_currency, \
+     partner_job_id, print_limit, prints_started, expires_at, revoked, printing_job_status, printing_percentage, \
+     minutes_left, message, total_time, printer_model, version, created_at, updated_at";
+
+impl Db {
+    /// Adds a partner; `Ok(false)` when the username is taken.
+    pub fn create_partner(
+        &self,
+        partner: &Partner,
+        password_hash: &str,
+        api_key_hash: &str,
+    ) -> Result<bool, PipelineError> {
+        let result = self.conn.execute(
+            "INSERT INTO partners (id, name, email, username, password_hash, api_key_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            params![
+                partner.id,
+                partner.name,
+                partner.email,
+                partner.username,
+                password_hash,
+                api_key_hash,
+                now_ms()
+            ],
+        );
+        match result {
+            Ok(_) => Ok(true),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A partner and its password hash, by username.
+    pub fn partner_login(&self, username: &str) -> Result<Option<(Partner, String)>, PipelineError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, name, email, username, password_hash FROM partners WHERE username = $1",
+                params![username],
+                |r| Ok((row_to_partner(r)?, r.get(4)?)),
+            )
+            .optional()?)
+    }
+
+    /// The partner holding an API key (by the key's hash).
+    pub fn partner_by_api_key(&self, api_key_hash: &str) -> Result<Option<Partner>, PipelineError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, name, email, username FROM partners WHERE api_key_hash = $1",
+                params![api_key_hash],
+                row_to_partner,
+            )
+            .optional()?)
+    }
+
+    /// Starts a session.
+    pub fn create_session(
+        &self,
+        id_hash: &str,
+        partner_id: &str,
+        expires_at: i64,
+    ) -> Result<(), PipelineError> {
+        self.conn.execute(
+            "INSERT INTO sessions (id_hash, partner_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            params![id_hash, partner_id, now_ms(), expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// The partner of a live session (expired ones are deleted on sight).
+    pub fn session_partner(&self, id_hash: &str, now: i64) -> Result<Option<Partner>, PipelineError> {
+        self.conn.execute("DELETE FROM sessions WHERE expires_at <= $1", params![now])?;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT p.id, p.name, p.email, p.username FROM sessions s JOIN partners p ON p.id = s.partner_id \
+                 WHERE s.id_hash = $1",
+                params![id_hash],
+                row_to_partner,
+            )
+            .optional()?)
+    }
+
+    /// Ends a session; whether it existed.
+    pub fn delete_session(&self, id_hash: &str) -> Result<bool, PipelineError> {
+        Ok(self.conn.execute("DELETE FROM sessions WHERE id_hash = $1", params![id_hash])? > 0)
+    }
+
+    /// Adds a partner model.
+    pub fn create_partner_model(&self, m: &PartnerModel) -> Result<(), PipelineError> {
+        self.conn.execute(
+            &format!("INSERT INTO partner_models ({MODEL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
+            params![
+                m.id,
+                m.partner_id,
+                m.name,
+                m.status,
+                m.content_id,
+                m.error_code,
+                m.error,
+                m.callback_url,
+                m.callback_method,
+                m.tokens_created,
+                m.streams_pulled,
+                m.created_at,
+                m.updated_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A partner model by id, whoever owns it (callers check the owner).
+    pub fn partner_model(&self, id: &str) -> Result<Option<PartnerModel>, PipelineError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {MODEL_COLUMNS} FROM partner_models WHERE id = $1"),
+                params![id],
+                row_to_partner_model,
+            )
+            .optional()?)
+    }
+
+    /// A partner's models, newest first, filtered and paged.
+    pub fn partner_models(
+        &self,
+        partner_id: &str,
+        q: &TokenQuery,
+    ) -> Result<Vec<PartnerModel>, PipelineError> {
+        let pattern = q.name.as_ref().map(|n| format!("%{}%", n.to_lowercase()));
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {MODEL_COLUMNS} FROM partner_models WHERE partner_id = $1 \
+             AND ($2 IS NULL OR LOWER(name) LIKE $2) AND ($3 IS NULL OR status = $3) \
+             ORDER BY created_at DESC, id LIMIT $4 OFFSET $5"
+        ))?;
+        let per_page = i64::from(q.per_page.max(1));
+        let rows = stmt
+            .query_map(
+                params![partner_id, pattern, q.status, per_page, i64::from(q.page) * per_page],
+                row_to_partner_model,
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Moves a partner model to `status`, only from `from` (a compare and
+    /// swap, so two uploads cannot both start processing); whether it moved.
+    pub fn set_partner_model_status(
+        &self,
+        id: &str,
+        from: &[&str],
+        status: &str,
+        content_id: Option<&str>,
+        error: Option<(&str, &str)>,
+    ) -> Result<bool, PipelineError> {
+        let mut moved = false;
+        for f in from {
+            moved |= self.conn.execute(
+                "UPDATE partner_models SET status = $1, content_id = COALESCE($2, content_id), error_code = $3, \
+                 error = $4, updated_at = $5 WHERE id = $6 AND status = $7",
+                params![status, content_id, error.map(|e| e.0), error.map(|e| e.1), now_ms(), id, f],
+            )? > 0;
+            if moved {
+                break;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Counts a pulled stream for a model's popularity.
+    pub fn count_stream_pull(&self, model_id: &str) -> Result<(), PipelineError> {
+        self.conn.execute(
+            "UPDATE partner_models SET streams_pulled = streams_pulled + 1 WHERE id = $1",
+            params![model_id],
+        )?;
+        Ok(())
+    }
+
+    /// Adds a print token (and counts it on its model).
+    pub fn create_token(&self, t: &PrintToken) -> Result<(), PipelineError> {
+        let tx = self.conn.unchecked_transaction()?;
+        self.conn.execute(
+            &format!(
+                "INSERT INTO print_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                 $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+            ),
+            params![
+                t.token,
+                t.partner_id,
+                t.model_id,
+                t.receiver_email,
+                t.print_value,
+                t.print_value_currency,
+                t.partner_job_id,
+                t.print_limit,
+                t.prints_started,
+                t.expires_at,
+                i64::from(t.revoked),
+                t.printing_job_status,
+                t.printing_percentage,
+                t.minutes_left,
+                t.message,
+                t.total_time,
+                t.printer_model,
+                t.version,
+                t.created_at,
+                t.updated_at
+            ],
+        )?;
+        if let Some(model) = &t.model_id {
+            self.conn.execute(
+                "UPDATE partner_models SET tokens_created = tokens_created + 1 WHERE id = $1",
+                params![model],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A token by its value.
+    pub fn token(&self, token: &str) -> Result<Option<PrintToken>, PipelineError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM print_tokens WHERE token = $1"),
+                params![token],
+                row_to_token,
+            )
+            .optional()?)
+    }
+
+    /// Fills in a legacy token's upload: its model and order details.
+    pub fn attach_token(&self, t: &PrintToken) -> Result<(), PipelineError> {
+        let tx = self.conn.unchecked_transaction()?;
+        self.conn.execute(
+            "UPDATE print_tokens SET model_id = $1, receiver_email = $2, print_value = $3, \
+             print_value_currency = $4, partner_job_id = $5, version = version + 1, updated_at = $6 WHERE token = $7",
+            params![
+                t.model_id,
+                t.receiver_email,
+                t.print_value,
+                t.print_value_currency,
+                t.partner_job_id,
+                now_ms(),
+                t.token
+            ],
+        )?;
+        if let Some(model) = &t.model_id {
+            self.conn.execute(
+                "UPDATE partner_models SET tokens_created = tokens_created + 1 WHERE id = $1",
+                params![model],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a printer's report if the token is still at `expected_version`
+    /// (so two racing reports cannot both pass the state check); whether
+    /// it was recorded. A move to WARMING_UP counts a started print.
+    pub fn update_print(
+        &self,
+        token: &str,
+        expected_version: i64,
+        u: &PrintUpdate,
+    ) -> Result<bool, PipelineError> {
+        let started = i64::from(u.status == "WARMING_UP");
+        Ok(self.conn.execute(
+            "UPDATE print_tokens SET printing_job_status = $1, printing_percentage = $2, minutes_left = $3, \
+             message = COALESCE($4, message), total_time = COALESCE($5, total_time), \
+             printer_model = COALESCE($6, printer_model), prints_started = prints_started + $7, \
+             version = version + 1, updated_at = $8 WHERE token = $9 AND version = $10",
+            params![
+                u.status,
+                u.percentage,
+                u.minutes_left,
+                u.message,
+                u.total_time,
+                u.printer_model,
+                started,
+                now_ms(),
+                token,
+                expected_version
+            ],
+        )? > 0)
+    }
+}
+
+fn row_to_partner(r: &rusqlite::Row<'_>) -> rusqlite::Result<Partner> {
+    Ok(Partner { id: r.get(0)?, name: r.get(1)?, email: r.get(2)?, username: r.get(3)? })
+}
+
+fn row_to_partner_model(r: &rusqlite::Row<'_>) -> rusqlite::Result<PartnerModel> {
+    Ok(PartnerModel {
+        id: r.get(0)?,
+        partner_id: r.get(1)?,
+        name: r.get(2)?,
+        status: r.get(3)?,
+        content_id: r.get(4)?,
+        error_code: r.get(5)?,
+        error: r.get(6)?,
+        callback_url: r.get(7)?,
+        callback_method: r.get(8)?,
+        tokens_created: r.get(9)?,
+        streams_pulled: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+    })
+}
+
+fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<PrintToken> {
+    Ok(PrintToken {
+        token: r.get(0)?,
+        partner_id: r.get(1)?,
+        model_id: r.get(2)?,
+        receiver_email: r.get(3)?,
+        print_value: r.get(4)?,
+        print_value_currency: r.get(5)?,
+        partner_job_id: r.get(6)?,
+        print_limit: r.get(7)?,
+        prints_started: r.get(8)?,
+        expires_at: r.get(9)?,
+        revoked: r.get::<_, i64>(10)? != 0,
+        printing_job_status: r.get(11)?,
+        printing_percentage: r.get(12)?,
+        minutes_left: r.get(13)?,
+        message: r.get(14)?,
+        total_time: r.get(15)?,
+        printer_model: r.get(16)?,
+        version: r.get(17)?,
+        created_at: r.get(18)?,
+        updated_at: r.get(19)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partner(id: &str, username: &str) -> Partner {
+        Partner { id: id.into(), name: "Shop".into(), email: "a@b.co".into(), username: username.into() }
+    }
+
+    #[test]
+    fn partners_sessions_and_expiry() {
+        let db = Db::open_in_memory().expect("db");
+        assert!(db.create_partner(&partner("p1", "shop"), "hash", "key1").expect("create"));
+        assert!(!db.create_partner(&partner("p2", "shop"), "hash", "key2").expect("dup"), "username taken");
+        assert_eq!(db.partner_by_api_key("key1").expect("q").map(|p| p.id), Some("p1".into()));
+        assert!(db.partner_by_api_key("nope").expect("q").is_none());
+        db.create_session("s1", "p1", 1_000).expect("session");
+        assert!(db.session_partner("s1", 999).expect("q").is_some());
+        assert!(db.session_partner("s1", 1_000).expect("q").is_none(), "expired");
+        db.create_session("s2", "p1", i64::MAX).expect("session");
+        assert!(db.delete_session("s2").expect("delete"));
+        assert!(db.session_partner("s2", 0).expect("q").is_none());
+    }
+
+    #[test]
+    fn status_moves_only_from_the_expected_state_and_tokens_count() {
+        let db = Db::open_in_memory().expect("db");
+        db.create_partner(&partner("p1", "shop"), "h", "k").expect("create");
+        let m = PartnerModel {
+            id: "m1".into(),
+            partner_id: "p1".into(),
+            name: "Logo".into(),
+            status: "not-uploaded".into(),
+            content_id: None,
+            error_code: None,
+            error: None,
+            callback_url: None,
+            callback_method: None,
+            tokens_created: 0,
+            streams_pulled: 0,
+            created_at: 1,
+            updated_at: 1,
+        };
+        db.create_partner_model(&m).expect("model");
+        assert!(
+            db.set_partner_model_status("m1", &["not-uploaded"], "processing", Some("abc"), None)
+                .expect("cas")
+        );
+        assert!(
+            !db.set_partner_model_status("m1", &["not-uploaded"], "processing", None, None).expect("cas")
+        );
+        let q = TokenQuery { name: Some("LOG".into()), per_page: 10, ..TokenQuery::default() };
+        assert_eq!(db.partner_models("p1", &q).expect("list").len(), 1);
+        assert_eq!(db.partner_models("p2", &q).expect("list").len(), 0);
+        let t = PrintToken {
+            token: "t1".into(),
+            partner_id: "p1".into(),
+            model_id: Some("m1".into()),
+            receiver_email: None,
+            print_value: Some("10.56".into()),
+            print_value_currency: "USD".into(),
+            partner_job_id: None,
+            print_limit: None,
+            prints_started: 0,
+            expires_at: None,
+            revoked: false,
+            printing_job_status: None,
+            printing_percentage: None,
+            minutes_left: None,
+            message: None,
+            total_time: None,
+            printer_model: None,
+            version: 0,
+            created_at: 1,
+            updated_at: 1,
+        };
+        db.create_token(&t).expect("token");
+        assert_eq!(db.partner_model("m1").expect("q").map(|m| m.tokens_created), Some(1));
+        let u = PrintUpdate {
+            status: "WARMING_UP".into(),
+            percentage: Some(0.0),
+            minutes_left: None,
+            message: None,
+            total_time: None,
+            printer_model: Some("MK4".into()),
+        };
+        assert!(db.update_print("t1", 0, &u).expect("update"));
+        assert!(!db.update_print("t1", 0, &u).expect("stale"), "a stale version is refused");
+        let now = db.token("t1").expect("q").expect("token");
+        assert_eq!((now.version, now.prints_started, now.print_value.as_deref()), (1, 1, Some("10.56")));
+    }
+}
