@@ -7,6 +7,7 @@ mod files;
 mod ingest;
 mod render;
 mod repair;
+mod serve;
 mod stream;
 
 use std::io::Write;
@@ -45,6 +46,11 @@ enum Command {
     /// Look at the models in the store.
     #[command(subcommand)]
     Models(ingest::ModelsCommand),
+    /// Serve the partner API, printer streams and the widget over HTTP.
+    Serve(serve::ServeArgs),
+    /// Administration: partner accounts.
+    #[command(subcommand)]
+    Admin(serve::AdminCommand),
     /// Write generated test models (for benchmarks; not a user command).
     #[command(hide = true)]
     Generate(GenerateArgs),
@@ -120,6 +126,8 @@ fn main() -> ExitCode {
         Command::Render(args) => render::run(&args),
         Command::Ingest(args) => ingest::run(&args),
         Command::Models(command) => ingest::models(&command),
+        Command::Serve(args) => serve::serve(&args),
+        Command::Admin(command) => serve::admin(&command),
         Command::Generate(args) => generate(&args),
     }
 }

@@ -30,3 +30,7 @@ mod ingest;
 
 // Replays the fuzz corpora so crashes found once stay fixed.
 mod fuzz_corpus;
+
+// `strata serve` over real HTTP on loopback: partners, uploads, tokens,
+// printer streams, print status, the legacy API, errors.
+mod server;

@@ -501,3 +501,22 @@ fn store(
     }
     Ok((row, report, staged))
 }
+
+/// One upload through the pipeline into the store (the server's path):
+/// hash, process, stage and publish the blobs. The caller writes the
+/// returned row (it owns the database connection). A processing failure
+/// is a `failed` row, not an `Err`; an `Err` is a store failure.
+pub fn ingest_upload(
+    bytes: &[u8],
+    name: &str,
+    owner: Option<String>,
+    blobs: &dyn BlobStore,
+    options: &ProcessOptions,
+) -> Result<(ModelRecord, ModelReport), PipelineError> {
+    let sha = strata_core::stream::sha256_hex(bytes);
+    let result = process_timed(bytes, &sha, options, &mut StageTimes::default());
+    let ingest = IngestOptions { jobs: 1, process: *options, owner, retry_failed: false };
+    let (row, report, staged) = store(blobs, Path::new(name), bytes, sha, result, &ingest)?;
+    blobs.publish(&staged)?;
+    Ok((row, report))
+}

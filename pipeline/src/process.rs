@@ -222,6 +222,24 @@ fn process_inner(
     Ok(Processed { format: ins.format, before, repair, repaired_stl, snapshot_png, stream })
 }
 
+/// A snapshot of a stored mesh (`bytes`: the printable STL) from `view`,
+/// `size` pixels square, as PNG: what the server renders on demand for
+/// views and sizes the ingest did not make.
+pub fn snapshot(bytes: &[u8], view: strata_core::render::View, size: u32) -> Result<Vec<u8>, PipelineError> {
+    catch_panics(|| {
+        let ins = strata_core::inspect(bytes, &WeldOptions::default(), &ValidateOptions::default())?;
+        let options = RenderOptions {
+            view,
+            width: size,
+            height: size,
+            antialias: true,
+            cull_back_faces: ins.report.is_volume,
+            ..RenderOptions::default()
+        };
+        Ok(strata_core::render::render(&ins.mesh, &options)?.image.to_png()?)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

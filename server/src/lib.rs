@@ -1,10 +1,176 @@
 //! # strata-server
 //!
-//! The warp/tokio HTTP service: partner API, print tokens, printer streams,
-//! print status and auth, over the pipeline's store.
+//! The warp/tokio HTTP service over the pipeline's store: partner sessions,
+//! models (create, signed upload, background processing), print tokens,
+//! printer streams and print status, the legacy `api3` calls and the
+//! widget.
 //!
-//! Empty for now; the server arrives with its own issue. It depends only on
-//! `strata-pipeline`, never on `strata-core` directly, so the layering stays
-//! visible in the manifests.
+//! - [`Server::start`] binds the listener itself (warp's `bind` panics when
+//!   the port is taken) and serves every connection through hyper-util's
+//!   builder with a timer and a header-read timeout: plain `warp::serve`
+//!   has no timer, so a client that sends half a request would hold its
+//!   connection forever.
+//! - [`routes`] holds the warp filters, one module per audience
+//!   (partners, printers, legacy, widget); [`api`] the JSON error
+//!   envelope every route answers with.
+//! - CPU work (parsing, slicing, rendering) runs on the pipeline's rayon
+//!   pool, never on the async reactor; database calls are short and take
+//!   one mutex (SQLite in WAL mode).
+//!
+//! It depends only on `strata-pipeline`, never on `strata-core` directly.
+
+pub mod api;
+pub mod auth;
+pub mod routes;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::TcpListener;
 
 pub use strata_pipeline as pipeline;
+
+/// Anything that stops the server from starting or running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listen address could not be bound (taken, not permitted).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("{0}")]
+    Store(#[from] strata_pipeline::PipelineError),
+    /// Other I/O (the data directory, the secret file).
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker pool could not start.
+    #[error("cannot start worker threads: {0}")]
+    Pool(String),
+}
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen (`127.0.0.1:8080` by default; port 0 picks one).
+    pub listen: String,
+    /// The data directory (blobs, metadata database, uploads, secret).
+    pub data: PathBuf,
+    /// The largest upload accepted, in bytes.
+    pub upload_limit: u64,
+    /// The URL partners and printers reach this server at (token links and
+    /// upload URLs); by default `http://` plus the bound address.
+    pub public_url: Option<String>,
+    /// How long an upload URL stays valid.
+    pub upload_url_ttl: Duration,
+    /// How long a session lasts.
+    pub session_ttl: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Threads for CPU work (processing uploads, rendering snapshots).
+    pub workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data: PathBuf::from("strata-data"),
+            upload_limit: 512 * 1024 * 1024,
+            public_url: None,
+            upload_url_ttl: Duration::from_secs(15 * 60),
+            session_ttl: Duration::from_secs(12 * 3600),
+            header_read_timeout: Duration::from_secs(10),
+            workers: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `config.listen`, opens the store and starts serving on the
+    /// current tokio runtime.
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
+        let header_timeout = config.header_read_timeout;
+        let state = Arc::new(state::AppState::open(config, addr)?);
+        let routes = routes::all(state);
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 * 1024)
+                .max_headers(100);
+            let builder = Arc::new(builder);
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(s) => s,
+                        // Out of descriptors and the like: back off, go on.
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    _ = &mut rx => break,
+                };
+                let service = api::with_request_id(warp::service(routes.clone()));
+                let builder = builder.clone();
+                tokio::spawn(async move {
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Ok(Server { addr, shutdown: Some(tx), task })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Serves until `signal` completes.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.stop().await;
+    }
+}

@@ -1,0 +1,246 @@
+//! The error envelope every route answers with, the request id, and the
+//! body helpers that enforce limits and content types.
+//!
+//! Every error is `{"error": {"code", "message"}}` with a stable `code`
+//! (clients branch on it; the message is for people) and every response
+//! carries an `X-Request-Id`. The legacy `api3` routes keep their own
+//! envelope (see [`crate::routes::legacy`]).
+
+use std::convert::Infallible;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use http::{HeaderValue, StatusCode};
+use serde::Serialize;
+use warp::Reply;
+use warp::reply::Response;
+
+/// An API error: an HTTP status, a stable code and a message.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// Extra headers (`Allow`, `Retry-After`, `Content-Range`).
+    pub headers: Vec<(&'static str, String)>,
+    /// Extra fields beside `code` and `message` (the allowed transitions).
+    pub details: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    /// An error with no extras.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), headers: Vec::new(), details: None }
+    }
+
+    /// 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 `not_found`: also what another partner's objects answer, so
+    /// ids cannot be probed.
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+    }
+
+    /// 401 `unauthenticated`.
+    pub fn unauthenticated(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    /// 500 `internal`: the details go to the log, not the client.
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        eprintln!("internal error: {e}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> ApiError {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Adds fields to the error object.
+    pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
+        self.details = Some(details);
+        self
+    }
+}
+
+impl From<strata_pipeline::PipelineError> for ApiError {
+    fn from(e: strata_pipeline::PipelineError) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (self.details, error.as_object_mut()) {
+            obj.extend(extra);
+        }
+        let mut resp = json(self.status, &serde_json::json!({ "error": error }));
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(name, v);
+            }
+        }
+        resp
+    }
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(bytes.into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Turns a handler's result into a response.
+pub fn finish(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(Reply::into_response)
+}
+
+/// What no route matched or a filter refused, in the JSON envelope.
+pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
+    let e = if rejection.is_not_found() {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    } else if let Some(e) = rejection.find::<ApiError>() {
+        e.clone()
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        )
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::bad_request("invalid_query", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        ApiError::bad_request("missing_header", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::bad_request("invalid_header", e.to_string())
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large")
+    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "unsupported content type",
+        )
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required", "a Content-Length is required")
+    } else {
+        ApiError::bad_request("bad_request", format!("{rejection:?}"))
+    };
+    Ok(e.into_response())
+}
+
+impl warp::reject::Reject for ApiError {}
+
+/// The routes as one filter, every outcome a response.
+pub type Routes = warp::filters::BoxedFilter<(Response,)>;
+
+/// Wraps the routes' service so every response carries `X-Request-Id`
+/// (the client's own, when it sent a sane one, or a new random one).
+pub fn with_request_id<S>(
+    inner: S,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response, Infallible>> + Send,
+> + Clone
++ Send
++ 'static
+where
+    S: tower_service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let inner = hyper_util::service::TowerToHyperService::new(inner);
+    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+            .map(str::to_string)
+            .unwrap_or_else(|| crate::auth::random_hex(8));
+        let fut = hyper::service::Service::call(&inner, req);
+        async move {
+            let mut resp = fut.await?;
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            Ok(resp)
+        }
+    })
+}
+
+/// Reads a whole (small) body, refusing more than `limit` bytes with 413
+/// as soon as the count passes it: `warp::body::bytes()` alone has no
+/// limit, and `content_length_limit` refuses chunked bodies outright.
+pub async fn read_limited<S, B>(mut body: S, limit: usize) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: bytes::Buf,
+{
+    let mut out = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| ApiError::bad_request("bad_body", format!("cannot read the body: {e}")))?;
+        if out.len() + chunk.remaining() > limit {
+            return Err(too_large(limit as u64));
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            out.extend_from_slice(piece);
+            let n = piece.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// 413 naming the limit.
+pub fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body is larger than {limit} bytes"),
+    )
+}
+
+/// Checks a JSON request's content type (415 otherwise) and parses it
+/// (400 `malformed_json` naming the problem).
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let is_json = content_type
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))
+}

@@ -1,0 +1,231 @@
+//! The legacy API of seed 001 (`/api3/...`), byte-compatible for partners
+//! who have not migrated: its envelope `{"data": ..., "status": {"code":
+//! "ok"}}` / `{"status": {"code": "error", "description": ...}}`, always
+//! HTTP 200 on success as the old service did, 4xx on errors.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Buf;
+use futures_util::TryStreamExt;
+use http::StatusCode;
+use warp::Filter;
+use warp::reply::Response;
+
+use super::with_state;
+use crate::api::{self, ApiError};
+use crate::auth;
+use crate::state::AppState;
+use strata_pipeline::db::{PartnerModel, PrintToken, now_ms};
+
+/// The legacy routes.
+pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
+    let s = || with_state(state.clone());
+    let create = warp::path!("api3" / "api_create_partner_token")
+        .and(warp::get())
+        .and(s())
+        .and(warp::query::<HashMap<String, String>>())
+        .map(|st: Arc<AppState>, q: HashMap<String, String>| envelope(create_token(&st, &q)));
+    let status = warp::path!("api3" / "api_get_partner_print_status")
+        .and(warp::get())
+        .and(s())
+        .and(warp::query::<HashMap<String, String>>())
+        .map(|st: Arc<AppState>, q: HashMap<String, String>| envelope(print_status(&st, &q)));
+    let limit = state.config.upload_limit;
+    let upload = warp::path!("api3" / "api_upload_partner_stl")
+        .and(warp::post())
+        .and(s())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::multipart::form().max_length(limit))
+        .then(|st: Arc<AppState>, q: HashMap<String, String>, form: warp::multipart::FormData| async move {
+            envelope(upload(st, q, form).await)
+        });
+    create.or(status).unify().or(upload).unify().boxed()
+}
+
+fn envelope(result: Result<serde_json::Value, ApiError>) -> Response {
+    match result {
+        Ok(data) => api::json(StatusCode::OK, &serde_json::json!({"data": data, "status": {"code": "ok"}})),
+        Err(e) => {
+            api::json(e.status, &serde_json::json!({"status": {"code": "error", "description": e.message}}))
+        }
+    }
+}
+
+fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, ApiError> {
+    q.get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing_parameter", format!("{name} is required")))
+}
+
+fn create_token(state: &AppState, q: &HashMap<String, String>) -> Result<serde_json::Value, ApiError> {
+    let partner = super::api_key_partner(state, required(q, "api_key")?)?;
+    let now = now_ms();
+    let token = PrintToken {
+        token: auth::random_hex(16),
+        partner_id: partner.id,
+        model_id: None,
+        receiver_email: None,
+        print_value: None,
+        print_value_currency: "USD".into(),
+        partner_job_id: None,
+        print_limit: None,
+        prints_started: 0,
+        expires_at: None,
+        revoked: false,
+        printing_job_status: None,
+        printing_percentage: None,
+        minutes_left: None,
+        message: None,
+        total_time: None,
+        printer_model: None,
+        version: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    state.db().create_token(&token)?;
+    Ok(serde_json::json!({"token": token.token}))
+}
+
+fn print_status(state: &AppState, q: &HashMap<String, String>) -> Result<serde_json::Value, ApiError> {
+    let partner = super::api_key_partner(state, required(q, "api_key")?)?;
+    let token = required(q, "token")?;
+    let t = state
+        .db()
+        .token(token)?
+        .filter(|t| t.partner_id == partner.id)
+        .ok_or_else(|| ApiError::not_found("token"))?;
+    Ok(serde_json::json!({
+        "printing_job_status": t.printing_job_status,
+        "printing_job_status_name": t.printing_job_status.as_deref().map(super::printers::status_name),
+        "printing_percentage": t.printing_percentage,
+        "minutes_left": t.minutes_left,
+        "message": t.message,
+        "total_time": t.total_time,
+        "printer_model": t.printer_model,
+    }))
+}
+
+/// The multipart upload: `stl_file` streamed to a spool file, the other
+/// fields as form parts or query parameters (the seed lists them as
+/// query parameters; old clients send both ways).
+async fn upload(
+    state: Arc<AppState>,
+    mut q: HashMap<String, String>,
+    mut form: warp::multipart::FormData,
+) -> Result<serde_json::Value, ApiError> {
+    let spool = state.uploads.join(format!("legacy-{}", auth::random_hex(8)));
+    let mut have_file = false;
+    let result: Result<(), ApiError> = async {
+        while let Some(mut part) =
+            form.try_next().await.map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?
+        {
+            let name = part.name().to_string();
+            if name == "stl_file" {
+                use tokio::io::AsyncWriteExt;
+                let mut file = tokio::fs::File::create(&spool).await.map_err(ApiError::internal)?;
+                while let Some(mut chunk) = part
+                    .data()
+                    .await
+                    .transpose()
+                    .map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?
+                {
+                    while chunk.has_remaining() {
+                        let piece = chunk.chunk();
+                        file.write_all(piece).await.map_err(ApiError::internal)?;
+                        let n = piece.len();
+                        chunk.advance(n);
+                    }
+                }
+                file.flush().await.map_err(ApiError::internal)?;
+                have_file = true;
+            } else if name.len() <= 64 {
+                let mut value = Vec::new();
+                while let Some(chunk) = part
+                    .data()
+                    .await
+                    .transpose()
+                    .map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?
+                {
+                    if value.len() + chunk.remaining() > 4096 {
+                        return Err(ApiError::bad_request("field_too_long", format!("{name} is too long")));
+                    }
+                    value.extend_from_slice(chunk.chunk());
+                }
+                q.insert(name, String::from_utf8_lossy(&value).into_owned());
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let cleanup = || {
+        let _ = std::fs::remove_file(&spool);
+    };
+    if let Err(e) = result {
+        cleanup();
+        return Err(e);
+    }
+    let checked = (|| {
+        let partner = super::api_key_partner(&state, required(&q, "api_key")?)?;
+        let token = required(&q, "token")?;
+        let t = state
+            .db()
+            .token(token)?
+            .filter(|t| t.partner_id == partner.id)
+            .ok_or_else(|| ApiError::not_found("token"))?;
+        if t.model_id.is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_uploaded",
+                "this token already has its STL file",
+            ));
+        }
+        required(&q, "receiver_email")?;
+        required(&q, "print_value")?;
+        if !have_file {
+            return Err(ApiError::bad_request("missing_parameter", "stl_file is required"));
+        }
+        let (email, value, currency) = super::partners::order_fields(
+            q.get("receiver_email").map(String::as_str),
+            q.get("print_value").map(String::as_str),
+            q.get("print_value_currency").map(String::as_str).filter(|c| !c.is_empty()),
+        )?;
+        Ok((partner, t, email, value, currency))
+    })();
+    let (partner, mut t, email, value, currency) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            cleanup();
+            return Err(e);
+        }
+    };
+    let now = now_ms();
+    let model = PartnerModel {
+        id: auth::random_hex(16),
+        partner_id: partner.id,
+        name: format!("legacy upload for token {}", t.token),
+        status: "processing".into(),
+        content_id: None,
+        error_code: None,
+        error: None,
+        callback_url: None,
+        callback_method: None,
+        tokens_created: 0,
+        streams_pulled: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    state.db().create_partner_model(&model)?;
+    t.model_id = Some(model.id.clone());
+    t.receiver_email = email;
+    t.print_value = value;
+    t.print_value_currency = currency;
+    t.partner_job_id = q.get("partner_job_id").cloned();
+    state.db().attach_token(&t)?;
+    let st = state.clone();
+    let (id, name) = (model.id.clone(), model.name.clone());
+    state.pool.spawn(move || super::partners::process_upload(&st, &id, &name, &spool));
+    let link = format!("{}/widget?token={}", state.public_url, t.token);
+    Ok(serde_json::json!({"token_link": link, "ssl_token_link": link}))
+}

@@ -1,0 +1,183 @@
+//! The routes, one module per audience, and what they share: the state,
+//! session authentication, and the public shape of a model.
+
+pub mod legacy;
+pub mod partners;
+pub mod printers;
+pub mod widget;
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use warp::Filter;
+use warp::reply::Response;
+
+use crate::api::{self, ApiError, Routes};
+use crate::state::AppState;
+use strata_pipeline::db::{Partner, PartnerModel, PrintToken};
+
+/// Every route, errors in the JSON envelope.
+pub fn all(state: Arc<AppState>) -> Routes {
+    let health = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| api::json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+    let openapi = warp::path!("openapi.json")
+        .and(warp::get())
+        .map(|| api::json(StatusCode::OK, &crate::routes::widget::openapi()));
+    health
+        .or(openapi)
+        .unify()
+        .or(partners::routes(state.clone()))
+        .unify()
+        .or(printers::routes(state.clone()))
+        .unify()
+        .or(legacy::routes(state.clone()))
+        .unify()
+        .or(widget::routes(state))
+        .unify()
+        .recover(api::recover)
+        .unify()
+        .boxed()
+}
+
+/// The state, for handlers.
+pub(crate) fn with_state(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Arc<AppState>,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// The `Cookie` header, if any.
+pub(crate) fn cookies() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("cookie")
+}
+
+/// The partner of the request's session cookie, or 401.
+pub(crate) fn session_partner(state: &AppState, cookie: Option<&str>) -> Result<Partner, ApiError> {
+    let Some(id) = crate::auth::cookie(cookie, "session") else {
+        return Err(ApiError::unauthenticated("log in first: POST /sessions"));
+    };
+    state
+        .db()
+        .session_partner(&crate::auth::secret_hash(id), strata_pipeline::db::now_ms())?
+        .ok_or_else(|| ApiError::unauthenticated("the session has expired or ended; log in again"))
+}
+
+/// The partner holding `api_key`, or 403 (the legacy API's own wording
+/// is applied by its module).
+pub(crate) fn api_key_partner(state: &AppState, api_key: &str) -> Result<Partner, ApiError> {
+    if api_key.is_empty() || api_key.len() > 128 {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "invalid_api_key", "unknown API key"));
+    }
+    state
+        .db()
+        .partner_by_api_key(&crate::auth::secret_hash(api_key))?
+        .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "invalid_api_key", "unknown API key"))
+}
+
+/// `partner`'s model `id`; another partner's is 404 like a missing one.
+pub(crate) fn owned_model(state: &AppState, partner: &Partner, id: &str) -> Result<PartnerModel, ApiError> {
+    match state.db().partner_model(id)? {
+        Some(m) if m.partner_id == partner.id => Ok(m),
+        _ => Err(ApiError::not_found("model")),
+    }
+}
+
+/// A usable token: known, not revoked, not expired; otherwise 404 (the
+/// same answer, so a printer learns nothing from probing).
+pub(crate) fn live_token(state: &AppState, token: &str) -> Result<PrintToken, ApiError> {
+    if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::not_found("token"));
+    }
+    let t = state.db().token(token)?.ok_or_else(|| ApiError::not_found("token"))?;
+    let expired = t.expires_at.is_some_and(|e| e <= strata_pipeline::db::now_ms());
+    if t.revoked || expired {
+        return Err(ApiError::not_found("token"));
+    }
+    Ok(t)
+}
+
+/// RFC 3339-ish UTC time of unix milliseconds (no date crate needed).
+pub(crate) fn iso8601(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The public JSON of a partner model.
+pub(crate) fn model_json(state: &AppState, m: &PartnerModel) -> Result<serde_json::Value, ApiError> {
+    let base = format!("{}/models/{}", state.public_url, m.id);
+    let content = match &m.content_id {
+        Some(id) => state.db().model(id)?,
+        None => None,
+    };
+    let processed = m.status == "processed";
+    let report: Option<serde_json::Value> =
+        content.as_ref().and_then(|c| c.report.as_deref()).and_then(|r| serde_json::from_str(r).ok());
+    Ok(serde_json::json!({
+        "id": m.id,
+        "uri": base,
+        "name": m.name,
+        "status": m.status,
+        "error": m.error_code.as_ref().map(|code| serde_json::json!({"code": code, "message": m.error})),
+        "sha256": m.content_id,
+        "validation": report.as_ref().map(|r| r["after"].as_object().map_or(r["before"].clone(), |_| r["after"].clone())),
+        "validation_before_repair": report.as_ref().map(|r| r["before"].clone()),
+        "repair_log": report.as_ref().map(|r| r["repair"].clone()),
+        "repaired": content.as_ref().map(|c| c.repaired_blob.is_some()),
+        "layers": content.as_ref().and_then(|c| c.layers),
+        "snapshot": processed.then(|| format!("{base}/snapshot")),
+        "content": processed.then(|| format!("{base}/content")),
+        "manifest": processed.then(|| format!("{base}/manifest")),
+        "callback": m.callback_url.as_ref().map(|u| serde_json::json!({"url": u, "method": m.callback_method})),
+        "created": iso8601(m.created_at),
+        "updated": iso8601(m.updated_at),
+        "popularity": {"tokens_created": m.tokens_created, "streams_pulled": m.streams_pulled},
+    }))
+}
+
+/// A blob as a download: fixed content type, `nosniff`, attachment.
+pub(crate) fn blob_response(
+    state: &AppState,
+    id: &str,
+    content_type: &'static str,
+    attachment: Option<&str>,
+) -> Result<Response, ApiError> {
+    let blob = strata_pipeline::blob::BlobId::parse(id).ok_or_else(|| ApiError::not_found("artefact"))?;
+    let bytes = strata_pipeline::blob::BlobStore::get(&state.blobs, &blob)
+        .map_err(|_| ApiError::not_found("artefact"))?;
+    let mut resp = Response::new(bytes.into());
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    h.insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
+    if let Ok(etag) = http::HeaderValue::from_str(&format!("\"{id}\"")) {
+        h.insert(http::header::ETAG, etag);
+    }
+    if let Some(name) = attachment {
+        let safe: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).collect();
+        if let Ok(v) = http::HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
+            h.insert(http::header::CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso8601_matches_known_instants() {
+        assert_eq!(super::iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(super::iso8601(1_795_528_800_123), "2026-11-24T14:00:00Z");
+    }
+}

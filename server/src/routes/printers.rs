@@ -1,0 +1,423 @@
+//! What printers use, holding a token: the stream (manifest and chunks,
+//! resumable) and print status reports; and the status as partners read
+//! it back (`GET /tokens/{token}`).
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde::Deserialize;
+use warp::Filter;
+use warp::reply::Response;
+
+use super::{cookies, live_token, with_state};
+use crate::api::{self, ApiError, finish, parse_json, read_limited};
+use crate::state::AppState;
+use strata_pipeline::blob::BlobId;
+use strata_pipeline::db::{PrintToken, PrintUpdate};
+
+/// The printer and token-status routes.
+pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
+    let s = || with_state(state.clone());
+    let manifest = warp::path!("streams" / String / "manifest")
+        .and(warp::get())
+        .and(s())
+        .map(|token: String, st: Arc<AppState>| finish(manifest(&st, &token)));
+    let chunk =
+        warp::path!("streams" / String / "chunks" / String)
+            .and(warp::get())
+            .and(s())
+            .and(warp::header::optional::<String>("range"))
+            .and(warp::header::optional::<String>("if-none-match"))
+            .then(
+                |token: String,
+                 index: String,
+                 st: Arc<AppState>,
+                 range: Option<String>,
+                 inm: Option<String>| async move {
+                    finish(chunk(&st, &token, &index, range.as_deref(), inm.as_deref()).await)
+                },
+            );
+    let status = warp::path!("prints" / String / "status")
+        .and(warp::post())
+        .and(s())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::stream())
+        .then(|token: String, st: Arc<AppState>, ct: Option<String>, body| async move {
+            let body = match read_limited(Box::pin(body), 16 * 1024).await {
+                Ok(b) => b,
+                Err(e) => return finish(Err(e)),
+            };
+            finish(report_status(&st, &token, ct.as_deref(), &body))
+        });
+    let read = warp::path!("tokens" / String)
+        .and(warp::get())
+        .and(s())
+        .and(cookies())
+        .and(warp::query::<KeyQuery>())
+        .and(warp::header::optional::<String>("if-none-match"))
+        .map(|token: String, st: Arc<AppState>, c: Option<String>, q: KeyQuery, inm: Option<String>| {
+            finish(read_token(&st, &token, c.as_deref(), q.api_key.as_deref(), inm.as_deref()))
+        });
+    manifest.or(chunk).unify().or(status).unify().or(read).unify().boxed()
+}
+
+#[derive(Deserialize)]
+struct KeyQuery {
+    api_key: Option<String>,
+}
+
+/// The stream of a token's model: its content row, or 404 / 409.
+fn stream_of(
+    state: &AppState,
+    t: &PrintToken,
+) -> Result<(String, strata_pipeline::db::ModelRecord), ApiError> {
+    let model_id = t.model_id.clone().ok_or_else(|| ApiError::not_found("stream"))?;
+    let model = state.db().partner_model(&model_id)?.ok_or_else(|| ApiError::not_found("stream"))?;
+    let content = match (&model.content_id, model.status.as_str()) {
+        (Some(c), "processed") => state.db().model(c)?,
+        _ => None,
+    };
+    let content = content.ok_or_else(|| {
+        ApiError::new(StatusCode::CONFLICT, "not_processed", format!("the model is {}", model.status))
+            .with_header("retry-after", "5")
+    })?;
+    Ok((model_id, content))
+}
+
+fn manifest(state: &AppState, token: &str) -> Result<Response, ApiError> {
+    let t = live_token(state, token)?;
+    if let Some(limit) = t.print_limit
+        && t.prints_started >= limit
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "print_limit_reached",
+            format!("this token allows {limit} print(s)"),
+        ));
+    }
+    let (model_id, content) = stream_of(state, &t)?;
+    let blob = content.manifest_blob.ok_or_else(|| ApiError::not_found("stream"))?;
+    state.db().count_stream_pull(&model_id)?;
+    let mut resp = super::blob_response(state, &blob, "application/json", None)?;
+    resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+/// A chunk: a file send with a strong ETag (its SHA-256), immutable,
+/// `If-None-Match` and single `Range` requests, so downloads resume.
+async fn chunk(
+    state: &AppState,
+    token: &str,
+    index: &str,
+    range: Option<&str>,
+    if_none_match: Option<&str>,
+) -> Result<Response, ApiError> {
+    let t = live_token(state, token)?;
+    let (_, content) = stream_of(state, &t)?;
+    let index: usize = index.parse().map_err(|_| ApiError::not_found("chunk"))?;
+    let manifest_id = content
+        .manifest_blob
+        .as_deref()
+        .and_then(BlobId::parse)
+        .ok_or_else(|| ApiError::not_found("chunk"))?;
+    let manifest_bytes =
+        tokio::fs::read(state.blobs.path_of(&manifest_id)).await.map_err(ApiError::internal)?;
+    let manifest = strata_pipeline::core::stream::Manifest::from_json(&manifest_bytes, &Default::default())
+        .map_err(ApiError::internal)?;
+    let entry = manifest.chunks.get(index).ok_or_else(|| ApiError::not_found("chunk"))?;
+    let sha = entry.sha256.clone();
+    let etag = format!("\"{sha}\"");
+    let id = BlobId::parse(&sha).ok_or_else(|| ApiError::internal("bad chunk digest"))?;
+    let path = state.blobs.path_of(&id);
+    let mut headers = vec![
+        (http::header::ETAG, etag.clone()),
+        (http::header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_string()),
+        (http::header::ACCEPT_RANGES, "bytes".to_string()),
+    ];
+    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+        return Ok(with_headers(Response::new(Vec::new().into()), StatusCode::NOT_MODIFIED, headers));
+    }
+    let file = tokio::fs::File::open(&path).await.map_err(ApiError::internal)?;
+    let len = file.metadata().await.map_err(ApiError::internal)?.len();
+    let (status, start, end) = match range {
+        None => (StatusCode::OK, 0, len),
+        Some(r) => match parse_range(r, len) {
+            Some((a, b)) => {
+                headers.push((http::header::CONTENT_RANGE, format!("bytes {a}-{}/{len}", b - 1)));
+                (StatusCode::PARTIAL_CONTENT, a, b)
+            }
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range_not_satisfiable",
+                    format!("the chunk has {len} bytes"),
+                )
+                .with_header("content-range", format!("bytes */{len}")));
+            }
+        },
+    };
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = file;
+    file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(end - start), 64 * 1024);
+    headers.push((http::header::CONTENT_TYPE, "application/zstd".to_string()));
+    headers.push((http::header::CONTENT_LENGTH, (end - start).to_string()));
+    let resp = warp::Reply::into_response(warp::reply::stream(stream));
+    Ok(with_headers(resp, status, headers))
+}
+
+fn with_headers(
+    mut resp: Response,
+    status: StatusCode,
+    headers: Vec<(http::HeaderName, String)>,
+) -> Response {
+    *resp.status_mut() = status;
+    for (name, value) in headers {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp.headers_mut().insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
+    resp
+}
+
+/// One `bytes=` range as a half-open `[start, end)` within `len`, or
+/// `None` when it cannot be satisfied (multiple ranges are not offered).
+pub(crate) fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        return (n > 0 && len > 0).then(|| (len.saturating_sub(n), len));
+    }
+    let start: u64 = a.parse().ok()?;
+    let end = if b.is_empty() { len } else { b.parse::<u64>().ok()?.saturating_add(1).min(len) };
+    (start < end && start < len).then_some((start, end))
+}
+
+/// The status machine: which statuses may follow `from` (`None`: no print
+/// yet). Repeating a status is allowed (progress updates).
+pub(crate) fn allowed_next(from: Option<&str>) -> &'static [&'static str] {
+    match from {
+        None => &["WARMING_UP"],
+        Some("WARMING_UP") => &["WARMING_UP", "PRINTING", "FAILURE"],
+        Some("PRINTING") => &["PRINTING", "SUCCESS", "FAILURE"],
+        Some("SUCCESS") => &["CONFIRMED_SUCCESS", "CONFIRMED_FAILURE"],
+        Some("FAILURE") => &["CONFIRMED_FAILURE"],
+        _ => &[],
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusReport {
+    printing_job_status: String,
+    printing_percentage: Option<f64>,
+    minutes_left: Option<f64>,
+    message: Option<String>,
+    total_time: Option<f64>,
+    printer_model: Option<String>,
+}
+
+fn report_status(state: &AppState, token: &str, ct: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
+    let t = live_token(state, token)?;
+    let r: StatusReport = parse_json(ct, body)?;
+    const ALL: [&str; 6] =
+        ["WARMING_UP", "PRINTING", "SUCCESS", "FAILURE", "CONFIRMED_SUCCESS", "CONFIRMED_FAILURE"];
+    if !ALL.contains(&r.printing_job_status.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_status",
+            format!("printing_job_status is one of {}", ALL.join(", ")),
+        ));
+    }
+    let bad_number =
+        |v: Option<f64>, max: f64| v.is_some_and(|v| !v.is_finite() || !(0.0..=max).contains(&v));
+    if bad_number(r.printing_percentage, 100.0)
+        || bad_number(r.minutes_left, 1e7)
+        || bad_number(r.total_time, 1e9)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_progress",
+            "printing_percentage is 0 to 100; minutes_left and total_time are non-negative",
+        ));
+    }
+    if r.message.as_ref().is_some_and(|m| m.len() > 2000)
+        || r.printer_model.as_ref().is_some_and(|m| m.len() > 200)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_long",
+            "message or printer_model is too long",
+        ));
+    }
+    let allowed = allowed_next(t.printing_job_status.as_deref());
+    if !allowed.contains(&r.printing_job_status.as_str()) {
+        let from = t.printing_job_status.as_deref().unwrap_or("none");
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "illegal_transition",
+            format!(
+                "cannot go from {from} to {}; allowed: {}",
+                r.printing_job_status,
+                if allowed.is_empty() { "none (final)".to_string() } else { allowed.join(", ") }
+            ),
+        )
+        .with_details(serde_json::json!({"from": from, "allowed": allowed})));
+    }
+    if r.printing_job_status == "WARMING_UP"
+        && t.printing_job_status.is_none()
+        && let Some(limit) = t.print_limit
+        && t.prints_started >= limit
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "print_limit_reached",
+            format!("this token allows {limit} print(s)"),
+        ));
+    }
+    let update = PrintUpdate {
+        status: r.printing_job_status,
+        percentage: r.printing_percentage,
+        minutes_left: r.minutes_left,
+        message: r.message,
+        total_time: r.total_time,
+        printer_model: r.printer_model,
+    };
+    if !state.db().update_print(token, t.version, &update)? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "concurrent_update",
+            "the status changed meanwhile; read it and retry",
+        ));
+    }
+    let now = live_token(state, token)?;
+    Ok(status_response(state, &now, StatusCode::OK))
+}
+
+/// How long a poller should wait before asking again.
+fn retry_after(status: Option<&str>) -> Option<u32> {
+    match status {
+        Some("WARMING_UP" | "PRINTING") => Some(5),
+        None => Some(30),
+        Some("SUCCESS" | "FAILURE") => Some(60),
+        _ => None,
+    }
+}
+
+/// The public JSON of a token and its print.
+pub(crate) fn token_json(state: &AppState, t: &PrintToken) -> serde_json::Value {
+    let value = t.print_value.as_deref().and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok());
+    serde_json::json!({
+        "token": t.token,
+        "token_link": format!("{}/widget?token={}", state.public_url, t.token),
+        "model": t.model_id.as_ref().map(|m| format!("{}/models/{m}", state.public_url)),
+        "receiver_email": t.receiver_email,
+        "print_value": value,
+        "print_value_currency": t.print_value_currency,
+        "partner_job_id": t.partner_job_id,
+        "print_limit": t.print_limit,
+        "prints_started": t.prints_started,
+        "expires": t.expires_at.map(super::iso8601),
+        "printing_job_status": t.printing_job_status,
+        "printing_job_status_name": t.printing_job_status.as_deref().map(status_name),
+        "printing_percentage": t.printing_percentage,
+        "minutes_left": t.minutes_left,
+        "message": t.message,
+        "total_time": t.total_time,
+        "printer_model": t.printer_model,
+        "updated": super::iso8601(t.updated_at),
+    })
+}
+
+/// The human name clients show beside the code.
+pub(crate) fn status_name(s: &str) -> &'static str {
+    match s {
+        "WARMING_UP" => "Warming up",
+        "PRINTING" => "Printing",
+        "SUCCESS" => "Success",
+        "FAILURE" => "Failure",
+        "CONFIRMED_SUCCESS" => "Confirmed success",
+        "CONFIRMED_FAILURE" => "Confirmed failure",
+        _ => "Unknown",
+    }
+}
+
+/// The token's status with its ETag (the version) and Retry-After hint.
+pub(crate) fn status_response(state: &AppState, t: &PrintToken, status: StatusCode) -> Response {
+    let mut resp = api::json(status, &token_json(state, t));
+    decorate_status(&mut resp, t);
+    resp
+}
+
+pub(crate) fn status_etag(t: &PrintToken) -> String {
+    format!("\"{}-{}\"", &t.token[..8.min(t.token.len())], t.version)
+}
+
+pub(crate) fn decorate_status(resp: &mut Response, t: &PrintToken) {
+    let h = resp.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(&status_etag(t)) {
+        h.insert(http::header::ETAG, v);
+    }
+    h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+    if let Some(secs) = retry_after(t.printing_job_status.as_deref()) {
+        h.insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+    }
+}
+
+fn read_token(
+    state: &AppState,
+    token: &str,
+    cookie: Option<&str>,
+    api_key: Option<&str>,
+    if_none_match: Option<&str>,
+) -> Result<Response, ApiError> {
+    let partner = match api_key {
+        Some(key) => super::api_key_partner(state, key)?,
+        None => super::session_partner(state, cookie)?,
+    };
+    let t = state
+        .db()
+        .token(token)?
+        .filter(|t| t.partner_id == partner.id)
+        .ok_or_else(|| ApiError::not_found("token"))?;
+    if if_none_match.is_some_and(|v| v.split(',').any(|e| e.trim() == status_etag(&t))) {
+        let mut resp = Response::new(Vec::new().into());
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        decorate_status(&mut resp, &t);
+        return Ok(resp);
+    }
+    Ok(status_response(state, &t, StatusCode::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 10)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 100)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 100)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 100)));
+        for bad in
+            ["bytes=100-", "bytes=5-2", "bytes=0-1,3-4", "items=0-1", "bytes=-0", "bytes=x-1", "bytes=-"]
+        {
+            assert_eq!(parse_range(bad, 100), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_status_machine() {
+        assert_eq!(allowed_next(None), ["WARMING_UP"]);
+        assert!(allowed_next(Some("PRINTING")).contains(&"SUCCESS"));
+        assert!(!allowed_next(Some("PRINTING")).contains(&"CONFIRMED_SUCCESS"));
+        assert!(allowed_next(Some("SUCCESS")).contains(&"CONFIRMED_SUCCESS"));
+        assert!(allowed_next(Some("CONFIRMED_SUCCESS")).is_empty());
+    }
+}

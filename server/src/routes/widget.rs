@@ -1,0 +1,218 @@
+//! The widget (a page for a 400x400 iframe, reached by a token link), the
+//! token holder's read-only view it polls, and the OpenAPI document.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde::Deserialize;
+use warp::Filter;
+use warp::reply::Response;
+
+use super::{live_token, with_state};
+use crate::api::{self, ApiError, finish};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The widget routes.
+pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
+    let s = || with_state(state.clone());
+    let page = warp::path!("widget")
+        .and(warp::get())
+        .and(s())
+        .and(warp::query::<TokenQuery>())
+        .map(|st: Arc<AppState>, q: TokenQuery| widget(&st, q.token.as_deref().unwrap_or("")));
+    let view = warp::path!("prints" / String)
+        .and(warp::get())
+        .and(s())
+        .and(warp::header::optional::<String>("if-none-match"))
+        .map(|token: String, st: Arc<AppState>, inm: Option<String>| {
+            finish(print_view(&st, &token, inm.as_deref()))
+        });
+    let snapshot = warp::path!("prints" / String / "snapshot")
+        .and(warp::get())
+        .and(s())
+        .map(|token: String, st: Arc<AppState>| finish(snapshot(&st, &token)));
+    page.or(view).unify().or(snapshot).unify().boxed()
+}
+
+/// What the token holder may see: the model's name, the value and the
+/// print's progress (no partner ids, e-mails or job references).
+fn print_view(state: &AppState, token: &str, if_none_match: Option<&str>) -> Result<Response, ApiError> {
+    let t = live_token(state, token)?;
+    let model = match &t.model_id {
+        Some(id) => state.db().partner_model(id)?,
+        None => None,
+    };
+    let etag = super::printers::status_etag(&t);
+    if if_none_match.is_some_and(|v| v.split(',').any(|e| e.trim() == etag)) {
+        let mut resp = Response::new(Vec::new().into());
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        super::printers::decorate_status(&mut resp, &t);
+        return Ok(resp);
+    }
+    let value = t.print_value.as_deref().and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok());
+    let mut resp = api::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "name": model.as_ref().map(|m| m.name.clone()),
+            "model_status": model.as_ref().map(|m| m.status.clone()),
+            "print_value": value,
+            "print_value_currency": t.print_value_currency,
+            "printing_job_status": t.printing_job_status,
+            "printing_job_status_name": t.printing_job_status.as_deref().map(super::printers::status_name),
+            "printing_percentage": t.printing_percentage,
+            "minutes_left": t.minutes_left,
+        }),
+    );
+    super::printers::decorate_status(&mut resp, &t);
+    Ok(resp)
+}
+
+fn snapshot(state: &AppState, token: &str) -> Result<Response, ApiError> {
+    let t = live_token(state, token)?;
+    let model = t.model_id.as_ref().map(|id| state.db().partner_model(id)).transpose()?.flatten();
+    let content = model.and_then(|m| m.content_id).map(|c| state.db().model(&c)).transpose()?.flatten();
+    let blob = content.and_then(|c| c.snapshot_blob).ok_or_else(|| ApiError::not_found("snapshot"))?;
+    super::blob_response(state, &blob, "image/png", None)
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn widget(state: &AppState, token: &str) -> Response {
+    let (status, body) = match live_token(state, token) {
+        Ok(t) => {
+            let name = t
+                .model_id
+                .as_ref()
+                .and_then(|id| state.db().partner_model(id).ok().flatten())
+                .map(|m| m.name)
+                .unwrap_or_else(|| "Your model".into());
+            let value = match &t.print_value {
+                Some(v) => format!("{} {}", html_escape(v), html_escape(&t.print_value_currency)),
+                None => String::new(),
+            };
+            (StatusCode::OK, page(&html_escape(&name), &value, Some(&t.token)))
+        }
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            page(
+                "Link not valid",
+                "This print link is unknown or has expired. Ask the shop for a new one.",
+                None,
+            ),
+        ),
+    };
+    let mut resp = Response::new(body.into());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
+    // Made to be framed by partner sites; scripts only from here.
+    h.insert(
+        "content-security-policy",
+        http::HeaderValue::from_static("default-src 'self'; img-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline' 'self'"),
+    );
+    resp
+}
+
+fn page(name: &str, value: &str, token: Option<&str>) -> String {
+    let (img, script) = match token {
+        Some(t) => (
+            format!(r#"<img id="snap" src="/prints/{t}/snapshot" alt="" width="220" height="220">"#),
+            format!(
+                r#"<script>
+const token = "{t}";
+let etag = null;
+async function poll() {{
+  let wait = 5;
+  try {{
+    const r = await fetch("/prints/" + token, {{headers: etag ? {{"If-None-Match": etag}} : {{}}}});
+    const ra = parseInt(r.headers.get("Retry-After") || "", 10);
+    if (!Number.isNaN(ra)) wait = ra; else if (r.ok || r.status === 304) wait = 0;
+    if (r.status === 200) {{
+      etag = r.headers.get("ETag");
+      const s = await r.json();
+      const el = document.getElementById("status");
+      el.dataset.status = s.printing_job_status || "NONE";
+      el.textContent = s.printing_job_status_name
+        ? s.printing_job_status_name + (s.printing_percentage != null ? " · " + Math.round(s.printing_percentage) + "%" : "")
+        : (s.model_status === "processed" ? "Ready to print" : "Preparing your model…");
+      document.getElementById("bar").style.width = (s.printing_percentage || 0) + "%";
+    }} else if (r.status === 404) {{
+      document.getElementById("status").textContent = "This print link has expired.";
+      document.getElementById("status").dataset.status = "EXPIRED";
+      return;
+    }}
+  }} catch (e) {{ wait = 10; }}
+  if (wait > 0) setTimeout(poll, wait * 1000);
+}}
+poll();
+</script>"#
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>{name}</title>
+<style>
+html,body{{margin:0;padding:0;width:100%;height:100%;overflow:hidden;font:14px system-ui,sans-serif;color:#222;background:#fff}}
+main{{box-sizing:border-box;max-width:400px;max-height:400px;height:100%;padding:12px;display:flex;flex-direction:column;align-items:center;gap:6px}}
+h1{{font-size:16px;margin:0;text-align:center;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;max-width:100%}}
+img{{max-width:220px;max-height:220px;object-fit:contain}}
+#track{{width:90%;height:8px;background:#eee;border-radius:4px}}#bar{{height:100%;width:0;background:#2a7;border-radius:4px}}
+</style></head>
+<body><main>{img}<h1 id="name">{name}</h1><div id="value">{value}</div>
+<div id="track"><div id="bar"></div></div><div id="status" data-status="LOADING">Loading…</div></main>{script}</body></html>"#
+    )
+}
+
+/// The OpenAPI 3.1 description of every route.
+pub fn openapi() -> serde_json::Value {
+    let op = |summary: &str, auth: &str| serde_json::json!({"summary": summary, "description": auth, "responses": {"default": {"description": "JSON; errors are {\"error\": {\"code\", \"message\"}}"}}});
+    let token_param =
+        serde_json::json!([{"name": "token", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    let id_param =
+        serde_json::json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Strata", "version": env!("CARGO_PKG_VERSION"), "description": "Stream 3D models to printers."},
+        "paths": {
+            "/healthz": {"get": op("Readiness", "none")},
+            "/openapi.json": {"get": op("This document", "none")},
+            "/sessions": {"post": op("Log in with {username, password}; sets the session cookie", "none")},
+            "/sessions/current": {"delete": op("Log out", "session cookie")},
+            "/models": {
+                "post": op("Create a model {name, callback: {url, method}}; Location and X-Upload-Location headers", "session cookie"),
+                "get": op("List own models (?name=&status=&page=)", "session cookie"),
+            },
+            "/models/{id}": {"parameters": id_param, "get": op("A model: status, validation, repair log, links, popularity", "session cookie")},
+            "/models/{id}/snapshot": {"parameters": id_param, "get": op("PNG snapshot (?view=iso|front|top|side&size=16..2048)", "session cookie")},
+            "/models/{id}/content": {"parameters": id_param, "get": op("The printable STL", "session cookie")},
+            "/models/{id}/manifest": {"parameters": id_param, "get": op("The stream manifest", "session cookie")},
+            "/uploads/{id}": {"parameters": id_param, "put": op("Upload the model bytes (application/octet-stream) to the signed URL", "signed URL")},
+            "/tokens": {"post": op("Create a print token {api_key, receiver_email, model, print_value, print_value_currency, partner_job_id}; X-Token-Location header", "api_key in body")},
+            "/tokens/{token}": {"parameters": token_param, "get": op("A token and its print status (ETag, Retry-After)", "session cookie or ?api_key")},
+            "/streams/{token}/manifest": {"parameters": token_param, "get": op("The stream manifest", "token")},
+            "/streams/{token}/chunks/{index}": {"parameters": [{"name": "token", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "index", "in": "path", "required": true, "schema": {"type": "integer"}}], "get": op("A zstd chunk (ETag, Range, If-None-Match)", "token")},
+            "/prints/{token}/status": {"parameters": token_param, "post": op("Report {printing_job_status, printing_percentage, minutes_left, message, total_time, printer_model}", "token")},
+            "/prints/{token}": {"parameters": token_param, "get": op("What the token holder sees (the widget polls it)", "token")},
+            "/prints/{token}/snapshot": {"parameters": token_param, "get": op("The model's snapshot for the widget", "token")},
+            "/widget": {"get": op("The 400x400 widget page (?token=)", "token")},
+            "/api3/api_create_partner_token": {"get": op("Legacy: create a token (?api_key=)", "api_key")},
+            "/api3/api_upload_partner_stl": {"post": op("Legacy: multipart upload (api_key, token, receiver_email, stl_file, print_value, print_value_currency, partner_job_id)", "api_key")},
+            "/api3/api_get_partner_print_status": {"get": op("Legacy: print status (?api_key=&token=)", "api_key")},
+        }
+    })
+}

@@ -1,0 +1,80 @@
+//! What every request shares: the store, the CPU pool, the secret.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use strata_pipeline::blob::FsBlobStore;
+use strata_pipeline::db::Db;
+
+use crate::{Config, ServerError};
+
+/// The server's shared state.
+#[derive(Debug)]
+pub struct AppState {
+    /// Settings.
+    pub config: Config,
+    /// Blobs (originals, snapshots, manifests, chunks).
+    pub blobs: FsBlobStore,
+    db: Mutex<Db>,
+    /// CPU work: processing uploads and rendering snapshots.
+    pub pool: rayon::ThreadPool,
+    /// Signs upload URLs; kept in the data directory so URLs survive a
+    /// restart.
+    pub secret: Vec<u8>,
+    /// Scheme, host and port of this server, for links.
+    pub public_url: String,
+    /// Where uploads are spooled before processing.
+    pub uploads: PathBuf,
+}
+
+impl AppState {
+    /// Opens the store under `config.data` (creating it).
+    pub fn open(config: Config, addr: SocketAddr) -> Result<AppState, ServerError> {
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| ServerError::Io { path: p, source }
+        };
+        std::fs::create_dir_all(&config.data).map_err(io(&config.data))?;
+        let blobs = FsBlobStore::open(&config.data)?;
+        let db = Db::open(&config.data.join("meta.db"))?;
+        let uploads = config.data.join("uploads");
+        // Spooled uploads a crash left behind were never acknowledged.
+        if uploads.exists() {
+            std::fs::remove_dir_all(&uploads).map_err(io(&uploads))?;
+        }
+        std::fs::create_dir_all(&uploads).map_err(io(&uploads))?;
+        let secret = load_secret(&config.data.join("secret.key"))?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.workers.max(1))
+            .thread_name(|i| format!("strata-cpu-{i}"))
+            .build()
+            .map_err(|e| ServerError::Pool(e.to_string()))?;
+        let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        Ok(AppState { config, blobs, db: Mutex::new(db), pool, secret, public_url, uploads })
+    }
+
+    /// The database (short calls only: it is one connection).
+    pub fn db(&self) -> MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Reads the server secret, creating a random one (mode 0600) at first start.
+fn load_secret(path: &Path) -> Result<Vec<u8>, ServerError> {
+    let io = |source| ServerError::Io { path: path.to_path_buf(), source };
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() >= 32 => Ok(bytes),
+        Ok(_) | Err(_) => {
+            let secret = crate::auth::random_hex(32).into_bytes();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut f = options.open(path).map_err(io)?;
+            std::io::Write::write_all(&mut f, &secret).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            Ok(secret)
+        }
+    }
+}

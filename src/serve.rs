@@ -1,0 +1,131 @@
+//! `strata serve` and `strata admin create-partner`: the HTTP server over
+//! the store, and the one-time set-up of a partner account.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use strata_server::{Config, Server};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// The data directory (blobs and the metadata database).
+    #[arg(long, env = "STRATA_DATA", default_value = crate::ingest::DEFAULT_DATA)]
+    data: PathBuf,
+    /// The largest upload accepted, in MiB.
+    #[arg(long, default_value_t = 512)]
+    upload_limit_mib: u64,
+    /// The URL clients reach this server at (for links), e.g. behind a
+    /// TLS proxy: https://print.example.com.
+    #[arg(long)]
+    public_url: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Create a partner account; prints its API key, username and password.
+    CreatePartner {
+        /// The partner's name.
+        name: String,
+        /// Contact e-mail.
+        #[arg(long)]
+        email: String,
+        /// The data directory.
+        #[arg(long, env = "STRATA_DATA", default_value = crate::ingest::DEFAULT_DATA)]
+        data: PathBuf,
+        /// One JSON object {"username", "password", "api_key"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let config = Config {
+        listen: args.listen.clone(),
+        data: args.data.clone(),
+        upload_limit: args.upload_limit_mib.saturating_mul(1024 * 1024),
+        public_url: args.public_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+        ..Config::default()
+    };
+    rt.block_on(async {
+        let server = match Server::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Tests and scripts read this line to find the port.
+        println!("strata: listening on http://{} (data in {})", server.addr(), args.data.display());
+        server
+            .run_until(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await;
+        ExitCode::SUCCESS
+    })
+}
+
+pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
+    let AdminCommand::CreatePartner { name, email, data, json } = command;
+    let result = (|| -> Result<(String, String, String), String> {
+        std::fs::create_dir_all(data).map_err(|e| format!("{}: {e}", data.display()))?;
+        let db = strata_server::pipeline::db::Db::open(&data.join("meta.db")).map_err(|e| e.to_string())?;
+        if !email.contains('@') {
+            return Err(format!("{email:?} is not an e-mail address"));
+        }
+        let base: String =
+            name.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect::<String>();
+        let base = if base.is_empty() { "partner".to_string() } else { base };
+        let password = strata_server::auth::random_hex(12);
+        let hash = strata_server::auth::hash_password(&password)?;
+        let api_key = strata_server::auth::random_hex(16);
+        for attempt in 0..100 {
+            let username = if attempt == 0 { base.clone() } else { format!("{base}{attempt}") };
+            let partner = strata_server::pipeline::db::Partner {
+                id: strata_server::auth::random_hex(8),
+                name: name.clone(),
+                email: email.clone(),
+                username: username.clone(),
+            };
+            if db
+                .create_partner(&partner, &hash, &strata_server::auth::secret_hash(&api_key))
+                .map_err(|e| e.to_string())?
+            {
+                return Ok((username, password, api_key));
+            }
+        }
+        Err("no free username; choose another name".into())
+    })();
+    match result {
+        Ok((username, password, api_key)) if *json => {
+            println!(
+                "{}",
+                serde_json::json!({"username": username, "password": password, "api_key": api_key})
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((username, password, api_key)) => {
+            println!("partner {name:?} created (the password is shown once; only its hash is kept)");
+            println!("username: {username}\npassword: {password}\napi_key:  {api_key}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! `strata serve` end to end over real HTTP on loopback: the binary is
+//! started on port 0 with a fresh data directory, and every call goes
+//! through reqwest.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::util::{repo_datasets, run, strata};
+
+/// A running `strata serve`, killed on drop.
+struct Served {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra: &[&str]) -> Served {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut child = strata()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", data.to_str().expect("utf-8")])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("first line");
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    Served { child, base, _dir: dir, data }
+}
+
+fn partner(data: &Path, name: &str) -> Value {
+    let out = run(&[
+        "admin",
+        "create-partner",
+        name,
+        "--email",
+        "ops@shop.example",
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client")
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+async fn login(c: &reqwest::Client, base: &str, p: &Value) -> String {
+    let r = c
+        .post(format!("{base}/sessions"))
+        .json(&json!({"username": p["username"], "password": p["password"]}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let cookie = r.headers()["set-cookie"].to_str().expect("ascii").to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    cookie.split(';').next().expect("pair").to_string()
+}
+
+/// Creates and uploads a model; returns its id once processed.
+async fn upload_model(c: &reqwest::Client, base: &str, cookie: &str, bytes: Vec<u8>) -> (String, Value) {
+    let r = c
+        .post(format!("{base}/models"))
+        .header("cookie", cookie)
+        .json(&json!({"name": "Authentise logo", "callback": {"url": "", "method": "POST"}}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().expect("ascii").to_string();
+    let upload = r.headers()["x-upload-location"].to_str().expect("ascii").to_string();
+    let created: Value = r.json().await.expect("json");
+    assert_eq!(created["status"], "not-uploaded");
+    assert!(location.ends_with(created["id"].as_str().expect("id")));
+    let r = c
+        .put(&upload)
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{:?}", r.text().await);
+    let id = created["id"].as_str().expect("id").to_string();
+    for _ in 0..600 {
+        let m: Value =
+            c.get(&location).header("cookie", cookie).send().await.expect("get").json().await.expect("json");
+        if m["status"] != "processing" {
+            return (id, m);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("model never finished processing");
+}
+
+#[test]
+fn the_whole_flow_upload_token_stream_and_status() {
+    let s = serve(&[]);
+    let p = partner(&s.data, "Print Shop");
+    assert_eq!(p["api_key"].as_str().map(str::len), Some(32));
+    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        assert_eq!(c.get(format!("{base}/healthz")).send().await.expect("health").status(), StatusCode::OK);
+        let cookie = login(&c, base, &p).await;
+        let (id, model) = upload_model(&c, base, &cookie, cube.clone()).await;
+        assert_eq!(model["status"], "processed", "{model}");
+        assert_eq!(model["validation"]["is_volume"], true, "{model}");
+        assert_eq!(model["sha256"].as_str(), Some(strata_core::stream::sha256_hex(&cube).as_str()));
+        // The snapshot is a PNG; the content is the STL.
+        let snap = c.get(format!("{base}/models/{id}/snapshot")).header("cookie", &cookie).send().await.expect("snap");
+        assert_eq!(snap.headers()["content-type"], "image/png");
+        assert_eq!(&snap.bytes().await.expect("png")[1..4], b"PNG");
+        let big = c.get(format!("{base}/models/{id}/snapshot?view=top&size=64")).header("cookie", &cookie).send().await.expect("snap");
+        assert_eq!(big.status(), StatusCode::OK);
+        let png = big.bytes().await.expect("png");
+        let info = png::Decoder::new(std::io::Cursor::new(&png[..])).read_info().expect("png");
+        assert_eq!((info.info().width, info.info().height), (64, 64));
+
+        // A token: exact money, currency default, X-Token-Location.
+        let r = c.post(format!("{base}/tokens")).json(&json!({"api_key": p["api_key"], "receiver_email": "ann@example.com", "model": model["uri"], "print_value": 10.56, "partner_job_id": "job-123"})).send().await.expect("token");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let widget = r.headers()["x-token-location"].to_str().expect("ascii").to_string();
+        let t: Value = r.json().await.expect("json");
+        let token = t["token"].as_str().expect("token").to_string();
+        assert!(widget.ends_with(&format!("/widget?token={token}")));
+        assert_eq!(t["print_value"].to_string(), "10.56");
+        assert_eq!(t["print_value_currency"], "USD");
+
+        // The printer pulls the manifest and every chunk, checking hashes.
+        let manifest: Value = c.get(format!("{base}/streams/{token}/manifest")).send().await.expect("m").json().await.expect("json");
+        assert_eq!(manifest["model_sha256"], model["sha256"]);
+        for (i, chunk) in manifest["chunks"].as_array().expect("chunks").iter().enumerate() {
+            let r = c.get(format!("{base}/streams/{token}/chunks/{i}")).send().await.expect("chunk");
+            assert_eq!(r.status(), StatusCode::OK);
+            let etag = r.headers()["etag"].to_str().expect("ascii").to_string();
+            assert!(r.headers()["cache-control"].to_str().expect("ascii").contains("immutable"));
+            let bytes = r.bytes().await.expect("bytes");
+            assert_eq!(strata_core::stream::sha256_hex(&bytes), chunk["sha256"].as_str().expect("sha"));
+            assert_eq!(etag, format!("\"{}\"", chunk["sha256"].as_str().expect("sha")));
+            // Resume: a range gives the tail; a cached copy gets 304.
+            let r = c.get(format!("{base}/streams/{token}/chunks/{i}")).header("range", "bytes=10-").send().await.expect("range");
+            assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+            assert_eq!(r.bytes().await.expect("tail"), bytes.slice(10..));
+            let r = c.get(format!("{base}/streams/{token}/chunks/{i}")).header("range", format!("bytes={}-", bytes.len())).send().await.expect("range");
+            assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+            assert_eq!(r.headers()["content-range"], format!("bytes */{}", bytes.len()).as_str());
+            let r = c.get(format!("{base}/streams/{token}/chunks/{i}")).header("if-none-match", &etag).send().await.expect("304");
+            assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+        }
+        let r = c.get(format!("{base}/streams/{token}/chunks/999")).send().await.expect("404");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = c.get(format!("{base}/streams/{}/manifest", "0".repeat(32))).send().await.expect("404");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+        // Status: the machine, with 409 naming what is allowed.
+        let post = |body: Value| c.post(format!("{base}/prints/{token}/status")).json(&body).send();
+        let r = post(json!({"printing_job_status": "SUCCESS"})).await.expect("status");
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let e: Value = r.json().await.expect("json");
+        assert_eq!(e["error"]["code"], "illegal_transition");
+        assert_eq!(e["error"]["allowed"], json!(["WARMING_UP"]));
+        assert_eq!(post(json!({"printing_job_status": "WARMING_UP", "printer_model": "MK4"})).await.expect("s").status(), StatusCode::OK);
+        let r = post(json!({"printing_job_status": "PRINTING", "printing_percentage": 42.0, "minutes_left": 30})).await.expect("s");
+        assert_eq!(r.status(), StatusCode::OK);
+        let now: Value = r.json().await.expect("json");
+        assert_eq!(now["printing_job_status_name"], "Printing");
+        assert_eq!(post(json!({"printing_job_status": "PRINTING", "printing_percentage": 142.0})).await.expect("s").status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+        // The partner reads it back: ETag, Retry-After, then 304.
+        let r = c.get(format!("{base}/tokens/{token}")).header("cookie", &cookie).send().await.expect("read");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["retry-after"], "5");
+        let etag = r.headers()["etag"].to_str().expect("ascii").to_string();
+        let read: Value = r.json().await.expect("json");
+        assert_eq!(read["printing_percentage"], 42.0);
+        assert_eq!(read["printer_model"], "MK4");
+        let r = c.get(format!("{base}/tokens/{token}")).header("cookie", &cookie).header("if-none-match", &etag).send().await.expect("read");
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(post(json!({"printing_job_status": "SUCCESS", "printing_percentage": 100.0})).await.expect("s").status(), StatusCode::OK);
+        assert_eq!(post(json!({"printing_job_status": "CONFIRMED_SUCCESS"})).await.expect("s").status(), StatusCode::OK);
+        let r = post(json!({"printing_job_status": "PRINTING"})).await.expect("s");
+        assert_eq!(r.status(), StatusCode::CONFLICT, "final");
+
+        // The legacy status call sees the same, in its envelope.
+        let legacy: Value = c.get(format!("{base}/api3/api_get_partner_print_status?api_key={}&token={token}", p["api_key"].as_str().expect("key"))).send().await.expect("legacy").json().await.expect("json");
+        assert_eq!(legacy["status"]["code"], "ok");
+        assert_eq!(legacy["data"]["printing_job_status"], "CONFIRMED_SUCCESS");
+        assert_eq!(legacy["data"]["printing_job_status_name"], "Confirmed success");
+
+        // Popularity counters.
+        let m: Value = c.get(format!("{base}/models/{id}")).header("cookie", &cookie).send().await.expect("get").json().await.expect("json");
+        assert_eq!(m["popularity"]["tokens_created"], 1);
+        assert_eq!(m["popularity"]["streams_pulled"], 1);
+
+        // The widget page for the token, and for an unknown one.
+        let page = c.get(&widget).send().await.expect("widget");
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.text().await.expect("html").contains("Authentise logo"));
+        let gone = c.get(format!("{base}/widget?token=nope")).send().await.expect("widget");
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+
+        // Logging out ends the session on the server.
+        let r = c.delete(format!("{base}/sessions/current")).header("cookie", &cookie).send().await.expect("logout");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let r = c.get(format!("{base}/models/{id}")).header("cookie", &cookie).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    });
+}
+
+#[test]
+fn partners_never_see_each_others_models_or_tokens() {
+    let s = serve(&[]);
+    let a = partner(&s.data, "Shop A");
+    let b = partner(&s.data, "Shop B");
+    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        let ca = login(&c, base, &a).await;
+        let cb = login(&c, base, &b).await;
+        let (id, model) = upload_model(&c, base, &ca, cube).await;
+        for path in [format!("/models/{id}"), format!("/models/{id}/snapshot"), format!("/models/{id}/content")] {
+            let r = c.get(format!("{base}{path}")).header("cookie", &cb).send().await.expect("get");
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+            assert!(!r.text().await.expect("body").contains(&id));
+        }
+        let list: Value = c.get(format!("{base}/models")).header("cookie", &cb).send().await.expect("list").json().await.expect("json");
+        assert_eq!(list["models"], json!([]));
+        // B's key cannot make a token for A's model.
+        let r = c.post(format!("{base}/tokens")).json(&json!({"api_key": b["api_key"], "model": model["uri"], "print_value": "1.00"})).send().await.expect("token");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = c.post(format!("{base}/tokens")).json(&json!({"api_key": a["api_key"], "model": model["uri"], "print_value": "1.00", "receiver_email": "ann@example.com"})).send().await.expect("token");
+        let token = r.json::<Value>().await.expect("json")["token"].as_str().expect("token").to_string();
+        let r = c.get(format!("{base}/tokens/{token}")).header("cookie", &cb).send().await.expect("read");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = c.get(format!("{base}/api3/api_get_partner_print_status?api_key={}&token={token}", b["api_key"].as_str().expect("key"))).send().await.expect("legacy");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.json::<Value>().await.expect("json")["status"]["code"], "error");
+    });
+}
+
+#[test]
+fn bad_requests_get_json_errors_with_codes() {
+    let s = serve(&["--upload-limit-mib", "1"]);
+    let p = partner(&s.data, "Shop");
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        let code = |v: Value| v["error"]["code"].as_str().map(str::to_string);
+        let r = c.get(format!("{base}/no/such/route")).send().await.expect("404");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert!(r.headers().contains_key("x-request-id"));
+        assert_eq!(code(r.json().await.expect("json")).as_deref(), Some("not_found"));
+        let r = c
+            .post(format!("{base}/sessions"))
+            .json(&json!({"username": p["username"], "password": "wrong"}))
+            .send()
+            .await
+            .expect("403");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(code(r.json().await.expect("json")).as_deref(), Some("invalid_credentials"));
+        let r = c
+            .post(format!("{base}/sessions"))
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .expect("400");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(code(r.json().await.expect("json")).as_deref(), Some("malformed_json"));
+        let r = c
+            .post(format!("{base}/sessions"))
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .expect("415");
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let r = c
+            .post(format!("{base}/sessions"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; 100_000])
+            .send()
+            .await
+            .expect("413");
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let r = c.get(format!("{base}/models")).send().await.expect("401");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let spec: Value =
+            c.get(format!("{base}/openapi.json")).send().await.expect("spec").json().await.expect("json");
+        assert!(spec["paths"]["/streams/{token}/chunks/{index}"].is_object());
+
+        let cookie = login(&c, base, &p).await;
+        let r = c
+            .post(format!("{base}/models"))
+            .header("cookie", &cookie)
+            .json(&json!({"name": "x"}))
+            .send()
+            .await
+            .expect("create");
+        let upload = r.headers()["x-upload-location"].to_str().expect("ascii").to_string();
+        // Tampered signature, wrong content type, over the limit: refused,
+        // and the model can still be uploaded after.
+        let tampered = format!("{}0", &upload[..upload.len() - 1]);
+        let r = c
+            .put(&tampered)
+            .header("content-type", "application/octet-stream")
+            .body("solid")
+            .send()
+            .await
+            .expect("403");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let r = c.put(&upload).header("content-type", "text/plain").body("solid").send().await.expect("415");
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let r = c
+            .put(&upload)
+            .header("content-type", "application/octet-stream")
+            .body(vec![0u8; 2 * 1024 * 1024])
+            .send()
+            .await;
+        // The server may answer 413 before reading it all (or close).
+        if let Ok(r) = r {
+            assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        // Garbage is accepted as an upload and ends as an error status.
+        let r = c
+            .put(&upload)
+            .header("content-type", "application/octet-stream")
+            .body("solid nonsense")
+            .send()
+            .await
+            .expect("202");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let r = c
+            .put(&upload)
+            .header("content-type", "application/octet-stream")
+            .body("again")
+            .send()
+            .await
+            .expect("409");
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let id = upload.split("/uploads/").nth(1).and_then(|s| s.split('?').next()).expect("id").to_string();
+        let mut status = Value::Null;
+        for _ in 0..200 {
+            status = c
+                .get(format!("{base}/models/{id}"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
+            if status["status"] != "processing" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(status["status"], "error", "{status}");
+        assert!(status["error"]["code"].is_string());
+        // A token for a model that is not processed is refused.
+        let r = c
+            .post(format!("{base}/tokens"))
+            .json(&json!({"api_key": p["api_key"], "model": id, "print_value": 1}))
+            .send()
+            .await
+            .expect("409");
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        // Order fields on a processed model: each bad one named.
+        let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+        let (good, _) = upload_model(&c, base, &cookie, cube).await;
+        for (field, bad, want) in [
+            ("print_value", json!(-1), "invalid_print_value"),
+            ("print_value", json!(1e30), "invalid_print_value"),
+            ("print_value_currency", json!("XYZ"), "invalid_currency"),
+            ("receiver_email", json!("nope"), "invalid_email"),
+        ] {
+            let mut body = json!({"api_key": p["api_key"], "model": good, "print_value": "5.00"});
+            body[field] = bad;
+            let r = c.post(format!("{base}/tokens")).json(&body).send().await.expect("422");
+            assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+            assert_eq!(code(r.json().await.expect("json")).as_deref(), Some(want), "{field}");
+        }
+        let r = c
+            .post(format!("{base}/tokens"))
+            .json(&json!({"api_key": "0".repeat(32), "model": good}))
+            .send()
+            .await
+            .expect("403");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    });
+}
+
+#[test]
+fn a_taken_port_is_a_clear_error_not_a_panic() {
+    let s = serve(&[]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let out = run(&["serve", "--listen", &addr, "--data", s.data.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_half_sent_request_is_cut_off_by_the_header_timeout() {
+    use std::io::{Read, Write};
+    let s = serve(&[]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&addr).expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").expect("half");
+    slow.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(started.elapsed() < Duration::from_secs(20), "held for {:?}", started.elapsed());
+}
