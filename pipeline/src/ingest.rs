@@ -305,7 +305,7 @@ pub fn ingest(
                     } else {
                         let result = process_timed(&bytes, &sha, &options.process, &mut times);
                         let clock = std::time::Instant::now();
-                        let stored = store(blobs, &inputs[i], &bytes, sha, result, options);
+                        let stored = store(blobs, &inputs[i], &bytes, sha, result, options.owner.clone());
                         times.store = clock.elapsed().as_secs_f64();
                         Outcome::Stored(Box::new(stored))
                     };
@@ -419,7 +419,7 @@ fn store(
     bytes: &[u8],
     sha256: String,
     result: Result<Processed, PipelineError>,
-    options: &IngestOptions,
+    owner: Option<String>,
 ) -> Result<Stored, PipelineError> {
     let file = path.display().to_string();
     let mut staged = Vec::new();
@@ -435,7 +435,7 @@ fn store(
     let mut row = ModelRecord {
         id: sha256.clone(),
         file_name: name,
-        owner: options.owner.clone(),
+        owner,
         status: "failed".into(),
         error_code: None,
         error: None,
@@ -515,8 +515,7 @@ pub fn ingest_upload(
 ) -> Result<(ModelRecord, ModelReport), PipelineError> {
     let sha = strata_core::stream::sha256_hex(bytes);
     let result = process_timed(bytes, &sha, options, &mut StageTimes::default());
-    let ingest = IngestOptions { jobs: 1, process: *options, owner, retry_failed: false };
-    let (row, report, staged) = store(blobs, Path::new(name), bytes, sha, result, &ingest)?;
+    let (row, report, staged) = store(blobs, Path::new(name), bytes, sha, result, owner)?;
     blobs.publish(&staged)?;
     Ok((row, report))
 }

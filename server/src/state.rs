@@ -1,10 +1,11 @@
 //! What every request shares: the store, the CPU pool, the secret.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use strata_pipeline::blob::FsBlobStore;
+use strata_pipeline::blob::{BlobId, FsBlobStore};
 use strata_pipeline::db::Db;
 
 use crate::{Config, ServerError};
@@ -26,7 +27,11 @@ pub struct AppState {
     pub public_url: String,
     /// Where uploads are spooled before processing.
     pub uploads: PathBuf,
+    chunk_digests: Mutex<HashMap<BlobId, Arc<[String]>>>,
 }
+
+/// Manifests whose chunk digests are kept in memory (a few KB each).
+const CHUNK_DIGEST_CACHE: usize = 4096;
 
 impl AppState {
     /// Opens the store under `config.data` (creating it).
@@ -51,7 +56,31 @@ impl AppState {
             .build()
             .map_err(|e| ServerError::Pool(e.to_string()))?;
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-        Ok(AppState { config, blobs, db: Mutex::new(db), pool, secret, public_url, uploads })
+        Ok(AppState {
+            config,
+            blobs,
+            db: Mutex::new(db),
+            pool,
+            secret,
+            public_url,
+            uploads,
+            chunk_digests: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The chunk digests of `manifest`, if cached.
+    pub fn cached_chunk_digests(&self, manifest: &BlobId) -> Option<Arc<[String]>> {
+        self.chunk_digests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(manifest).cloned()
+    }
+
+    /// Caches the chunk digests of `manifest` (emptied when full: entries
+    /// are cheap to rebuild, and no bookkeeping is needed on the hot path).
+    pub fn cache_chunk_digests(&self, manifest: &BlobId, digests: Arc<[String]>) {
+        let mut cache = self.chunk_digests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= CHUNK_DIGEST_CACHE {
+            cache.clear();
+        }
+        cache.insert(manifest.clone(), digests);
     }
 
     /// The database (short calls only: it is one connection).

@@ -17,7 +17,7 @@ use crate::PipelineError;
 
 mod partners;
 
-pub use partners::{Partner, PartnerModel, PrintToken, PrintUpdate, TokenQuery};
+pub use partners::{ModelQuery, Partner, PartnerModel, PrintToken, PrintUpdate};
 
 /// The migrations, in order; never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[

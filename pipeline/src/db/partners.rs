@@ -114,6 +114,27 @@ pub struct PartnerModel {
     pub updated_at: i64,
 }
 
+impl PartnerModel {
+    /// A new model of `partner_id`'s in `status`, with no content yet.
+    pub fn new(id: String, partner_id: String, name: String, status: &str, now: i64) -> PartnerModel {
+        PartnerModel {
+            id,
+            partner_id,
+            name,
+            status: status.to_string(),
+            content_id: None,
+            error_code: None,
+            error: None,
+            callback_url: None,
+            callback_method: None,
+            tokens_created: 0,
+            streams_pulled: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// A print token and its print's status.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PrintToken {
@@ -159,6 +180,35 @@ pub struct PrintToken {
     pub updated_at: i64,
 }
 
+impl PrintToken {
+    /// A new token of `partner_id`'s for `model_id`, in USD, with no order
+    /// details, limits or print yet.
+    pub fn new(token: String, partner_id: String, model_id: Option<String>, now: i64) -> PrintToken {
+        PrintToken {
+            token,
+            partner_id,
+            model_id,
+            receiver_email: None,
+            print_value: None,
+            print_value_currency: "USD".into(),
+            partner_job_id: None,
+            print_limit: None,
+            prints_started: 0,
+            expires_at: None,
+            revoked: false,
+            printing_job_status: None,
+            printing_percentage: None,
+            minutes_left: None,
+            message: None,
+            total_time: None,
+            printer_model: None,
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// A printer's status report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrintUpdate {
@@ -178,7 +228,7 @@ pub struct PrintUpdate {
 
 /// A partner's model listing filter.
 #[derive(Debug, Clone, Default)]
-pub struct TokenQuery {
+pub struct ModelQuery {
     /// Name contains this (case-insensitive).
     pub name: Option<String>,
     /// Exact status.
@@ -324,7 +374,7 @@ impl Db {
     pub fn partner_models(
         &self,
         partner_id: &str,
-        q: &TokenQuery,
+        q: &ModelQuery,
     ) -> Result<Vec<PartnerModel>, PipelineError> {
         let pattern = q.name.as_ref().map(|n| format!("%{}%", n.to_lowercase()));
         let mut stmt = self.conn.prepare(&format!(
@@ -347,23 +397,16 @@ impl Db {
     pub fn set_partner_model_status(
         &self,
         id: &str,
-        from: &[&str],
+        from: &str,
         status: &str,
         content_id: Option<&str>,
         error: Option<(&str, &str)>,
     ) -> Result<bool, PipelineError> {
-        let mut moved = false;
-        for f in from {
-            moved |= self.conn.execute(
-                "UPDATE partner_models SET status = $1, content_id = COALESCE($2, content_id), error_code = $3, \
-                 error = $4, updated_at = $5 WHERE id = $6 AND status = $7",
-                params![status, content_id, error.map(|e| e.0), error.map(|e| e.1), now_ms(), id, f],
-            )? > 0;
-            if moved {
-                break;
-            }
-        }
-        Ok(moved)
+        Ok(self.conn.execute(
+            "UPDATE partner_models SET status = $1, content_id = COALESCE($2, content_id), error_code = $3, \
+             error = $4, updated_at = $5 WHERE id = $6 AND status = $7",
+            params![status, content_id, error.map(|e| e.0), error.map(|e| e.1), now_ms(), id, from],
+        )? > 0)
     }
 
     /// Counts a pulled stream for a model's popularity.
@@ -559,53 +602,18 @@ mod tests {
     fn status_moves_only_from_the_expected_state_and_tokens_count() {
         let db = Db::open_in_memory().expect("db");
         db.create_partner(&partner("p1", "shop"), "h", "k").expect("create");
-        let m = PartnerModel {
-            id: "m1".into(),
-            partner_id: "p1".into(),
-            name: "Logo".into(),
-            status: "not-uploaded".into(),
-            content_id: None,
-            error_code: None,
-            error: None,
-            callback_url: None,
-            callback_method: None,
-            tokens_created: 0,
-            streams_pulled: 0,
-            created_at: 1,
-            updated_at: 1,
-        };
+        let m = PartnerModel::new("m1".into(), "p1".into(), "Logo".into(), "not-uploaded", 1);
         db.create_partner_model(&m).expect("model");
         assert!(
-            db.set_partner_model_status("m1", &["not-uploaded"], "processing", Some("abc"), None)
-                .expect("cas")
+            db.set_partner_model_status("m1", "not-uploaded", "processing", Some("abc"), None).expect("cas")
         );
-        assert!(
-            !db.set_partner_model_status("m1", &["not-uploaded"], "processing", None, None).expect("cas")
-        );
-        let q = TokenQuery { name: Some("LOG".into()), per_page: 10, ..TokenQuery::default() };
+        assert!(!db.set_partner_model_status("m1", "not-uploaded", "processing", None, None).expect("cas"));
+        let q = ModelQuery { name: Some("LOG".into()), per_page: 10, ..ModelQuery::default() };
         assert_eq!(db.partner_models("p1", &q).expect("list").len(), 1);
         assert_eq!(db.partner_models("p2", &q).expect("list").len(), 0);
         let t = PrintToken {
-            token: "t1".into(),
-            partner_id: "p1".into(),
-            model_id: Some("m1".into()),
-            receiver_email: None,
             print_value: Some("10.56".into()),
-            print_value_currency: "USD".into(),
-            partner_job_id: None,
-            print_limit: None,
-            prints_started: 0,
-            expires_at: None,
-            revoked: false,
-            printing_job_status: None,
-            printing_percentage: None,
-            minutes_left: None,
-            message: None,
-            total_time: None,
-            printer_model: None,
-            version: 0,
-            created_at: 1,
-            updated_at: 1,
+            ..PrintToken::new("t1".into(), "p1".into(), Some("m1".into()), 1)
         };
         db.create_token(&t).expect("token");
         assert_eq!(db.partner_model("m1").expect("q").map(|m| m.tokens_created), Some(1));

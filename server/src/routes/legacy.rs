@@ -61,29 +61,7 @@ fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, A
 
 fn create_token(state: &AppState, q: &HashMap<String, String>) -> Result<serde_json::Value, ApiError> {
     let partner = super::api_key_partner(state, required(q, "api_key")?)?;
-    let now = now_ms();
-    let token = PrintToken {
-        token: auth::random_hex(16),
-        partner_id: partner.id,
-        model_id: None,
-        receiver_email: None,
-        print_value: None,
-        print_value_currency: "USD".into(),
-        partner_job_id: None,
-        print_limit: None,
-        prints_started: 0,
-        expires_at: None,
-        revoked: false,
-        printing_job_status: None,
-        printing_percentage: None,
-        minutes_left: None,
-        message: None,
-        total_time: None,
-        printer_model: None,
-        version: 0,
-        created_at: now,
-        updated_at: now,
-    };
+    let token = PrintToken::new(auth::random_hex(16), partner.id, None, now_ms());
     state.db().create_token(&token)?;
     Ok(serde_json::json!({"token": token.token}))
 }
@@ -200,22 +178,8 @@ async fn upload(
             return Err(e);
         }
     };
-    let now = now_ms();
-    let model = PartnerModel {
-        id: auth::random_hex(16),
-        partner_id: partner.id,
-        name: format!("legacy upload for token {}", t.token),
-        status: "processing".into(),
-        content_id: None,
-        error_code: None,
-        error: None,
-        callback_url: None,
-        callback_method: None,
-        tokens_created: 0,
-        streams_pulled: 0,
-        created_at: now,
-        updated_at: now,
-    };
+    let name = format!("legacy upload for token {}", t.token);
+    let model = PartnerModel::new(auth::random_hex(16), partner.id, name, "processing", now_ms());
     state.db().create_partner_model(&model)?;
     t.model_id = Some(model.id.clone());
     t.receiver_email = email;

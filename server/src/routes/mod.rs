@@ -131,7 +131,8 @@ pub(crate) fn model_json(state: &AppState, m: &PartnerModel) -> Result<serde_jso
         "status": m.status,
         "error": m.error_code.as_ref().map(|code| serde_json::json!({"code": code, "message": m.error})),
         "sha256": m.content_id,
-        "validation": report.as_ref().map(|r| r["after"].as_object().map_or(r["before"].clone(), |_| r["after"].clone())),
+        // The report of the printable mesh: after repair when repaired.
+        "validation": report.as_ref().map(|r| if r["after"].is_object() { &r["after"] } else { &r["before"] }),
         "validation_before_repair": report.as_ref().map(|r| r["before"].clone()),
         "repair_log": report.as_ref().map(|r| r["repair"].clone()),
         "repaired": content.as_ref().map(|c| c.repaired_blob.is_some()),
@@ -144,6 +145,13 @@ pub(crate) fn model_json(state: &AppState, m: &PartnerModel) -> Result<serde_jso
         "updated": iso8601(m.updated_at),
         "popularity": {"tokens_created": m.tokens_created, "streams_pulled": m.streams_pulled},
     }))
+}
+
+/// Whether an `If-None-Match` header matches `etag` (weak comparison, as
+/// RFC 9110 asks for this header; `*` matches anything).
+pub(crate) fn etag_matches(if_none_match: Option<&str>, etag: &str) -> bool {
+    if_none_match
+        .is_some_and(|v| v.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag))
 }
 
 /// A blob as a download: fixed content type, `nosniff`, attachment.
@@ -174,6 +182,15 @@ pub(crate) fn blob_response(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn etags_match_weakly_and_by_star() {
+        assert!(super::etag_matches(Some("\"a\""), "\"a\""));
+        assert!(super::etag_matches(Some("\"b\", W/\"a\""), "\"a\""));
+        assert!(super::etag_matches(Some("*"), "\"a\""));
+        assert!(!super::etag_matches(Some("\"ab\""), "\"a\""));
+        assert!(!super::etag_matches(None, "\"a\""));
+    }
+
     #[test]
     fn iso8601_matches_known_instants() {
         assert_eq!(super::iso8601(0), "1970-01-01T00:00:00Z");

@@ -15,7 +15,7 @@ use super::{api_key_partner, cookies, model_json, owned_model, session_partner, 
 use crate::api::{self, ApiError, finish, parse_json, read_limited};
 use crate::auth;
 use crate::state::AppState;
-use strata_pipeline::db::{PartnerModel, PrintToken, TokenQuery, now_ms};
+use strata_pipeline::db::{ModelQuery, PartnerModel, PrintToken, now_ms};
 
 /// JSON bodies are small; uploads have their own limit.
 const JSON_LIMIT: usize = 64 * 1024;
@@ -219,19 +219,9 @@ fn create_model(
     };
     let now = now_ms();
     let m = PartnerModel {
-        id: auth::random_hex(16),
-        partner_id: partner.id,
-        name: name.to_string(),
-        status: "not-uploaded".into(),
-        content_id: None,
-        error_code: None,
-        error: None,
         callback_url,
         callback_method,
-        tokens_created: 0,
-        streams_pulled: 0,
-        created_at: now,
-        updated_at: now,
+        ..PartnerModel::new(auth::random_hex(16), partner.id, name.to_string(), "not-uploaded", now)
     };
     state.db().create_partner_model(&m)?;
     let expires = (now + state.config.upload_url_ttl.as_millis() as i64) / 1000;
@@ -267,7 +257,7 @@ fn list_models(state: &AppState, cookie: Option<&str>, q: ListQuery) -> Result<R
         ));
     }
     let page = q.page.unwrap_or(1).max(1);
-    let query = TokenQuery { name: q.name, status: q.status, page: page - 1, per_page: 50 };
+    let query = ModelQuery { name: q.name, status: q.status, page: page - 1, per_page: 50 };
     let rows = state.db().partner_models(&partner.id, &query)?;
     let models = rows.iter().map(|m| model_json(state, m)).collect::<Result<Vec<_>, _>>()?;
     Ok(api::json(StatusCode::OK, &serde_json::json!({"models": models, "page": page, "per_page": 50})))
@@ -449,7 +439,7 @@ where
         return Err(ApiError::bad_request("empty_body", "the upload is empty"));
     }
     // Only one upload per model starts processing (compare and swap).
-    if !state.db().set_partner_model_status(id, &["not-uploaded"], "processing", None, None)? {
+    if !state.db().set_partner_model_status(id, "not-uploaded", "processing", None, None)? {
         let _ = tokio::fs::remove_file(&spool).await;
         return Err(already_uploaded("uploaded"));
     }
@@ -494,48 +484,44 @@ where
 }
 
 /// On the CPU pool: the spooled upload through the pipeline into the
-/// store, then the model's status.
+/// store, then the model's status (`processed`, or `error` with the
+/// processing error's code, or `store` when the store failed).
 pub(crate) fn process_upload(state: &AppState, model_id: &str, name: &str, spool: &std::path::Path) {
-    let result = std::fs::read(spool).map_err(|e| e.to_string()).and_then(|bytes| {
-        strata_pipeline::ingest::ingest_upload(
-            &bytes,
-            name,
-            None,
-            &state.blobs,
-            &strata_pipeline::process::ProcessOptions::default(),
-        )
+    let options = strata_pipeline::process::ProcessOptions::default();
+    let result = std::fs::read(spool)
         .map_err(|e| e.to_string())
-    });
+        .and_then(|bytes| {
+            strata_pipeline::ingest::ingest_upload(&bytes, name, None, &state.blobs, &options)
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|(row, report)| {
+            state.db().put_model(&row).map(|()| (row, report)).map_err(|e| e.to_string())
+        });
     let _ = std::fs::remove_file(spool);
-    let db = state.db();
-    let outcome = match result {
-        Ok((row, report)) => {
-            let stored = db.put_model(&row);
-            match (stored, report.error) {
-                (Err(e), _) => Err(("store".to_string(), e.to_string())),
-                (Ok(()), Some(e)) => {
-                    let _ = db.set_partner_model_status(
-                        model_id,
-                        &["processing"],
-                        "error",
-                        Some(&row.id),
-                        Some((e.code, &e.message)),
-                    );
-                    return;
-                }
-                (Ok(()), None) => Ok(row.id),
+    let moved = match &result {
+        Ok((row, report)) => match &report.error {
+            Some(e) => state.db().set_partner_model_status(
+                model_id,
+                "processing",
+                "error",
+                Some(&row.id),
+                Some((e.code, &e.message)),
+            ),
+            None => {
+                state.db().set_partner_model_status(model_id, "processing", "processed", Some(&row.id), None)
             }
-        }
-        Err(e) => Err(("store".to_string(), e)),
+        },
+        Err(message) => state.db().set_partner_model_status(
+            model_id,
+            "processing",
+            "error",
+            None,
+            Some(("store", message)),
+        ),
     };
-    let _ = match outcome {
-        Ok(content) => {
-            db.set_partner_model_status(model_id, &["processing"], "processed", Some(&content), None)
-        }
-        Err((code, message)) => {
-            db.set_partner_model_status(model_id, &["processing"], "error", None, Some((&code, &message)))
-        }
-    };
+    if let Err(e) = moved {
+        eprintln!("model {model_id}: cannot record the processing outcome: {e}");
+    }
 }
 
 #[derive(Deserialize)]
@@ -641,26 +627,13 @@ fn create_token(state: &AppState, ct: Option<&str>, body: &[u8]) -> Result<Respo
     )?;
     let now = now_ms();
     let token = PrintToken {
-        token: auth::random_hex(16),
-        partner_id: partner.id,
-        model_id: Some(model.id.clone()),
         receiver_email: email,
         print_value: value,
         print_value_currency: currency,
         partner_job_id: t.partner_job_id,
         print_limit: t.print_limit.map(i64::from),
-        prints_started: 0,
         expires_at: t.expires_in.map(|s| now.saturating_add((s.min(10 * 365 * 86_400) * 1000) as i64)),
-        revoked: false,
-        printing_job_status: None,
-        printing_percentage: None,
-        minutes_left: None,
-        message: None,
-        total_time: None,
-        printer_model: None,
-        version: 0,
-        created_at: now,
-        updated_at: now,
+        ..PrintToken::new(auth::random_hex(16), partner.id, Some(model.id.clone()), now)
     };
     state.db().create_token(&token)?;
     let link = format!("{}/widget?token={}", state.public_url, token.token);

@@ -120,12 +120,8 @@ async fn chunk(
         .as_deref()
         .and_then(BlobId::parse)
         .ok_or_else(|| ApiError::not_found("chunk"))?;
-    let manifest_bytes =
-        tokio::fs::read(state.blobs.path_of(&manifest_id)).await.map_err(ApiError::internal)?;
-    let manifest = strata_pipeline::core::stream::Manifest::from_json(&manifest_bytes, &Default::default())
-        .map_err(ApiError::internal)?;
-    let entry = manifest.chunks.get(index).ok_or_else(|| ApiError::not_found("chunk"))?;
-    let sha = entry.sha256.clone();
+    let digests = chunk_digests(state, &manifest_id).await?;
+    let sha = digests.get(index).ok_or_else(|| ApiError::not_found("chunk"))?.clone();
     let etag = format!("\"{sha}\"");
     let id = BlobId::parse(&sha).ok_or_else(|| ApiError::internal("bad chunk digest"))?;
     let path = state.blobs.path_of(&id);
@@ -134,7 +130,7 @@ async fn chunk(
         (http::header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_string()),
         (http::header::ACCEPT_RANGES, "bytes".to_string()),
     ];
-    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+    if super::etag_matches(if_none_match, &etag) {
         return Ok(with_headers(Response::new(Vec::new().into()), StatusCode::NOT_MODIFIED, headers));
     }
     let file = tokio::fs::File::open(&path).await.map_err(ApiError::internal)?;
@@ -164,6 +160,22 @@ async fn chunk(
     headers.push((http::header::CONTENT_LENGTH, (end - start).to_string()));
     let resp = warp::Reply::into_response(warp::reply::stream(stream));
     Ok(with_headers(resp, status, headers))
+}
+
+/// The chunk digests of a stream manifest, parsed once: manifests are
+/// immutable blobs, so the cache never goes stale, and a printer pulling
+/// hundreds of chunks no longer re-reads and re-parses the manifest for
+/// each one.
+async fn chunk_digests(state: &AppState, manifest: &BlobId) -> Result<Arc<[String]>, ApiError> {
+    if let Some(d) = state.cached_chunk_digests(manifest) {
+        return Ok(d);
+    }
+    let bytes = tokio::fs::read(state.blobs.path_of(manifest)).await.map_err(ApiError::internal)?;
+    let parsed = strata_pipeline::core::stream::Manifest::from_json(&bytes, &Default::default())
+        .map_err(ApiError::internal)?;
+    let digests: Arc<[String]> = parsed.chunks.into_iter().map(|c| c.sha256).collect();
+    state.cache_chunk_digests(manifest, digests.clone());
+    Ok(digests)
 }
 
 fn with_headers(
@@ -355,7 +367,17 @@ pub(crate) fn status_response(state: &AppState, t: &PrintToken, status: StatusCo
     resp
 }
 
-pub(crate) fn status_etag(t: &PrintToken) -> String {
+/// 304 with the status headers when the poller already has this version.
+pub(crate) fn status_not_modified(t: &PrintToken, if_none_match: Option<&str>) -> Option<Response> {
+    super::etag_matches(if_none_match, &status_etag(t)).then(|| {
+        let mut resp = Response::new(Vec::new().into());
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        decorate_status(&mut resp, t);
+        resp
+    })
+}
+
+fn status_etag(t: &PrintToken) -> String {
     format!("\"{}-{}\"", &t.token[..8.min(t.token.len())], t.version)
 }
 
@@ -386,13 +408,7 @@ fn read_token(
         .token(token)?
         .filter(|t| t.partner_id == partner.id)
         .ok_or_else(|| ApiError::not_found("token"))?;
-    if if_none_match.is_some_and(|v| v.split(',').any(|e| e.trim() == status_etag(&t))) {
-        let mut resp = Response::new(Vec::new().into());
-        *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        decorate_status(&mut resp, &t);
-        return Ok(resp);
-    }
-    Ok(status_response(state, &t, StatusCode::OK))
+    Ok(status_not_modified(&t, if_none_match).unwrap_or_else(|| status_response(state, &t, StatusCode::OK)))
 }
 
 #[cfg(test)]

@@ -47,11 +47,7 @@ fn print_view(state: &AppState, token: &str, if_none_match: Option<&str>) -> Res
         Some(id) => state.db().partner_model(id)?,
         None => None,
     };
-    let etag = super::printers::status_etag(&t);
-    if if_none_match.is_some_and(|v| v.split(',').any(|e| e.trim() == etag)) {
-        let mut resp = Response::new(Vec::new().into());
-        *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        super::printers::decorate_status(&mut resp, &t);
+    if let Some(resp) = super::printers::status_not_modified(&t, if_none_match) {
         return Ok(resp);
     }
     let value = t.print_value.as_deref().and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok());
