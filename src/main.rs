@@ -5,6 +5,7 @@
 
 mod files;
 mod ingest;
+mod printer;
 mod render;
 mod repair;
 mod serve;
@@ -48,6 +49,9 @@ enum Command {
     Models(ingest::ModelsCommand),
     /// Serve the partner API, printer streams and the widget over HTTP.
     Serve(serve::ServeArgs),
+    /// Act as a printer holding a print token: pull the stream, verify
+    /// and decode it, and report the print's progress (resumable).
+    Printer(printer::PrinterArgs),
     /// Administration: partner accounts.
     #[command(subcommand)]
     Admin(serve::AdminCommand),
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest::run(&args),
         Command::Models(command) => ingest::models(&command),
         Command::Serve(args) => serve::serve(&args),
+        Command::Printer(args) => printer::run(&args),
         Command::Admin(command) => serve::admin(&command),
         Command::Generate(args) => generate(&args),
     }

@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 use crate::util::{repo_datasets, run, strata};
 
 /// A running `strata serve`, killed on drop.
-struct Served {
+pub(crate) struct Served {
     child: std::process::Child,
-    base: String,
+    pub(crate) base: String,
     _dir: tempfile::TempDir,
-    data: std::path::PathBuf,
+    pub(crate) data: std::path::PathBuf,
 }
 
 impl Drop for Served {
@@ -26,7 +26,7 @@ impl Drop for Served {
     }
 }
 
-fn serve(extra: &[&str]) -> Served {
+pub(crate) fn serve(extra: &[&str]) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let mut child = strata()
@@ -46,7 +46,7 @@ fn serve(extra: &[&str]) -> Served {
     Served { child, base, _dir: dir, data }
 }
 
-fn partner(data: &Path, name: &str) -> Value {
+pub(crate) fn partner(data: &Path, name: &str) -> Value {
     let out = run(&[
         "admin",
         "create-partner",
@@ -61,15 +61,15 @@ fn partner(data: &Path, name: &str) -> Value {
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client")
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
-async fn login(c: &reqwest::Client, base: &str, p: &Value) -> String {
+pub(crate) async fn login(c: &reqwest::Client, base: &str, p: &Value) -> String {
     let r = c
         .post(format!("{base}/sessions"))
         .json(&json!({"username": p["username"], "password": p["password"]}))
@@ -83,7 +83,12 @@ async fn login(c: &reqwest::Client, base: &str, p: &Value) -> String {
 }
 
 /// Creates and uploads a model; returns its id once processed.
-async fn upload_model(c: &reqwest::Client, base: &str, cookie: &str, bytes: Vec<u8>) -> (String, Value) {
+pub(crate) async fn upload_model(
+    c: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    bytes: Vec<u8>,
+) -> (String, Value) {
     let r = c
         .post(format!("{base}/models"))
         .header("cookie", cookie)

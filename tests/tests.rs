@@ -34,3 +34,7 @@ mod fuzz_corpus;
 // `strata serve` over real HTTP on loopback: partners, uploads, tokens,
 // printer streams, print status, the legacy API, errors.
 mod server;
+
+// `strata printer` against `strata serve`: pull, verify, resume after a
+// kill, decode, report.
+mod printer;

@@ -22,21 +22,23 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(s())
         .map(|token: String, st: Arc<AppState>| finish(manifest(&st, &token)));
-    let chunk =
-        warp::path!("streams" / String / "chunks" / String)
-            .and(warp::get())
-            .and(s())
-            .and(warp::header::optional::<String>("range"))
-            .and(warp::header::optional::<String>("if-none-match"))
-            .then(
-                |token: String,
-                 index: String,
-                 st: Arc<AppState>,
-                 range: Option<String>,
-                 inm: Option<String>| async move {
-                    finish(chunk(&st, &token, &index, range.as_deref(), inm.as_deref()).await)
-                },
-            );
+    let chunk = warp::path!("streams" / String / "chunks" / String)
+        .and(warp::get())
+        .and(s())
+        .and(warp::header::optional::<String>("range"))
+        .and(warp::header::optional::<String>("if-none-match"))
+        .and(warp::header::optional::<String>("if-range"))
+        .then(
+            |token: String,
+             index: String,
+             st: Arc<AppState>,
+             range: Option<String>,
+             inm: Option<String>,
+             if_range: Option<String>| async move {
+                let cond = Conditions { if_none_match: inm, if_range };
+                finish(chunk(&st, &token, &index, range.as_deref(), &cond).await)
+            },
+        );
     let status = warp::path!("prints" / String / "status")
         .and(warp::post())
         .and(s())
@@ -103,14 +105,24 @@ fn manifest(state: &AppState, token: &str) -> Result<Response, ApiError> {
     Ok(resp)
 }
 
+/// The conditional headers a chunk request may carry.
+struct Conditions {
+    if_none_match: Option<String>,
+    /// A resuming client sends the ETag it started with; when it no longer
+    /// matches, the `Range` is ignored and the whole chunk is sent
+    /// (RFC 9110 13.1.5), so a stale prefix is never extended.
+    if_range: Option<String>,
+}
+
 /// A chunk: a file send with a strong ETag (its SHA-256), immutable,
-/// `If-None-Match` and single `Range` requests, so downloads resume.
+/// `If-None-Match`, `If-Range` and single `Range` requests, so downloads
+/// resume.
 async fn chunk(
     state: &AppState,
     token: &str,
     index: &str,
     range: Option<&str>,
-    if_none_match: Option<&str>,
+    cond: &Conditions,
 ) -> Result<Response, ApiError> {
     let t = live_token(state, token)?;
     let (_, content) = stream_of(state, &t)?;
@@ -130,11 +142,13 @@ async fn chunk(
         (http::header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_string()),
         (http::header::ACCEPT_RANGES, "bytes".to_string()),
     ];
-    if super::etag_matches(if_none_match, &etag) {
+    if super::etag_matches(cond.if_none_match.as_deref(), &etag) {
         return Ok(with_headers(Response::new(Vec::new().into()), StatusCode::NOT_MODIFIED, headers));
     }
     let file = tokio::fs::File::open(&path).await.map_err(ApiError::internal)?;
     let len = file.metadata().await.map_err(ApiError::internal)?.len();
+    // If-Range uses the strong comparison: only the exact ETag counts.
+    let range = range.filter(|_| cond.if_range.as_deref().is_none_or(|v| v.trim() == etag));
     let (status, start, end) = match range {
         None => (StatusCode::OK, 0, len),
         Some(r) => match parse_range(r, len) {
