@@ -21,6 +21,17 @@ pub(crate) struct ServeArgs {
     /// TLS proxy: https://print.example.com.
     #[arg(long)]
     public_url: Option<String>,
+    /// Let callbacks reach loopback and private addresses (for local
+    /// set-ups; off by default so a callback URL cannot probe the
+    /// server's own network).
+    #[arg(long)]
+    allow_private_callbacks: bool,
+    /// The wait before the first callback retry, in ms (doubles each time).
+    #[arg(long, default_value_t = 10_000, hide = true)]
+    callback_retry_base_ms: u64,
+    /// How long callbacks are retried, in seconds.
+    #[arg(long, default_value_t = 24 * 3600, hide = true)]
+    callback_give_up_secs: u64,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -35,7 +46,7 @@ pub(crate) enum AdminCommand {
         /// The data directory.
         #[arg(long, env = "STRATA_DATA", default_value = crate::ingest::DEFAULT_DATA)]
         data: PathBuf,
-        /// One JSON object {"username", "password", "api_key"}.
+        /// One JSON object {"username", "password", "api_key", "callback_secret"}.
         #[arg(long)]
         json: bool,
     },
@@ -58,6 +69,9 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         data: args.data.clone(),
         upload_limit: args.upload_limit_mib.saturating_mul(1024 * 1024),
         public_url: args.public_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+        allow_private_callbacks: args.allow_private_callbacks,
+        callback_retry_base: std::time::Duration::from_millis(args.callback_retry_base_ms),
+        callback_give_up: std::time::Duration::from_secs(args.callback_give_up_secs),
         ..Config::default()
     };
     rt.block_on(async {
@@ -81,7 +95,7 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
 
 pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
     let AdminCommand::CreatePartner { name, email, data, json } = command;
-    let result = (|| -> Result<(String, String, String), String> {
+    let result = (|| -> Result<(String, String, String, String), String> {
         std::fs::create_dir_all(data).map_err(|e| format!("{}: {e}", data.display()))?;
         let db = strata_server::pipeline::db::Db::open(&data.join("meta.db")).map_err(|e| e.to_string())?;
         if !email.contains('@') {
@@ -93,6 +107,7 @@ pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
         let password = strata_server::auth::random_hex(12);
         let hash = strata_server::auth::hash_password(&password)?;
         let api_key = strata_server::auth::random_hex(16);
+        let callback_secret = strata_server::auth::random_hex(32);
         for attempt in 0..100 {
             let username = if attempt == 0 { base.clone() } else { format!("{base}{attempt}") };
             let partner = strata_server::pipeline::db::Partner {
@@ -102,25 +117,37 @@ pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
                 username: username.clone(),
             };
             if db
-                .create_partner(&partner, &hash, &strata_server::auth::secret_hash(&api_key))
+                .create_partner(
+                    &partner,
+                    &hash,
+                    &strata_server::auth::secret_hash(&api_key),
+                    &callback_secret,
+                )
                 .map_err(|e| e.to_string())?
             {
-                return Ok((username, password, api_key));
+                return Ok((username, password, api_key, callback_secret));
             }
         }
         Err("no free username; choose another name".into())
     })();
     match result {
-        Ok((username, password, api_key)) if *json => {
+        Ok((username, password, api_key, callback_secret)) if *json => {
             println!(
                 "{}",
-                serde_json::json!({"username": username, "password": password, "api_key": api_key})
+                serde_json::json!({
+                    "username": username,
+                    "password": password,
+                    "api_key": api_key,
+                    "callback_secret": callback_secret,
+                })
             );
             ExitCode::SUCCESS
         }
-        Ok((username, password, api_key)) => {
+        Ok((username, password, api_key, callback_secret)) => {
             println!("partner {name:?} created (the password is shown once; only its hash is kept)");
-            println!("username: {username}\npassword: {password}\napi_key:  {api_key}");
+            println!(
+                "username: {username}\npassword: {password}\napi_key:  {api_key}\ncallback_secret: {callback_secret}"
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -89,10 +89,21 @@ pub(crate) async fn upload_model(
     cookie: &str,
     bytes: Vec<u8>,
 ) -> (String, Value) {
+    upload_model_with_callback(c, base, cookie, bytes, json!({"url": "", "method": "POST"})).await
+}
+
+/// [`upload_model`] with a callback.
+pub(crate) async fn upload_model_with_callback(
+    c: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    bytes: Vec<u8>,
+    callback: Value,
+) -> (String, Value) {
     let r = c
         .post(format!("{base}/models"))
         .header("cookie", cookie)
-        .json(&json!({"name": "Authentise logo", "callback": {"url": "", "method": "POST"}}))
+        .json(&json!({"name": "Authentise logo", "callback": callback}))
         .send()
         .await
         .expect("create");

@@ -38,3 +38,7 @@ mod server;
 // `strata printer` against `strata serve`: pull, verify, resume after a
 // kill, decode, report.
 mod printer;
+
+// Callbacks: signed, retried with back-off, logged, given up, and never
+// sent to private addresses unless allowed.
+mod callbacks;

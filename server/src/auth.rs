@@ -19,6 +19,13 @@ pub fn random_hex(n: usize) -> String {
     hex(&bytes)
 }
 
+/// A random number from the OS generator (for jitter, not for secrets).
+pub fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("the OS random generator failed: {e}"));
+    u64::from_le_bytes(bytes)
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

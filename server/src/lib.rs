@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod auth;
+mod callbacks;
 pub mod routes;
 pub mod state;
 
@@ -85,6 +86,13 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Threads for CPU work (processing uploads, rendering snapshots).
     pub workers: usize,
+    /// The wait before the first callback retry; each later one doubles it.
+    pub callback_retry_base: Duration,
+    /// How long a callback is retried before it is given up.
+    pub callback_give_up: Duration,
+    /// Whether callbacks may go to loopback and private addresses (off by
+    /// default: a callback URL must not reach into the server's network).
+    pub allow_private_callbacks: bool,
 }
 
 impl Default for Config {
@@ -98,6 +106,9 @@ impl Default for Config {
             session_ttl: Duration::from_secs(12 * 3600),
             header_read_timeout: Duration::from_secs(10),
             workers: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+            callback_retry_base: Duration::from_secs(10),
+            callback_give_up: Duration::from_secs(24 * 3600),
+            allow_private_callbacks: false,
         }
     }
 }
@@ -108,6 +119,7 @@ pub struct Server {
     addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    callbacks: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -122,6 +134,8 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
         let header_timeout = config.header_read_timeout;
         let state = Arc::new(state::AppState::open(config, addr)?);
+        // Deliveries queued before a restart go out again from here.
+        let callbacks = tokio::spawn(callbacks::run(state.clone()));
         let routes = routes::all(state);
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -152,7 +166,7 @@ impl Server {
                 });
             }
         });
-        Ok(Server { addr, shutdown: Some(tx), task })
+        Ok(Server { addr, shutdown: Some(tx), task, callbacks })
     }
 
     /// The bound address.
@@ -166,6 +180,9 @@ impl Server {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        // An attempt cut off here is retried at the next start (its lease
+        // runs out).
+        self.callbacks.abort();
     }
 
     /// Serves until `signal` completes.

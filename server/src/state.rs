@@ -28,6 +28,8 @@ pub struct AppState {
     /// Where uploads are spooled before processing.
     pub uploads: PathBuf,
     chunk_digests: Mutex<HashMap<BlobId, Arc<[String]>>>,
+    /// Wakes the callback sender when a delivery is queued.
+    pub callbacks_due: tokio::sync::Notify,
 }
 
 /// Manifests whose chunk digests are kept in memory (a few KB each).
@@ -65,6 +67,7 @@ impl AppState {
             public_url,
             uploads,
             chunk_digests: Mutex::new(HashMap::new()),
+            callbacks_due: tokio::sync::Notify::new(),
         })
     }
 

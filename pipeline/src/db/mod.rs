@@ -15,8 +15,10 @@ use serde::Serialize;
 
 use crate::PipelineError;
 
+mod callbacks;
 mod partners;
 
+pub use callbacks::{Callback, CallbackAttempt, NewCallback};
 pub use partners::{ModelQuery, Partner, PartnerModel, PrintToken, PrintUpdate};
 
 /// The migrations, in order; never edit one that has shipped.
@@ -46,6 +48,7 @@ CREATE TABLE models (
 CREATE INDEX models_status ON models (status);
 "#,
     partners::MIGRATION_2,
+    callbacks::MIGRATION_3,
 ];
 
 /// One model's row.

@@ -247,16 +247,19 @@ const TOKEN_COLUMNS: &str = "token, partner_id, model_id, receiver_email, print_
      minutes_left, message, total_time, printer_model, version, created_at, updated_at";
 
 impl Db {
-    /// Adds a partner; `Ok(false)` when the username is taken.
+    /// Adds a partner; `Ok(false)` when the username is taken. The
+    /// callback secret signs the partner's callbacks, so unlike the other
+    /// secrets it is kept as it is.
     pub fn create_partner(
         &self,
         partner: &Partner,
         password_hash: &str,
         api_key_hash: &str,
+        callback_secret: &str,
     ) -> Result<bool, PipelineError> {
         let result = self.conn.execute(
-            "INSERT INTO partners (id, name, email, username, password_hash, api_key_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO partners (id, name, email, username, password_hash, api_key_hash, callback_secret, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             params![
                 partner.id,
                 partner.name,
@@ -264,6 +267,7 @@ impl Db {
                 partner.username,
                 password_hash,
                 api_key_hash,
+                callback_secret,
                 now_ms()
             ],
         );
@@ -394,6 +398,8 @@ impl Db {
 
     /// Moves a partner model to `status`, only from `from` (a compare and
     /// swap, so two uploads cannot both start processing); whether it moved.
+    /// The callback announcing the change is queued in the same
+    /// transaction, and only when the model did move.
     pub fn set_partner_model_status(
         &self,
         id: &str,
@@ -401,12 +407,20 @@ impl Db {
         status: &str,
         content_id: Option<&str>,
         error: Option<(&str, &str)>,
+        callback: Option<&super::NewCallback>,
     ) -> Result<bool, PipelineError> {
-        Ok(self.conn.execute(
+        let tx = self.conn.unchecked_transaction()?;
+        let now = now_ms();
+        let moved = self.conn.execute(
             "UPDATE partner_models SET status = $1, content_id = COALESCE($2, content_id), error_code = $3, \
              error = $4, updated_at = $5 WHERE id = $6 AND status = $7",
-            params![status, content_id, error.map(|e| e.0), error.map(|e| e.1), now_ms(), id, from],
-        )? > 0)
+            params![status, content_id, error.map(|e| e.0), error.map(|e| e.1), now, id, from],
+        )? > 0;
+        if moved && let Some(c) = callback {
+            self.queue_callback(id, c, now)?;
+        }
+        tx.commit()?;
+        Ok(moved)
     }
 
     /// Counts a pulled stream for a model's popularity.
@@ -586,8 +600,11 @@ mod tests {
     #[test]
     fn partners_sessions_and_expiry() {
         let db = Db::open_in_memory().expect("db");
-        assert!(db.create_partner(&partner("p1", "shop"), "hash", "key1").expect("create"));
-        assert!(!db.create_partner(&partner("p2", "shop"), "hash", "key2").expect("dup"), "username taken");
+        assert!(db.create_partner(&partner("p1", "shop"), "hash", "key1", "s1").expect("create"));
+        assert!(
+            !db.create_partner(&partner("p2", "shop"), "hash", "key2", "s2").expect("dup"),
+            "username taken"
+        );
         assert_eq!(db.partner_by_api_key("key1").expect("q").map(|p| p.id), Some("p1".into()));
         assert!(db.partner_by_api_key("nope").expect("q").is_none());
         db.create_session("s1", "p1", 1_000).expect("session");
@@ -601,13 +618,16 @@ mod tests {
     #[test]
     fn status_moves_only_from_the_expected_state_and_tokens_count() {
         let db = Db::open_in_memory().expect("db");
-        db.create_partner(&partner("p1", "shop"), "h", "k").expect("create");
+        db.create_partner(&partner("p1", "shop"), "h", "k", "s").expect("create");
         let m = PartnerModel::new("m1".into(), "p1".into(), "Logo".into(), "not-uploaded", 1);
         db.create_partner_model(&m).expect("model");
         assert!(
-            db.set_partner_model_status("m1", "not-uploaded", "processing", Some("abc"), None).expect("cas")
+            db.set_partner_model_status("m1", "not-uploaded", "processing", Some("abc"), None, None)
+                .expect("cas")
         );
-        assert!(!db.set_partner_model_status("m1", "not-uploaded", "processing", None, None).expect("cas"));
+        assert!(
+            !db.set_partner_model_status("m1", "not-uploaded", "processing", None, None, None).expect("cas")
+        );
         let q = ModelQuery { name: Some("LOG".into()), per_page: 10, ..ModelQuery::default() };
         assert_eq!(db.partner_models("p1", &q).expect("list").len(), 1);
         assert_eq!(db.partner_models("p2", &q).expect("list").len(), 0);

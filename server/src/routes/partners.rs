@@ -279,8 +279,7 @@ async fn artefact(
     let partner = session_partner(&state, cookie)?;
     let m = owned_model(&state, &partner, id)?;
     if what == "callbacks" {
-        // Deliveries are not kept yet: say so rather than pretend.
-        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", "callback delivery log"));
+        return Ok(api::json(StatusCode::OK, &crate::callbacks::log_json(&state, &m.id)?));
     }
     let content = match (&m.content_id, m.status.as_str()) {
         (Some(c), "processed") => state.db().model(c)?.ok_or_else(|| ApiError::not_found("artefact"))?,
@@ -439,13 +438,13 @@ where
         return Err(ApiError::bad_request("empty_body", "the upload is empty"));
     }
     // Only one upload per model starts processing (compare and swap).
-    if !state.db().set_partner_model_status(id, "not-uploaded", "processing", None, None)? {
+    if !crate::callbacks::set_status(&state, &model, "not-uploaded", "processing", None, None)? {
         let _ = tokio::fs::remove_file(&spool).await;
         return Err(already_uploaded("uploaded"));
     }
     let st = state.clone();
-    let (model_id, name) = (model.id.clone(), model.name.clone());
-    state.pool.spawn(move || process_upload(&st, &model_id, &name, &spool));
+    let processing = PartnerModel { status: "processing".into(), ..model };
+    state.pool.spawn(move || process_upload(&st, &processing, &spool));
     let now = state.db().partner_model(id)?.ok_or_else(|| ApiError::not_found("model"))?;
     Ok(api::json(StatusCode::ACCEPTED, &model_json(&state, &now)?))
 }
@@ -486,7 +485,8 @@ where
 /// On the CPU pool: the spooled upload through the pipeline into the
 /// store, then the model's status (`processed`, or `error` with the
 /// processing error's code, or `store` when the store failed).
-pub(crate) fn process_upload(state: &AppState, model_id: &str, name: &str, spool: &std::path::Path) {
+pub(crate) fn process_upload(state: &AppState, model: &PartnerModel, spool: &std::path::Path) {
+    let (model_id, name) = (model.id.as_str(), model.name.as_str());
     let options = strata_pipeline::process::ProcessOptions::default();
     let result = std::fs::read(spool)
         .map_err(|e| e.to_string())
@@ -498,26 +498,14 @@ pub(crate) fn process_upload(state: &AppState, model_id: &str, name: &str, spool
             state.db().put_model(&row).map(|()| (row, report)).map_err(|e| e.to_string())
         });
     let _ = std::fs::remove_file(spool);
+    let set =
+        |to, content, error| crate::callbacks::set_status(state, model, "processing", to, content, error);
     let moved = match &result {
         Ok((row, report)) => match &report.error {
-            Some(e) => state.db().set_partner_model_status(
-                model_id,
-                "processing",
-                "error",
-                Some(&row.id),
-                Some((e.code, &e.message)),
-            ),
-            None => {
-                state.db().set_partner_model_status(model_id, "processing", "processed", Some(&row.id), None)
-            }
+            Some(e) => set("error", Some(&row.id), Some((e.code, &e.message))),
+            None => set("processed", Some(&row.id), None),
         },
-        Err(message) => state.db().set_partner_model_status(
-            model_id,
-            "processing",
-            "error",
-            None,
-            Some(("store", message)),
-        ),
+        Err(message) => set("error", None, Some(("store", message))),
     };
     if let Err(e) = moved {
         eprintln!("model {model_id}: cannot record the processing outcome: {e}");

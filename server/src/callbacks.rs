@@ -1,0 +1,330 @@
+//! Callbacks: when a partner model's status changes, its callback URL gets
+//! a signed JSON body, retried with exponential back-off until it is
+//! accepted or the retry window (24 h by default) closes.
+//!
+//! # What the partner receives
+//! `POST` (or `PUT`, as the model asked) with `Content-Type:
+//! application/json` and the body `{"event": "model.status", "uri", "id",
+//! "name", "status", "previous_status", "error", "changed"}`, plus:
+//! - `X-Strata-Delivery`: the delivery id (the same on every retry, so
+//!   the receiver can drop duplicates);
+//! - `X-Strata-Attempt`: 1 for the first try;
+//! - `X-Strata-Timestamp`: unix seconds when this attempt was signed;
+//! - `X-Strata-Signature`: `v1=` and the hex HMAC-SHA256, under the
+//!   partner's callback secret, of `"{timestamp}.{body}"`. Signing the
+//!   timestamp lets the receiver refuse replays of an old delivery.
+//!
+//! Any 2xx answer is a delivery; anything else (another status, a
+//! redirect, a refused connection, no answer within 10 s) is retried after
+//! `base * 2^(attempt-1)` (capped at an hour, with up to 10% jitter).
+//! Every attempt is logged and readable at `GET /models/{id}/callbacks`.
+//!
+//! # Server-side request forgery
+//! A callback URL is chosen by whoever holds a partner session, so by
+//! default the server refuses to call addresses that are not public
+//! (loopback, private, link-local, unique-local, unspecified, multicast):
+//! the host is resolved, every address is checked, and the request goes to
+//! the checked address (so a DNS answer cannot change between the check
+//! and the call). `--allow-private-callbacks` lifts this for local set-ups.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_pipeline::db::{CallbackAttempt, NewCallback, PartnerModel, now_ms};
+
+use crate::auth;
+use crate::state::AppState;
+
+/// How long one attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a claimed delivery is left to its sender before it counts as
+/// abandoned (longer than any attempt).
+const LEASE_MS: i64 = 60_000;
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Deliveries sent at once.
+const CONCURRENT: usize = 16;
+
+/// Moves a model from `from` to `to` and, when it has a callback URL,
+/// queues the announcement in the same transaction and wakes the sender.
+pub(crate) fn set_status(
+    state: &AppState,
+    model: &PartnerModel,
+    from: &str,
+    to: &str,
+    content_id: Option<&str>,
+    error: Option<(&str, &str)>,
+) -> Result<bool, strata_pipeline::PipelineError> {
+    let callback = announcement(state, model, from, to, error);
+    let moved =
+        state.db().set_partner_model_status(&model.id, from, to, content_id, error, callback.as_ref())?;
+    if moved && callback.is_some() {
+        state.callbacks_due.notify_one();
+    }
+    Ok(moved)
+}
+
+fn announcement(
+    state: &AppState,
+    model: &PartnerModel,
+    from: &str,
+    to: &str,
+    error: Option<(&str, &str)>,
+) -> Option<NewCallback> {
+    let url = model.callback_url.clone()?;
+    let now = now_ms();
+    let id = auth::random_hex(16);
+    let body = serde_json::json!({
+        "event": "model.status",
+        "uri": format!("{}/models/{}", state.public_url, model.id),
+        "id": model.id,
+        "name": model.name,
+        "status": to,
+        "previous_status": from,
+        "error": error.map(|(code, message)| serde_json::json!({"code": code, "message": message})),
+        "changed": crate::routes::iso8601(now),
+    });
+    Some(NewCallback {
+        id,
+        url,
+        method: model.callback_method.clone().unwrap_or_else(|| "POST".to_string()),
+        body: body.to_string(),
+        give_up_at: now.saturating_add(state.config.callback_give_up.as_millis() as i64),
+    })
+}
+
+/// The sender: runs for the server's life, claiming due deliveries and
+/// sending them, at most [`CONCURRENT`] at a time.
+pub(crate) async fn run(state: Arc<AppState>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
+    loop {
+        let claimed = {
+            let db = state.db();
+            db.claim_due_callbacks(now_ms(), LEASE_MS, CONCURRENT as i64)
+        };
+        match claimed {
+            Ok(due) => {
+                for (callback, secret) in due {
+                    let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                    let st = state.clone();
+                    tokio::spawn(async move {
+                        deliver(&st, callback, secret).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Err(e) => eprintln!("callbacks: cannot read the queue: {e}"),
+        }
+        // Sleep until the next delivery is due, a new one is queued, or a
+        // second has passed (a lease may have run out meanwhile).
+        let next = state.db().next_callback_due().ok().flatten();
+        let wait = next.map_or(Duration::from_secs(1), |at| {
+            Duration::from_millis((at - now_ms()).clamp(0, 1000) as u64)
+        });
+        if wait.is_zero() && slots.available_permits() == 0 {
+            // Everything is busy: wait for a slot rather than spin.
+            let _ = slots.acquire().await;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+            _ = state.callbacks_due.notified() => {}
+        }
+    }
+}
+
+async fn deliver(state: &AppState, c: strata_pipeline::db::Callback, secret: Option<String>) {
+    let attempt = c.attempts + 1;
+    let at = now_ms();
+    let started = Instant::now();
+    let outcome = match secret {
+        Some(secret) => send(state, &c, &secret, attempt).await,
+        None => Err("the partner has no callback secret".to_string()),
+    };
+    let (status_code, error) = match &outcome {
+        Ok(code) if (200..300).contains(code) => (Some(i64::from(*code)), None),
+        Ok(code) => (Some(i64::from(*code)), Some(format!("the endpoint answered HTTP {code}"))),
+        Err(e) => (None, Some(e.clone())),
+    };
+    let delivered = error.is_none();
+    let retry_at = (!delivered).then(|| now_ms() + backoff(state, attempt)).filter(|t| *t <= c.give_up_at);
+    let record = CallbackAttempt {
+        attempt,
+        at,
+        status_code,
+        error,
+        duration_ms: started.elapsed().as_millis() as i64,
+    };
+    if let Err(e) = state.db().record_callback_attempt(&c.id, &record, delivered, retry_at) {
+        eprintln!("callbacks: cannot record attempt {attempt} of {}: {e}", c.id);
+    }
+}
+
+/// The wait before attempt `attempt + 1`, in ms.
+fn backoff(state: &AppState, attempt: i64) -> i64 {
+    let base = state.config.callback_retry_base.as_millis() as i64;
+    let exp = base.saturating_mul(1i64 << (attempt - 1).clamp(0, 40));
+    let capped = exp.min(MAX_BACKOFF.as_millis() as i64).max(1);
+    let jitter = auth::random_u64() % (capped as u64 / 10 + 1);
+    capped + jitter as i64
+}
+
+/// One attempt: the HTTP status, or why there was none.
+async fn send(
+    state: &AppState,
+    c: &strata_pipeline::db::Callback,
+    secret: &str,
+    attempt: i64,
+) -> Result<u16, String> {
+    let url = reqwest::Url::parse(&c.url).map_err(|e| format!("bad URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("refused: scheme {} (only http and https)", url.scheme()));
+    }
+    let host = url.host_str().ok_or("the URL has no host")?.to_string();
+    let port = url.port_or_known_default().ok_or("the URL has no port")?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect(),
+    };
+    let addr = *addrs.first().ok_or_else(|| format!("{host} has no address"))?;
+    if !state.config.allow_private_callbacks
+        && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip()))
+    {
+        return Err(format!(
+            "refused: {host} resolves to {}, which is not a public address \
+             (start the server with --allow-private-callbacks to allow it)",
+            bad.ip()
+        ));
+    }
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(ATTEMPT_TIMEOUT)
+        .resolve(bare, addr)
+        .user_agent(concat!("strata-callbacks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let timestamp = now_ms() / 1000;
+    let signature = auth::sign(secret.as_bytes(), &format!("{timestamp}.{}", c.body));
+    let method = if c.method == "PUT" { reqwest::Method::PUT } else { reqwest::Method::POST };
+    let response = client
+        .request(method, url)
+        .header("content-type", "application/json")
+        .header("x-strata-delivery", &c.id)
+        .header("x-strata-attempt", attempt.to_string())
+        .header("x-strata-timestamp", timestamp.to_string())
+        .header("x-strata-signature", format!("v1={signature}"))
+        .body(c.body.clone())
+        .send()
+        .await
+        .map_err(|e| describe(&e))?;
+    Ok(response.status().as_u16())
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        e.to_string()
+    }
+}
+
+/// Whether `ip` is an address on the public internet.
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                // Shared address space (carrier-grade NAT), 100.64/10.
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                // Benchmarking, 198.18/15; reserved, 240/4.
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // Unique local fc00::/7, link-local fe80::/10.
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                // Documentation 2001:db8::/32.
+                || (s[0] == 0x2001 && s[1] == 0x0db8))
+        }
+    }
+}
+
+/// The delivery log of a model, as `GET /models/{id}/callbacks` answers it.
+pub(crate) fn log_json(state: &AppState, model_id: &str) -> Result<serde_json::Value, crate::api::ApiError> {
+    let log = state.db().callbacks_of(model_id)?;
+    let iso = crate::routes::iso8601;
+    let deliveries: Vec<serde_json::Value> = log
+        .into_iter()
+        .map(|(c, attempts)| {
+            serde_json::json!({
+                "id": c.id,
+                "url": c.url,
+                "method": c.method,
+                "state": c.state,
+                "body": serde_json::from_str::<serde_json::Value>(&c.body).unwrap_or(serde_json::Value::Null),
+                "attempts": attempts.iter().map(|a| serde_json::json!({
+                    "attempt": a.attempt,
+                    "at": iso(a.at),
+                    "status_code": a.status_code,
+                    "error": a.error,
+                    "duration_ms": a.duration_ms,
+                })).collect::<Vec<_>>(),
+                "next_attempt": (c.state == "pending").then(|| iso(c.next_attempt_at)),
+                "give_up_at": iso(c.give_up_at),
+                "created": iso(c.created_at),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({"callbacks": deliveries}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_called() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(!is_public(private.parse().expect("ip")), "{private} counted as public");
+        }
+        for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(public.parse().expect("ip")), "{public} counted as private");
+        }
+    }
+}

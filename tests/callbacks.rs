@@ -1,0 +1,276 @@
+//! Callbacks end to end: a real HTTP receiver on loopback that fails on
+//! purpose, a partner checking every signature with its own HMAC, the
+//! delivery log, a callback given up, and the refusal to call private
+//! addresses by default.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+
+use crate::server::{client, login, partner, rt, serve, upload_model_with_callback};
+use crate::util::repo_datasets;
+
+/// One request the receiver saw.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    path: String,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+/// A tiny HTTP/1.1 endpoint: answers 500 to the first `fail_first`
+/// requests and 204 after, recording everything.
+struct Receiver {
+    url: String,
+    seen: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start(fail_first: usize) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let Some(req) = read_request(&mut stream) else { continue };
+                let n = {
+                    let mut log = log.lock().expect("lock");
+                    log.push(req);
+                    log.len()
+                };
+                let status = if n <= fail_first { "500 Internal Server Error" } else { "204 No Content" };
+                let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            }
+        });
+        Receiver { url, seen }
+    }
+
+    fn seen(&self) -> Vec<Received> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+fn read_request(stream: &mut std::net::TcpStream) -> Option<Received> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).ok()?;
+    Some(Received { method, path, headers, body: String::from_utf8(body).ok()? })
+}
+
+/// The partner's side of the signature check, written from the documented
+/// recipe with the hmac crate.
+fn signature_is_valid(secret: &str, r: &Received) -> bool {
+    let (Some(ts), Some(sig)) = (r.headers.get("x-strata-timestamp"), r.headers.get("x-strata-signature"))
+    else {
+        return false;
+    };
+    let Some(hex) = sig.strip_prefix("v1=") else { return false };
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{ts}.{}", r.body).as_bytes());
+    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    expected == hex
+}
+
+async fn log_of(c: &reqwest::Client, base: &str, cookie: &str, id: &str) -> Value {
+    let r =
+        c.get(format!("{base}/models/{id}/callbacks")).header("cookie", cookie).send().await.expect("log");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    r.json().await.expect("json")
+}
+
+/// Polls the delivery log until `done` holds (or fails after 20 s).
+async fn wait_for(
+    c: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let log = log_of(c, base, cookie, id).await;
+        if done(&log) {
+            return log;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the deliveries never settled: {log:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn states(log: &Value) -> Vec<&str> {
+    log["callbacks"]
+        .as_array()
+        .expect("callbacks")
+        .iter()
+        .map(|c| c["state"].as_str().expect("state"))
+        .collect()
+}
+
+#[test]
+fn status_changes_are_called_back_signed_retried_and_logged() {
+    let receiver = Receiver::start(2);
+    let s = serve(&[
+        "--allow-private-callbacks",
+        "--callback-retry-base-ms",
+        "100",
+        "--callback-give-up-secs",
+        "3",
+    ]);
+    let p = partner(&s.data, "Print Shop");
+    let secret =
+        p["callback_secret"].as_str().expect("create-partner prints the callback secret").to_string();
+    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        let cookie = login(&c, base, &p).await;
+        let hook = format!("{}/hooks/model", receiver.url);
+        let (id, model) = upload_model_with_callback(
+            &c,
+            base,
+            &cookie,
+            cube.clone(),
+            json!({"url": hook, "method": "PUT"}),
+        )
+        .await;
+        assert_eq!(model["status"], "processed");
+
+        // Two changes (processing, processed); the first two requests get
+        // a 500, so there are four requests in all.
+        let log = wait_for(&c, base, &cookie, &id, |l| states(l) == ["delivered", "delivered"]).await;
+        let seen = receiver.seen();
+        assert_eq!(seen.len(), 4, "{seen:#?}");
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        for r in &seen {
+            assert_eq!((r.method.as_str(), r.path.as_str()), ("PUT", "/hooks/model"));
+            assert_eq!(r.headers.get("content-type").map(String::as_str), Some("application/json"));
+            assert!(signature_is_valid(&secret, r), "bad signature on {r:#?}");
+            assert!(!signature_is_valid("another secret", r));
+            let ts: u64 = r.headers["x-strata-timestamp"].parse().expect("unix seconds");
+            assert!(ts.abs_diff(now) < 300, "timestamp {ts} vs now {now}");
+        }
+        // Retries carry the same delivery id and count their attempts.
+        let ids: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|r| (r.headers["x-strata-delivery"].as_str(), r.headers["x-strata-attempt"].as_str()))
+            .collect();
+        for (delivery, attempt) in &ids {
+            let tries = ids.iter().filter(|(d, _)| d == delivery).count();
+            assert!(attempt.parse::<usize>().expect("attempt") <= tries, "{ids:?}");
+        }
+        let bodies: Vec<Value> =
+            seen.iter().map(|r| serde_json::from_str(&r.body).expect("json body")).collect();
+        let processed =
+            bodies.iter().find(|b| b["status"] == "processed").expect("the processed announcement");
+        assert_eq!(processed["uri"], model["uri"]);
+        assert_eq!(processed["previous_status"], "processing");
+        assert_eq!(processed["event"], "model.status");
+        assert!(bodies.iter().any(|b| b["status"] == "processing" && b["previous_status"] == "not-uploaded"));
+
+        // The log shows every attempt with what the endpoint answered.
+        let attempts: Vec<&Value> = log["callbacks"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .flat_map(|c| c["attempts"].as_array().expect("a"))
+            .collect();
+        assert_eq!(attempts.len(), 4);
+        assert_eq!(attempts.iter().filter(|a| a["status_code"] == 500).count(), 2, "{log:#}");
+        assert_eq!(attempts.iter().filter(|a| a["status_code"] == 204 && a["error"].is_null()).count(), 2);
+        assert!(attempts.iter().any(|a| a["error"].as_str().is_some_and(|e| e.contains("HTTP 500"))));
+
+        // An endpoint that never answers: retried with growing waits, then
+        // given up when the window (3 s here) closes.
+        let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let dead = format!("http://{}/hook", closed.local_addr().expect("addr"));
+        drop(closed);
+        let (dead_id, _) = upload_model_with_callback(&c, base, &cookie, cube, json!({"url": dead})).await;
+        let log = wait_for(&c, base, &cookie, &dead_id, |l| states(l) == ["failed", "failed"]).await;
+        for d in log["callbacks"].as_array().expect("list") {
+            let n = d["attempts"].as_array().expect("attempts").len();
+            // Fixed 100 ms waits would make ~30 attempts in 3 s; doubling
+            // ones make about five.
+            assert!((3..=8).contains(&n), "{n} attempts: {d:#}");
+            assert!(
+                d["attempts"][0]["error"].as_str().is_some_and(|e| e.contains("cannot connect")),
+                "{d:#}"
+            );
+            assert!(d["next_attempt"].is_null());
+        }
+        // Another partner's model log is not readable.
+        let other = partner(&s.data, "Other Shop");
+        let oc = login(&c, base, &other).await;
+        let r =
+            c.get(format!("{base}/models/{id}/callbacks")).header("cookie", &oc).send().await.expect("log");
+        assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND);
+    });
+}
+
+#[test]
+fn callbacks_to_private_addresses_are_refused_by_default() {
+    let receiver = Receiver::start(0);
+    let s = serve(&[]);
+    let p = partner(&s.data, "Print Shop");
+    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        let cookie = login(&c, base, &p).await;
+        let (id, _) = upload_model_with_callback(
+            &c,
+            base,
+            &cookie,
+            cube,
+            json!({"url": format!("{}/hook", receiver.url)}),
+        )
+        .await;
+        let log = wait_for(&c, base, &cookie, &id, |l| {
+            l["callbacks"].as_array().is_some_and(|cs| {
+                cs.len() == 2 && cs.iter().all(|c| c["attempts"].as_array().is_some_and(|a| !a.is_empty()))
+            })
+        })
+        .await;
+        for d in log["callbacks"].as_array().expect("list") {
+            let e = d["attempts"][0]["error"].as_str().expect("an error");
+            assert!(e.contains("127.0.0.1") && e.contains("not a public address"), "{e}");
+        }
+        assert!(receiver.seen().is_empty(), "a private address was called");
+
+        // A callback URL that is not http(s) is refused when the model is made.
+        let r = c
+            .post(format!("{base}/models"))
+            .header("cookie", &cookie)
+            .json(&json!({"name": "x", "callback": {"url": "file:///etc/passwd"}}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(r.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "invalid_callback");
+    });
+}
