@@ -42,3 +42,6 @@ mod printer;
 // Callbacks: signed, retried with back-off, logged, given up, and never
 // sent to private addresses unless allowed.
 mod callbacks;
+
+// The widget in headless Chromium: live status, 400x400 frame, screenshot.
+mod widget;
