@@ -93,6 +93,8 @@ pub struct Config {
     /// Whether callbacks may go to loopback and private addresses (off by
     /// default: a callback URL must not reach into the server's network).
     pub allow_private_callbacks: bool,
+    /// Memory for recently pulled chunks (0 turns the cache off).
+    pub chunk_cache_bytes: u64,
 }
 
 impl Default for Config {
@@ -109,6 +111,7 @@ impl Default for Config {
             callback_retry_base: Duration::from_secs(10),
             callback_give_up: Duration::from_secs(24 * 3600),
             allow_private_callbacks: false,
+            chunk_cache_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -28,6 +28,7 @@ pub struct AppState {
     /// Where uploads are spooled before processing.
     pub uploads: PathBuf,
     chunk_digests: Mutex<HashMap<BlobId, Arc<[String]>>>,
+    chunk_bytes: Mutex<ChunkCache>,
     /// Wakes the callback sender when a delivery is queued.
     pub callbacks_due: tokio::sync::Notify,
 }
@@ -67,6 +68,7 @@ impl AppState {
             public_url,
             uploads,
             chunk_digests: Mutex::new(HashMap::new()),
+            chunk_bytes: Mutex::new(ChunkCache::default()),
             callbacks_due: tokio::sync::Notify::new(),
         })
     }
@@ -86,9 +88,71 @@ impl AppState {
         cache.insert(manifest.clone(), digests);
     }
 
+    /// A chunk's bytes: from memory when a printer pulled it recently,
+    /// else read once from the blob store. Chunks are immutable and many
+    /// printers pull the same stream, so serving them from memory skips
+    /// one blocking file read per request (the reason a chunk request
+    /// was four times slower than nginx's sendfile).
+    pub async fn chunk_bytes(&self, id: &BlobId) -> std::io::Result<bytes::Bytes> {
+        if let Some(b) = self.chunk_bytes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id) {
+            return Ok(b);
+        }
+        let bytes = bytes::Bytes::from(tokio::fs::read(self.blobs.path_of(id)).await?);
+        let budget = self.config.chunk_cache_bytes;
+        self.chunk_bytes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(
+            id,
+            bytes.clone(),
+            budget,
+        );
+        Ok(bytes)
+    }
+
     /// The database (short calls only: it is one connection).
     pub fn db(&self) -> MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Recently served chunks, bounded by their total size; the least
+/// recently used go first.
+#[derive(Debug, Default)]
+struct ChunkCache {
+    entries: HashMap<BlobId, (bytes::Bytes, u64)>,
+    total: u64,
+    clock: u64,
+}
+
+impl ChunkCache {
+    fn get(&mut self, id: &BlobId) -> Option<bytes::Bytes> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(id).map(|(b, used)| {
+            *used = clock;
+            b.clone()
+        })
+    }
+
+    fn insert(&mut self, id: &BlobId, bytes: bytes::Bytes, budget: u64) {
+        let len = bytes.len() as u64;
+        // A chunk bigger than an eighth of the budget would push out too
+        // much; it is served from the file each time.
+        if len > budget / 8 || self.entries.contains_key(id) {
+            return;
+        }
+        while self.total + len > budget {
+            // Evicting is rare next to hits; a scan keeps the hit path to
+            // one hash lookup.
+            let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((b, _)) = self.entries.remove(&oldest) {
+                self.total -= b.len() as u64;
+            }
+        }
+        self.clock += 1;
+        self.total += len;
+        self.entries.insert(id.clone(), (bytes, self.clock));
     }
 }
 
@@ -108,5 +172,33 @@ fn load_secret(path: &Path) -> Result<Vec<u8>, ServerError> {
             f.sync_all().map_err(io)?;
             Ok(secret)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> BlobId {
+        BlobId::parse(&format!("{n:02x}").repeat(32)).expect("id")
+    }
+
+    #[test]
+    fn the_chunk_cache_keeps_to_its_budget_and_drops_the_least_recently_used() {
+        let mut cache = ChunkCache::default();
+        let chunk = || bytes::Bytes::from(vec![0u8; 100]);
+        for n in 0..8 {
+            cache.insert(&id(n), chunk(), 800);
+        }
+        assert_eq!(cache.total, 800);
+        // Touch chunk 0, so chunk 1 is now the least recently used.
+        assert!(cache.get(&id(0)).is_some());
+        cache.insert(&id(8), chunk(), 800);
+        assert_eq!(cache.total, 800);
+        assert!(cache.get(&id(1)).is_none(), "the least recently used stays");
+        assert!(cache.get(&id(0)).is_some() && cache.get(&id(8)).is_some());
+        // Too big for the budget: not cached at all.
+        cache.insert(&id(9), bytes::Bytes::from(vec![0u8; 101]), 800);
+        assert!(cache.get(&id(9)).is_none());
     }
 }

@@ -227,7 +227,7 @@ impl Db {
         if id.len() < 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM models WHERE id >= $1 AND id < $2 ORDER BY id LIMIT 2"
         ))?;
         let upper = format!("{}g", id.to_ascii_lowercase());

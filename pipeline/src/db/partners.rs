@@ -286,11 +286,10 @@ impl Db {
     pub fn partner_login(&self, username: &str) -> Result<Option<(Partner, String)>, PipelineError> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT id, name, email, username, password_hash FROM partners WHERE username = $1",
-                params![username],
-                |r| Ok((row_to_partner(r)?, r.get(4)?)),
-            )
+            )?
+            .query_row(params![username], |r| Ok((row_to_partner(r)?, r.get(4)?)))
             .optional()?)
     }
 
@@ -298,11 +297,8 @@ impl Db {
     pub fn partner_by_api_key(&self, api_key_hash: &str) -> Result<Option<Partner>, PipelineError> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT id, name, email, username FROM partners WHERE api_key_hash = $1",
-                params![api_key_hash],
-                row_to_partner,
-            )
+            .prepare_cached("SELECT id, name, email, username FROM partners WHERE api_key_hash = $1")?
+            .query_row(params![api_key_hash], row_to_partner)
             .optional()?)
     }
 
@@ -366,11 +362,22 @@ impl Db {
     pub fn partner_model(&self, id: &str) -> Result<Option<PartnerModel>, PipelineError> {
         Ok(self
             .conn
-            .query_row(
-                &format!("SELECT {MODEL_COLUMNS} FROM partner_models WHERE id = $1"),
-                params![id],
-                row_to_partner_model,
-            )
+            .prepare_cached(&format!("SELECT {MODEL_COLUMNS} FROM partner_models WHERE id = $1"))?
+            .query_row(params![id], row_to_partner_model)
+            .optional()?)
+    }
+
+    /// What a printer needs to reach a partner model's stream, in one
+    /// query (the chunk path runs it on every request): the model's status
+    /// and its stream manifest's blob id, once processed.
+    pub fn model_stream(&self, id: &str) -> Result<Option<(String, Option<String>)>, PipelineError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT m.status, c.manifest_blob FROM partner_models m \
+                 LEFT JOIN models c ON c.id = m.content_id WHERE m.id = $1",
+            )?
+            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
     }
 
@@ -477,11 +484,8 @@ impl Db {
     pub fn token(&self, token: &str) -> Result<Option<PrintToken>, PipelineError> {
         Ok(self
             .conn
-            .query_row(
-                &format!("SELECT {TOKEN_COLUMNS} FROM print_tokens WHERE token = $1"),
-                params![token],
-                row_to_token,
-            )
+            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM print_tokens WHERE token = $1"))?
+            .query_row(params![token], row_to_token)
             .optional()?)
     }
 

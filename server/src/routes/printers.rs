@@ -68,22 +68,18 @@ struct KeyQuery {
     api_key: Option<String>,
 }
 
-/// The stream of a token's model: its content row, or 404 / 409.
-fn stream_of(
-    state: &AppState,
-    t: &PrintToken,
-) -> Result<(String, strata_pipeline::db::ModelRecord), ApiError> {
+/// The stream of a token's model: its partner model id and manifest blob,
+/// or 404 / 409 (not processed yet).
+fn stream_of(state: &AppState, t: &PrintToken) -> Result<(String, String), ApiError> {
     let model_id = t.model_id.clone().ok_or_else(|| ApiError::not_found("stream"))?;
-    let model = state.db().partner_model(&model_id)?.ok_or_else(|| ApiError::not_found("stream"))?;
-    let content = match (&model.content_id, model.status.as_str()) {
-        (Some(c), "processed") => state.db().model(c)?,
-        _ => None,
-    };
-    let content = content.ok_or_else(|| {
-        ApiError::new(StatusCode::CONFLICT, "not_processed", format!("the model is {}", model.status))
-            .with_header("retry-after", "5")
-    })?;
-    Ok((model_id, content))
+    let (status, manifest) =
+        state.db().model_stream(&model_id)?.ok_or_else(|| ApiError::not_found("stream"))?;
+    match (status.as_str(), manifest) {
+        ("processed", Some(m)) => Ok((model_id, m)),
+        ("processed", None) => Err(ApiError::not_found("stream")),
+        _ => Err(ApiError::new(StatusCode::CONFLICT, "not_processed", format!("the model is {status}"))
+            .with_header("retry-after", "5")),
+    }
 }
 
 fn manifest(state: &AppState, token: &str) -> Result<Response, ApiError> {
@@ -97,8 +93,7 @@ fn manifest(state: &AppState, token: &str) -> Result<Response, ApiError> {
             format!("this token allows {limit} print(s)"),
         ));
     }
-    let (model_id, content) = stream_of(state, &t)?;
-    let blob = content.manifest_blob.ok_or_else(|| ApiError::not_found("stream"))?;
+    let (model_id, blob) = stream_of(state, &t)?;
     state.db().count_stream_pull(&model_id)?;
     let mut resp = super::blob_response(state, &blob, "application/json", None)?;
     resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
@@ -125,18 +120,13 @@ async fn chunk(
     cond: &Conditions,
 ) -> Result<Response, ApiError> {
     let t = live_token(state, token)?;
-    let (_, content) = stream_of(state, &t)?;
+    let (_, manifest) = stream_of(state, &t)?;
     let index: usize = index.parse().map_err(|_| ApiError::not_found("chunk"))?;
-    let manifest_id = content
-        .manifest_blob
-        .as_deref()
-        .and_then(BlobId::parse)
-        .ok_or_else(|| ApiError::not_found("chunk"))?;
+    let manifest_id = BlobId::parse(&manifest).ok_or_else(|| ApiError::not_found("chunk"))?;
     let digests = chunk_digests(state, &manifest_id).await?;
     let sha = digests.get(index).ok_or_else(|| ApiError::not_found("chunk"))?.clone();
     let etag = format!("\"{sha}\"");
     let id = BlobId::parse(&sha).ok_or_else(|| ApiError::internal("bad chunk digest"))?;
-    let path = state.blobs.path_of(&id);
     let mut headers = vec![
         (http::header::ETAG, etag.clone()),
         (http::header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_string()),
@@ -145,8 +135,8 @@ async fn chunk(
     if super::etag_matches(cond.if_none_match.as_deref(), &etag) {
         return Ok(with_headers(Response::new(Vec::new().into()), StatusCode::NOT_MODIFIED, headers));
     }
-    let file = tokio::fs::File::open(&path).await.map_err(ApiError::internal)?;
-    let len = file.metadata().await.map_err(ApiError::internal)?.len();
+    let bytes = state.chunk_bytes(&id).await.map_err(ApiError::internal)?;
+    let len = bytes.len() as u64;
     // If-Range uses the strong comparison: only the exact ETag counts.
     let range = range.filter(|_| cond.if_range.as_deref().is_none_or(|v| v.trim() == etag));
     let (status, start, end) = match range {
@@ -166,13 +156,8 @@ async fn chunk(
             }
         },
     };
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut file = file;
-    file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(end - start), 64 * 1024);
     headers.push((http::header::CONTENT_TYPE, "application/zstd".to_string()));
-    headers.push((http::header::CONTENT_LENGTH, (end - start).to_string()));
-    let resp = warp::Reply::into_response(warp::reply::stream(stream));
+    let resp = Response::new(bytes.slice(start as usize..end as usize).into());
     Ok(with_headers(resp, status, headers))
 }
 
