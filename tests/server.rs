@@ -113,13 +113,17 @@ pub(crate) async fn upload_model_with_callback(
     let created: Value = r.json().await.expect("json");
     assert_eq!(created["status"], "not-uploaded");
     assert!(location.ends_with(created["id"].as_str().expect("id")));
+    let sha = strata_core::stream::sha256_hex(&bytes);
     let r = c
         .put(&upload)
         .header("content-type", "application/octet-stream")
+        .header("x-content-sha256", &sha)
         .body(bytes)
         .send()
         .await
         .expect("upload");
+    // The server hashed the body as it streamed in, and agrees.
+    assert_eq!(r.headers().get("x-content-sha256").and_then(|v| v.to_str().ok()), Some(sha.as_str()));
     assert_eq!(r.status(), StatusCode::ACCEPTED, "{:?}", r.text().await);
     let id = created["id"].as_str().expect("id").to_string();
     for _ in 0..600 {
@@ -365,6 +369,18 @@ fn bad_requests_get_json_errors_with_codes() {
         if let Ok(r) = r {
             assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
         }
+        // A body that does not match the digest its sender computed is
+        // refused and not kept; the model still takes a clean upload.
+        let r = c
+            .put(&upload)
+            .header("content-type", "application/octet-stream")
+            .header("x-content-sha256", "0".repeat(64))
+            .body("solid nonsense")
+            .send()
+            .await
+            .expect("422");
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "digest_mismatch");
         // Garbage is accepted as an upload and ends as an error status.
         let r = c
             .put(&upload)

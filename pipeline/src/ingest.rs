@@ -506,14 +506,17 @@ fn store(
 /// hash, process, stage and publish the blobs. The caller writes the
 /// returned row (it owns the database connection). A processing failure
 /// is a `failed` row, not an `Err`; an `Err` is a store failure.
+/// `sha256` is the bytes' digest when the caller already computed it
+/// (the server hashes while spooling); it is trusted, not re-checked.
 pub fn ingest_upload(
     bytes: &[u8],
+    sha256: Option<String>,
     name: &str,
     owner: Option<String>,
     blobs: &dyn BlobStore,
     options: &ProcessOptions,
 ) -> Result<(ModelRecord, ModelReport), PipelineError> {
-    let sha = strata_core::stream::sha256_hex(bytes);
+    let sha = sha256.unwrap_or_else(|| strata_core::stream::sha256_hex(bytes));
     let result = process_timed(bytes, &sha, options, &mut StageTimes::default());
     let (row, report, staged) = store(blobs, Path::new(name), bytes, sha, result, owner)?;
     blobs.publish(&staged)?;

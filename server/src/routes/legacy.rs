@@ -188,7 +188,7 @@ async fn upload(
     t.partner_job_id = q.get("partner_job_id").cloned();
     state.db().attach_token(&t)?;
     let st = state.clone();
-    state.pool.spawn(move || super::partners::process_upload(&st, &model, &spool));
+    state.pool.spawn(move || super::partners::process_upload(&st, &model, &spool, None));
     let link = format!("{}/widget?token={}", state.public_url, t.token);
     Ok(serde_json::json!({"token_link": link, "ssl_token_link": link}))
 }

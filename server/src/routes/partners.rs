@@ -79,10 +79,18 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .and(s())
         .and(warp::query::<UploadQuery>())
         .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<String>("x-content-sha256"))
         .and(warp::body::stream())
-        .then(|id: String, st: Arc<AppState>, q: UploadQuery, ct: Option<String>, body| async move {
-            finish(upload(st, &id, q, ct.as_deref(), Box::pin(body)).await)
-        });
+        .then(
+            |id: String,
+             st: Arc<AppState>,
+             q: UploadQuery,
+             ct: Option<String>,
+             digest: Option<String>,
+             body| async move {
+                finish(upload(st, &id, q, ct.as_deref(), digest.as_deref(), Box::pin(body)).await)
+            },
+        );
     let tokens = warp::path!("tokens").and(warp::post()).and(s()).and(json_body()).map(
         |st: Arc<AppState>, ct: Option<String>, body: bytes::Bytes| {
             finish(create_token(&st, ct.as_deref(), &body))
@@ -389,6 +397,7 @@ async fn upload<S, B>(
     id: &str,
     q: UploadQuery,
     ct: Option<&str>,
+    expected_sha256: Option<&str>,
     mut body: S,
 ) -> Result<Response, ApiError>
 where
@@ -426,13 +435,25 @@ where
     }
     let spool = state.uploads.join(format!("{id}-{}", auth::random_hex(8)));
     let result = spool_body(&spool, &mut body, state.config.upload_limit).await;
-    let size = match result {
-        Ok(size) => size,
+    let (size, sha256) = match result {
+        Ok(spooled) => spooled,
         Err(e) => {
             let _ = tokio::fs::remove_file(&spool).await;
             return Err(e);
         }
     };
+    // A client that sent the digest it computed learns of any corruption
+    // on the way now, and the model stays ready for a clean upload.
+    if let Some(expected) = expected_sha256
+        && !expected.trim().eq_ignore_ascii_case(&sha256)
+    {
+        let _ = tokio::fs::remove_file(&spool).await;
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "digest_mismatch",
+            format!("the body's SHA-256 is {sha256}, X-Content-SHA256 said {}", expected.trim()),
+        ));
+    }
     if size == 0 {
         let _ = tokio::fs::remove_file(&spool).await;
         return Err(ApiError::bad_request("empty_body", "the upload is empty"));
@@ -444,9 +465,14 @@ where
     }
     let st = state.clone();
     let processing = PartnerModel { status: "processing".into(), ..model };
-    state.pool.spawn(move || process_upload(&st, &processing, &spool));
+    let digest = sha256.clone();
+    state.pool.spawn(move || process_upload(&st, &processing, &spool, Some(digest)));
     let now = state.db().partner_model(id)?.ok_or_else(|| ApiError::not_found("model"))?;
-    Ok(api::json(StatusCode::ACCEPTED, &model_json(&state, &now)?))
+    let mut resp = api::json(StatusCode::ACCEPTED, &model_json(&state, &now)?);
+    if let Ok(v) = http::HeaderValue::from_str(&sha256) {
+        resp.headers_mut().insert("x-content-sha256", v);
+    }
+    Ok(resp)
 }
 
 fn already_uploaded(status: &str) -> ApiError {
@@ -457,12 +483,17 @@ fn already_uploaded(status: &str) -> ApiError {
     )
 }
 
-async fn spool_body<S, B>(path: &std::path::Path, body: &mut S, limit: u64) -> Result<u64, ApiError>
+/// Streams the body to `path`, hashing it on the way; its size and
+/// SHA-256 (hex). Hashing here costs one pass over bytes already in cache,
+/// and saves processing a second pass over the whole file.
+async fn spool_body<S, B>(path: &std::path::Path, body: &mut S, limit: u64) -> Result<(u64, String), ApiError>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
+    use sha2::Digest;
     let mut file = tokio::fs::File::create(path).await.map_err(ApiError::internal)?;
+    let mut hasher = sha2::Sha256::new();
     let mut size = 0u64;
     while let Some(chunk) = body.next().await {
         let mut chunk =
@@ -473,26 +504,48 @@ where
         }
         while chunk.has_remaining() {
             let piece = chunk.chunk();
+            hasher.update(piece);
             file.write_all(piece).await.map_err(ApiError::internal)?;
             let n = piece.len();
             chunk.advance(n);
         }
     }
     file.flush().await.map_err(ApiError::internal)?;
-    Ok(size)
+    Ok((size, auth::hex(&hasher.finalize())))
 }
 
 /// On the CPU pool: the spooled upload through the pipeline into the
 /// store, then the model's status (`processed`, or `error` with the
 /// processing error's code, or `store` when the store failed).
-pub(crate) fn process_upload(state: &AppState, model: &PartnerModel, spool: &std::path::Path) {
+///
+/// The spool is mapped, not read: a 500 MB upload is parsed in place
+/// instead of being copied into the heap first. `sha256` is the digest
+/// computed while spooling, when there is one.
+pub(crate) fn process_upload(
+    state: &AppState,
+    model: &PartnerModel,
+    spool: &std::path::Path,
+    sha256: Option<String>,
+) {
     let (model_id, name) = (model.id.as_str(), model.name.as_str());
     let options = strata_pipeline::process::ProcessOptions::default();
-    let result = std::fs::read(spool)
+    // SAFETY: the spool file is this server's own: written whole and closed
+    // by the upload handler under a random name in DATA/uploads, which
+    // nothing else writes to (it is only emptied at start-up, before any
+    // upload), and removed below only after the map is dropped.
+    let mapped = unsafe { strata_pipeline::core::ModelBytes::map(spool) };
+    let result = mapped
         .map_err(|e| e.to_string())
         .and_then(|bytes| {
-            strata_pipeline::ingest::ingest_upload(&bytes, name, None, &state.blobs, &options)
-                .map_err(|e| e.to_string())
+            strata_pipeline::ingest::ingest_upload(
+                bytes.as_bytes(),
+                sha256,
+                name,
+                None,
+                &state.blobs,
+                &options,
+            )
+            .map_err(|e| e.to_string())
         })
         .and_then(|(row, report)| {
             state.db().put_model(&row).map(|()| (row, report)).map_err(|e| e.to_string())
