@@ -107,7 +107,7 @@ pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
         let password = strata_server::auth::random_hex(12);
         let hash = strata_server::auth::hash_password(&password)?;
         let api_key = strata_server::auth::random_hex(16);
-        let callback_secret = strata_server::auth::random_hex(32);
+        let callback_secret = strata_server::callbacks::new_secret();
         for attempt in 0..100 {
             let username = if attempt == 0 { base.clone() } else { format!("{base}{attempt}") };
             let partner = strata_server::pipeline::db::Partner {

@@ -22,17 +22,19 @@ struct Received {
     path: String,
     headers: HashMap<String, String>,
     body: String,
+    at: Instant,
 }
 
-/// A tiny HTTP/1.1 endpoint: answers 500 to the first `fail_first`
-/// requests and 204 after, recording everything.
+/// A tiny HTTP/1.1 endpoint: answers the first requests from `script`
+/// (a status line and any headers) and 204 after, recording everything.
 struct Receiver {
     url: String,
     seen: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    fn start(fail_first: usize) -> Receiver {
+    fn start(script: &[&'static str]) -> Receiver {
+        let script = script.to_vec();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -46,7 +48,7 @@ impl Receiver {
                     log.push(req);
                     log.len()
                 };
-                let status = if n <= fail_first { "500 Internal Server Error" } else { "204 No Content" };
+                let status = script.get(n - 1).copied().unwrap_or("204 No Content");
                 let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             }
         });
@@ -79,21 +81,23 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Received> {
     let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body).ok()?;
-    Some(Received { method, path, headers, body: String::from_utf8(body).ok()? })
+    Some(Received { method, path, headers, body: String::from_utf8(body).ok()?, at: Instant::now() })
 }
 
-/// The partner's side of the signature check, written from the documented
-/// recipe with the hmac crate.
+/// The partner's side of the signature check, written from the Standard
+/// Webhooks recipe with the hmac crate: HMAC-SHA256 under the key bytes
+/// of `whsec_<base64>` over `id.timestamp.body`, sent as `v1,<base64>`.
 fn signature_is_valid(secret: &str, r: &Received) -> bool {
-    let (Some(ts), Some(sig)) = (r.headers.get("x-strata-timestamp"), r.headers.get("x-strata-signature"))
+    let (Some(id), Some(ts), Some(sig)) =
+        (r.headers.get("webhook-id"), r.headers.get("webhook-timestamp"), r.headers.get("webhook-signature"))
     else {
         return false;
     };
-    let Some(hex) = sig.strip_prefix("v1=") else { return false };
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("key");
-    mac.update(format!("{ts}.{}", r.body).as_bytes());
-    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    expected == hex
+    let Some(b64) = sig.strip_prefix("v1,") else { return false };
+    let key = crate::util::base64_decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"));
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).expect("key");
+    mac.update(format!("{id}.{ts}.{}", r.body).as_bytes());
+    mac.verify_slice(&crate::util::base64_decode(b64)).is_ok()
 }
 
 async fn log_of(c: &reqwest::Client, base: &str, cookie: &str, id: &str) -> Value {
@@ -133,7 +137,7 @@ fn states(log: &Value) -> Vec<&str> {
 
 #[test]
 fn status_changes_are_called_back_signed_retried_and_logged() {
-    let receiver = Receiver::start(2);
+    let receiver = Receiver::start(&["500 Internal Server Error", "500 Internal Server Error"]);
     let s = serve(&[
         "--allow-private-callbacks",
         "--callback-retry-base-ms",
@@ -171,14 +175,14 @@ fn status_changes_are_called_back_signed_retried_and_logged() {
             assert_eq!((r.method.as_str(), r.path.as_str()), ("PUT", "/hooks/model"));
             assert_eq!(r.headers.get("content-type").map(String::as_str), Some("application/json"));
             assert!(signature_is_valid(&secret, r), "bad signature on {r:#?}");
-            assert!(!signature_is_valid("another secret", r));
-            let ts: u64 = r.headers["x-strata-timestamp"].parse().expect("unix seconds");
+            assert!(!signature_is_valid("whsec_QW5vdGhlciBzZWNyZXQ=", r));
+            let ts: u64 = r.headers["webhook-timestamp"].parse().expect("unix seconds");
             assert!(ts.abs_diff(now) < 300, "timestamp {ts} vs now {now}");
         }
         // Retries carry the same delivery id and count their attempts.
         let ids: Vec<(&str, &str)> = seen
             .iter()
-            .map(|r| (r.headers["x-strata-delivery"].as_str(), r.headers["x-strata-attempt"].as_str()))
+            .map(|r| (r.headers["webhook-id"].as_str(), r.headers["x-strata-attempt"].as_str()))
             .collect();
         for (delivery, attempt) in &ids {
             let tries = ids.iter().filter(|(d, _)| d == delivery).count();
@@ -234,7 +238,7 @@ fn status_changes_are_called_back_signed_retried_and_logged() {
 
 #[test]
 fn callbacks_to_private_addresses_are_refused_by_default() {
-    let receiver = Receiver::start(0);
+    let receiver = Receiver::start(&[]);
     let s = serve(&[]);
     let p = partner(&s.data, "Print Shop");
     let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
@@ -272,5 +276,61 @@ fn callbacks_to_private_addresses_are_refused_by_default() {
             .expect("create");
         assert_eq!(r.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "invalid_callback");
+    });
+}
+
+#[test]
+fn gone_stops_deliveries_and_retry_after_is_honoured() {
+    // First request: 503 asking for 2 s; second: 410 Gone.
+    let receiver = Receiver::start(&["503 Service Unavailable\r\nretry-after: 2", "410 Gone"]);
+    let s = serve(&["--allow-private-callbacks", "--callback-retry-base-ms", "100"]);
+    let p = partner(&s.data, "Print Shop");
+    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        let cookie = login(&c, base, &p).await;
+        let (id, _) = upload_model_with_callback(
+            &c,
+            base,
+            &cookie,
+            cube,
+            json!({"url": format!("{}/hook", receiver.url)}),
+        )
+        .await;
+        let log =
+            wait_for(&c, base, &cookie, &id, |l| states(l).len() == 2 && !states(l).contains(&"pending"))
+                .await;
+        let seen = receiver.seen();
+        let id_of = |r: &Received| r.headers["webhook-id"].clone();
+        // Request 1 got the 503 and asked for 2 s: its delivery waited that
+        // long (not the 100 ms back-off) before trying again.
+        let busy = id_of(&seen[0]);
+        let retry = seen[1..].iter().find(|r| id_of(r) == busy).expect("the 503 was retried");
+        let waited = retry.at - seen[0].at;
+        assert!(waited >= Duration::from_millis(1900), "retried after {waited:?}");
+        // Request 2 got 410 Gone: its delivery failed at once, for good.
+        let gone_id = id_of(&seen[1]);
+        assert_ne!(gone_id, busy, "{seen:#?}");
+        let find = |id: &str| {
+            log["callbacks"]
+                .as_array()
+                .expect("list")
+                .iter()
+                .find(|d| d["id"] == id)
+                .expect("the delivery")
+                .clone()
+        };
+        let gone = find(&gone_id);
+        assert_eq!(gone["state"], "failed", "{gone:#}");
+        assert_eq!(gone["attempts"].as_array().expect("attempts").len(), 1, "410 stops at once: {gone:#}");
+        assert_eq!(gone["attempts"][0]["status_code"], 410);
+        assert_eq!(find(&busy)["state"], "delivered");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            receiver.seen().iter().filter(|r| id_of(r) == gone_id).count(),
+            1,
+            "a gone endpoint was called again"
+        );
     });
 }

@@ -161,28 +161,8 @@ impl Browser {
 
     fn screenshot(&mut self) -> Vec<u8> {
         let r = self.call("Page.captureScreenshot", json!({"format": "png"}));
-        base64(r["data"].as_str().expect("data"))
+        crate::util::base64_decode(r["data"].as_str().expect("data"))
     }
-}
-
-fn base64(s: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let digits: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(value).collect();
-    digits
-        .chunks(4)
-        .flat_map(|q| {
-            let n = q.iter().enumerate().fold(0u32, |n, (i, &d)| n | u32::from(d) << (18 - 6 * i));
-            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-            bytes.into_iter().take(q.len() - 1)
-        })
-        .collect()
 }
 
 /// Every element of the page lies inside the 400x400 frame and nothing

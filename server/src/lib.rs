@@ -21,7 +21,7 @@
 
 pub mod api;
 pub mod auth;
-mod callbacks;
+pub mod callbacks;
 pub mod routes;
 pub mod state;
 

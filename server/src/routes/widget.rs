@@ -197,7 +197,7 @@ pub fn openapi() -> serde_json::Value {
             "/models/{id}/snapshot": {"parameters": id_param, "get": op("PNG snapshot (?view=iso|front|top|side&size=16..2048)", "session cookie")},
             "/models/{id}/content": {"parameters": id_param, "get": op("The printable STL", "session cookie")},
             "/models/{id}/manifest": {"parameters": id_param, "get": op("The stream manifest", "session cookie")},
-            "/models/{id}/callbacks": {"parameters": id_param, "get": op("The callback delivery log: each status change sent, its attempts, HTTP codes and errors. Callbacks carry X-Strata-Delivery, X-Strata-Attempt, X-Strata-Timestamp and X-Strata-Signature: v1=hex(HMAC-SHA256(callback_secret, timestamp + \".\" + body))", "session cookie")},
+            "/models/{id}/callbacks": {"parameters": id_param, "get": op("The callback delivery log: each status change sent, its attempts, HTTP codes and errors. Callbacks are signed the Standard Webhooks way: webhook-id, webhook-timestamp, webhook-signature: v1,base64(HMAC-SHA256(key of whsec_ callback_secret, id + \".\" + timestamp + \".\" + body)); 410 Gone stops retries, Retry-After is honoured", "session cookie")},
             "/uploads/{id}": {"parameters": id_param, "put": op("Upload the model bytes (application/octet-stream) to the signed URL", "signed URL")},
             "/tokens": {"post": op("Create a print token {api_key, receiver_email, model, print_value, print_value_currency, partner_job_id}; X-Token-Location header", "api_key in body")},
             "/tokens/{token}": {"parameters": token_param, "get": op("A token and its print status (ETag, Retry-After)", "session cookie or ?api_key")},
