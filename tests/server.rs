@@ -480,3 +480,32 @@ fn a_half_sent_request_is_cut_off_by_the_header_timeout() {
         "the half request was served"
     );
 }
+
+#[test]
+fn wrong_passwords_are_rate_limited_per_account() {
+    let s = serve(&[]);
+    let a = partner(&s.data, "Shop A");
+    let b = partner(&s.data, "Shop B");
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        let try_login = |user: &Value, password: &str| {
+            c.post(format!("{base}/sessions")).json(&json!({"username": user, "password": password})).send()
+        };
+        for i in 0..20 {
+            let r = try_login(&a["username"], &format!("guess-{i}")).await.expect("login");
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "attempt {i}");
+        }
+        // The 21st, and even the right password, wait for the window.
+        for password in ["guess-20", a["password"].as_str().expect("password")] {
+            let r = try_login(&a["username"], password).await.expect("login");
+            assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+            let wait: u64 = r.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+            assert!((1..=61).contains(&wait), "retry-after {wait}");
+            assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "too_many_attempts");
+        }
+        // Another account is not affected.
+        let r = try_login(&b["username"], b["password"].as_str().expect("password")).await.expect("login");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    });
+}

@@ -29,9 +29,15 @@ pub struct AppState {
     pub uploads: PathBuf,
     chunk_digests: Mutex<HashMap<BlobId, Arc<[String]>>>,
     chunk_bytes: Mutex<ChunkCache>,
+    login_failures: Mutex<HashMap<String, (std::time::Instant, u32)>>,
     /// Wakes the callback sender when a delivery is queued.
     pub callbacks_due: tokio::sync::Notify,
 }
+
+/// Wrong passwords an account may get per [`LOGIN_WINDOW`] before logins
+/// to it are refused with 429 until the window ends.
+pub const LOGIN_FAILURES_PER_MINUTE: u32 = 20;
+const LOGIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Manifests whose chunk digests are kept in memory (a few KB each).
 const CHUNK_DIGEST_CACHE: usize = 4096;
@@ -69,6 +75,7 @@ impl AppState {
             uploads,
             chunk_digests: Mutex::new(HashMap::new()),
             chunk_bytes: Mutex::new(ChunkCache::default()),
+            login_failures: Mutex::new(HashMap::new()),
             callbacks_due: tokio::sync::Notify::new(),
         })
     }
@@ -105,6 +112,39 @@ impl AppState {
             budget,
         );
         Ok(bytes)
+    }
+
+    /// Whether `username` may try a password now: `Err(seconds)` to wait
+    /// when it has had [`LOGIN_FAILURES_PER_MINUTE`] wrong passwords within
+    /// the current minute. Counted per account name, known or not, so
+    /// guessing is slowed without telling which accounts exist.
+    pub fn login_allowed(&self, username: &str) -> Result<(), u64> {
+        let failures = self.login_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match failures.get(username) {
+            Some((since, n)) if *n >= LOGIN_FAILURES_PER_MINUTE && since.elapsed() < LOGIN_WINDOW => {
+                Err((LOGIN_WINDOW - since.elapsed()).as_secs() + 1)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a wrong password for `username`.
+    pub fn login_failed(&self, username: &str) {
+        let mut failures = self.login_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failures.len() >= 100_000 {
+            // Bounded memory under a spray of names: old windows go first.
+            failures.retain(|_, (since, _)| since.elapsed() < LOGIN_WINDOW);
+        }
+        let entry = failures.entry(username.to_string()).or_insert((std::time::Instant::now(), 0));
+        if entry.0.elapsed() >= LOGIN_WINDOW {
+            *entry = (std::time::Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+
+    /// Clears the count after a good password.
+    pub fn login_succeeded(&self, username: &str) {
+        self.login_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(username);
     }
 
     /// The database (short calls only: it is one connection).

@@ -122,6 +122,14 @@ struct Credentials {
 
 async fn login(state: &Arc<AppState>, ct: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
     let c: Credentials = parse_json(ct, body)?;
+    if let Err(wait) = state.login_allowed(&c.username) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many wrong passwords for this account; try again in {wait} s"),
+        )
+        .with_header("retry-after", wait.to_string()));
+    }
     let found = state.db().partner_login(&c.username)?;
     // Argon2 is deliberately slow: off the reactor.
     let ok = match found {
@@ -135,12 +143,14 @@ async fn login(state: &Arc<AppState>, ct: Option<&str>, body: &[u8]) -> Result<R
         None => None,
     };
     let Some(partner) = ok else {
+        state.login_failed(&c.username);
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "invalid_credentials",
             "wrong username or password",
         ));
     };
+    state.login_succeeded(&c.username);
     // A new id at every login (no fixation); only its hash is stored.
     let session = auth::random_hex(32);
     let ttl = state.config.session_ttl;
