@@ -32,6 +32,13 @@ pub(crate) struct ServeArgs {
     /// How long callbacks are retried, in seconds.
     #[arg(long, default_value_t = 24 * 3600, hide = true)]
     callback_give_up_secs: u64,
+    /// Connections one client address may hold open at once (printers
+    /// behind one NAT share an address, so this is generous).
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_ip: usize,
+    /// Seconds an upload may send nothing before it is dropped.
+    #[arg(long, default_value_t = 30, hide = true)]
+    body_idle_timeout_secs: u64,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -72,6 +79,8 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         allow_private_callbacks: args.allow_private_callbacks,
         callback_retry_base: std::time::Duration::from_millis(args.callback_retry_base_ms),
         callback_give_up: std::time::Duration::from_secs(args.callback_give_up_secs),
+        max_connections_per_ip: args.max_connections_per_ip,
+        body_idle_timeout: std::time::Duration::from_secs(args.body_idle_timeout_secs),
         ..Config::default()
     };
     rt.block_on(async {

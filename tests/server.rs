@@ -365,9 +365,12 @@ fn bad_requests_get_json_errors_with_codes() {
             .body(vec![0u8; 2 * 1024 * 1024])
             .send()
             .await;
-        // The server may answer 413 before reading it all (or close).
+        // The server may answer 413 before reading it all (or close); it
+        // then closes the connection, so the unread rest of the body is
+        // never taken for a next request.
         if let Ok(r) = r {
             assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(r.headers().get("connection").and_then(|v| v.to_str().ok()), Some("close"));
         }
         // A body that does not match the digest its sender computed is
         // refused and not kept; the model still takes a clean upload.
@@ -508,4 +511,93 @@ fn wrong_passwords_are_rate_limited_per_account() {
         let r = try_login(&b["username"], b["password"].as_str().expect("password")).await.expect("login");
         assert_eq!(r.status(), StatusCode::CREATED);
     });
+}
+
+#[test]
+fn a_stalled_upload_is_dropped_and_the_model_can_be_uploaded_again() {
+    use std::io::{Read, Write};
+    let s = serve(&["--body-idle-timeout-secs", "2"]);
+    let p = partner(&s.data, "Print Shop");
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        let cookie = login(&c, base, &p).await;
+        let r = c
+            .post(format!("{base}/models"))
+            .header("cookie", &cookie)
+            .json(&json!({"name": "slow"}))
+            .send()
+            .await
+            .expect("create");
+        let location = r.headers()["location"].to_str().expect("ascii").to_string();
+        let upload = r.headers()["x-upload-location"].to_str().expect("ascii").to_string();
+        let path = upload.trim_start_matches(base.as_str()).to_string();
+        let addr = base.trim_start_matches("http://").to_string();
+        // Ten bytes of a promised thousand, then silence.
+        let started = std::time::Instant::now();
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut slow = std::net::TcpStream::connect(&addr).expect("connect");
+            write!(
+                slow,
+                "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\nsolid abcd"
+            )
+            .expect("send");
+            slow.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+            let mut buf = Vec::new();
+            let _ = slow.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+        .await
+        .expect("join");
+        let held = started.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("body_timeout"), "{answer}");
+        assert!(held >= Duration::from_millis(1500) && held < Duration::from_secs(15), "held {held:?}");
+        // Nothing was kept: the model still waits for its upload, which works.
+        let m: Value = c.get(&location).header("cookie", &cookie).send().await.expect("get").json().await.expect("json");
+        assert_eq!(m["status"], "not-uploaded");
+        assert_eq!(std::fs::read_dir(s.data.join("uploads")).map(|d| d.count()).unwrap_or(0), 0, "a spool file stayed");
+        let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+        let r = c.put(&upload).header("content-type", "application/octet-stream").body(cube).send().await.expect("put");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    });
+}
+
+#[test]
+fn one_address_cannot_hold_more_than_its_share_of_connections() {
+    use std::io::Read;
+    let s = serve(&["--max-connections-per-ip", "4"]);
+    let addr: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().expect("addr");
+    let held: Vec<std::net::TcpStream> =
+        (0..4).map(|_| std::net::TcpStream::connect(addr).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // The fifth from the same address is closed at once.
+    let mut fifth = std::net::TcpStream::connect(addr).expect("connect");
+    fifth.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = fifth.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the fifth connection was served");
+    assert!(started.elapsed() < Duration::from_secs(3), "closed only after {:?}", started.elapsed());
+    // Another address (127.0.0.2 is loopback too) is still served.
+    rt().block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.2:0".parse().expect("addr")).expect("bind 127.0.0.2");
+        let mut other = socket.connect(addr).await.expect("connect");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        other
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        let mut answer = String::new();
+        other.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    });
+    // Once the first four go, the address is welcome again.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let r = rt().block_on(async {
+        client().get(format!("{}/healthz", s.base)).send().await.expect("health").status()
+    });
+    assert_eq!(r, StatusCode::OK);
 }

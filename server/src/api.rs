@@ -200,7 +200,7 @@ where
     B: bytes::Buf,
 {
     let mut out = BytesMut::new();
-    while let Some(chunk) = body.next().await {
+    while let Some(chunk) = within(BODY_IDLE_TIMEOUT, body.next()).await? {
         let mut chunk =
             chunk.map_err(|e| ApiError::bad_request("bad_body", format!("cannot read the body: {e}")))?;
         if out.len() + chunk.remaining() > limit {
@@ -216,13 +216,37 @@ where
     Ok(out.freeze())
 }
 
-/// 413 naming the limit.
+/// 413 naming the limit. It says `Connection: close`: it may be answered
+/// before the body is read, and the rest of that body must not be taken
+/// for the next request on a reused connection.
 pub fn too_large(limit: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         format!("the body is larger than {limit} bytes"),
     )
+    .with_header("connection", "close")
+}
+
+/// How long a client may send nothing in the middle of a body before the
+/// request is dropped (reliability row L2: a slow or stalled upload must
+/// not hold a connection and a spool file for ever).
+pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Awaits the next piece of a request body, or 408 (and `Connection:
+/// close`) when none comes within `idle`.
+pub async fn within<T>(
+    idle: std::time::Duration,
+    next: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(idle, next).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the body stalled: nothing arrived for {} s; send it again", idle.as_secs()),
+        )
+        .with_header("connection", "close")
+    })
 }
 
 /// Checks a JSON request's content type (415 otherwise) and parses it

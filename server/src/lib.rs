@@ -95,6 +95,11 @@ pub struct Config {
     pub allow_private_callbacks: bool,
     /// Memory for recently pulled chunks (0 turns the cache off).
     pub chunk_cache_bytes: u64,
+    /// How long an upload may send nothing before it is dropped (408).
+    pub body_idle_timeout: Duration,
+    /// Connections one client address may hold open at once; more are
+    /// closed as soon as they are accepted.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Config {
@@ -112,6 +117,50 @@ impl Default for Config {
             callback_give_up: Duration::from_secs(24 * 3600),
             allow_private_callbacks: false,
             chunk_cache_bytes: 256 * 1024 * 1024,
+            body_idle_timeout: api::BODY_IDLE_TIMEOUT,
+            max_connections_per_ip: 256,
+        }
+    }
+}
+
+/// Open connections per client address (reliability row L3).
+#[derive(Debug, Clone)]
+struct ConnectionCounts {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    cap: usize,
+}
+
+/// One open connection; leaving its count when dropped.
+#[derive(Debug)]
+struct ConnectionSlot {
+    counts: ConnectionCounts,
+    ip: std::net::IpAddr,
+}
+
+impl ConnectionCounts {
+    fn new(cap: usize) -> ConnectionCounts {
+        ConnectionCounts { counts: Arc::default(), cap: cap.max(1) }
+    }
+
+    fn enter(&self, ip: std::net::IpAddr) -> Option<ConnectionSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot { counts: self.clone(), ip })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
         }
     }
 }
@@ -136,6 +185,7 @@ impl Server {
             .local_addr()
             .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
         let header_timeout = config.header_read_timeout;
+        let per_ip = ConnectionCounts::new(config.max_connections_per_ip);
         let state = Arc::new(state::AppState::open(config, addr)?);
         // Deliveries queued before a restart go out again from here.
         let callbacks = tokio::spawn(callbacks::run(state.clone()));
@@ -151,7 +201,7 @@ impl Server {
                 .max_headers(100);
             let builder = Arc::new(builder);
             loop {
-                let (stream, _) = tokio::select! {
+                let (stream, peer) = tokio::select! {
                     accepted = listener.accept() => match accepted {
                         Ok(s) => s,
                         // Out of descriptors and the like: back off, go on.
@@ -162,10 +212,17 @@ impl Server {
                     },
                     _ = &mut rx => break,
                 };
+                // Over the per-address cap: closed at once, before any
+                // byte is read, so one client cannot exhaust descriptors.
+                let Some(slot) = per_ip.enter(peer.ip()) else {
+                    drop(stream);
+                    continue;
+                };
                 let service = api::with_request_id(warp::service(routes.clone()));
                 let builder = builder.clone();
                 tokio::spawn(async move {
                     let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    drop(slot);
                 });
             }
         });

@@ -96,16 +96,17 @@ async fn upload(
     let spool = state.uploads.join(format!("legacy-{}", auth::random_hex(8)));
     let mut have_file = false;
     let result: Result<(), ApiError> = async {
-        while let Some(mut part) =
-            form.try_next().await.map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?
+        let idle = state.config.body_idle_timeout;
+        while let Some(mut part) = crate::api::within(idle, form.try_next())
+            .await?
+            .map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?
         {
             let name = part.name().to_string();
             if name == "stl_file" {
                 use tokio::io::AsyncWriteExt;
                 let mut file = tokio::fs::File::create(&spool).await.map_err(ApiError::internal)?;
-                while let Some(mut chunk) = part
-                    .data()
-                    .await
+                while let Some(mut chunk) = crate::api::within(idle, part.data())
+                    .await?
                     .transpose()
                     .map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?
                 {
@@ -120,9 +121,8 @@ async fn upload(
                 have_file = true;
             } else if name.len() <= 64 {
                 let mut value = Vec::new();
-                while let Some(chunk) = part
-                    .data()
-                    .await
+                while let Some(chunk) = crate::api::within(idle, part.data())
+                    .await?
                     .transpose()
                     .map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?
                 {

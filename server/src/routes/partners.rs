@@ -444,7 +444,8 @@ where
         return Err(already_uploaded(&model.status));
     }
     let spool = state.uploads.join(format!("{id}-{}", auth::random_hex(8)));
-    let result = spool_body(&spool, &mut body, state.config.upload_limit).await;
+    let result =
+        spool_body(&spool, &mut body, state.config.upload_limit, state.config.body_idle_timeout).await;
     let (size, sha256) = match result {
         Ok(spooled) => spooled,
         Err(e) => {
@@ -496,7 +497,12 @@ fn already_uploaded(status: &str) -> ApiError {
 /// Streams the body to `path`, hashing it on the way; its size and
 /// SHA-256 (hex). Hashing here costs one pass over bytes already in cache,
 /// and saves processing a second pass over the whole file.
-async fn spool_body<S, B>(path: &std::path::Path, body: &mut S, limit: u64) -> Result<(u64, String), ApiError>
+async fn spool_body<S, B>(
+    path: &std::path::Path,
+    body: &mut S,
+    limit: u64,
+    idle: std::time::Duration,
+) -> Result<(u64, String), ApiError>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -505,7 +511,7 @@ where
     let mut file = tokio::fs::File::create(path).await.map_err(ApiError::internal)?;
     let mut hasher = sha2::Sha256::new();
     let mut size = 0u64;
-    while let Some(chunk) = body.next().await {
+    while let Some(chunk) = api::within(idle, body.next()).await? {
         let mut chunk =
             chunk.map_err(|e| ApiError::bad_request("bad_body", format!("the upload broke off: {e}")))?;
         size += chunk.remaining() as u64;
