@@ -601,3 +601,65 @@ fn one_address_cannot_hold_more_than_its_share_of_connections() {
     });
     assert_eq!(r, StatusCode::OK);
 }
+
+#[test]
+fn tokens_expire_run_out_of_prints_and_can_be_revoked() {
+    let s = serve(&[]);
+    let p = partner(&s.data, "Print Shop");
+    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        let cookie = login(&c, base, &p).await;
+        let (_, model) = upload_model(&c, base, &cookie, cube).await;
+        let token = |extra: Value| {
+            let mut body = json!({"api_key": p["api_key"], "model": model["uri"], "print_value": "1.00"});
+            for (k, v) in extra.as_object().expect("object") {
+                body[k] = v.clone();
+            }
+            let c = c.clone();
+            async move {
+                let r = c.post(format!("{base}/tokens")).json(&body).send().await.expect("token");
+                assert_eq!(r.status(), StatusCode::CREATED);
+                r.json::<Value>().await.expect("json")["token"].as_str().expect("token").to_string()
+            }
+        };
+        let manifest = |t: String| c.get(format!("{base}/streams/{t}/manifest")).send();
+
+        // One print allowed: the second machine to start is refused.
+        let once = token(json!({"print_limit": 1})).await;
+        let start = json!({"printing_job_status": "WARMING_UP"});
+        let r = c.post(format!("{base}/prints/{once}/status")).json(&start).send().await.expect("start");
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = manifest(once.clone()).await.expect("manifest");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "print_limit_reached");
+
+        // Expired: gone for printers and the widget alike.
+        let brief = token(json!({"expires_in": 1})).await;
+        assert_eq!(manifest(brief.clone()).await.expect("m").status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(manifest(brief.clone()).await.expect("m").status(), StatusCode::NOT_FOUND);
+        let w = c.get(format!("{base}/widget?token={brief}")).send().await.expect("widget");
+        assert_eq!(w.status(), StatusCode::NOT_FOUND);
+
+        // Revoked by its partner (not by another one): 404 from then on.
+        let live = token(json!({})).await;
+        let other = partner(&s.data, "Other Shop");
+        let r = c
+            .delete(format!("{base}/tokens/{live}?api_key={}", other["api_key"].as_str().expect("key")))
+            .send()
+            .await
+            .expect("revoke");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(manifest(live.clone()).await.expect("m").status(), StatusCode::OK);
+        let r =
+            c.delete(format!("{base}/tokens/{live}")).header("cookie", &cookie).send().await.expect("revoke");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(manifest(live.clone()).await.expect("m").status(), StatusCode::NOT_FOUND);
+        let r = c.get(format!("{base}/streams/{live}/chunks/0")).send().await.expect("chunk");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = c.post(format!("{base}/prints/{live}/status")).json(&start).send().await.expect("status");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    });
+}

@@ -480,6 +480,16 @@ impl Db {
         Ok(())
     }
 
+    /// Revokes `partner_id`'s token (printers get 404 from then on);
+    /// whether it was theirs and live.
+    pub fn revoke_token(&self, token: &str, partner_id: &str) -> Result<bool, PipelineError> {
+        Ok(self.conn.execute(
+            "UPDATE print_tokens SET revoked = 1, version = version + 1, updated_at = $1 \
+             WHERE token = $2 AND partner_id = $3 AND revoked = 0",
+            params![now_ms(), token, partner_id],
+        )? > 0)
+    }
+
     /// A token by its value.
     pub fn token(&self, token: &str) -> Result<Option<PrintToken>, PipelineError> {
         Ok(self

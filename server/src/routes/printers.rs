@@ -60,7 +60,15 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .map(|token: String, st: Arc<AppState>, c: Option<String>, q: KeyQuery, inm: Option<String>| {
             finish(read_token(&st, &token, c.as_deref(), q.api_key.as_deref(), inm.as_deref()))
         });
-    manifest.or(chunk).unify().or(status).unify().or(read).unify().boxed()
+    let revoke = warp::path!("tokens" / String)
+        .and(warp::delete())
+        .and(s())
+        .and(cookies())
+        .and(warp::query::<KeyQuery>())
+        .map(|token: String, st: Arc<AppState>, c: Option<String>, q: KeyQuery| {
+            finish(revoke_token(&st, &token, c.as_deref(), q.api_key.as_deref()))
+        });
+    manifest.or(chunk).unify().or(status).unify().or(read).unify().or(revoke).unify().boxed()
 }
 
 #[derive(Deserialize)]
@@ -389,6 +397,27 @@ pub(crate) fn decorate_status(resp: &mut Response, t: &PrintToken) {
     if let Some(secs) = retry_after(t.printing_job_status.as_deref()) {
         h.insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
     }
+}
+
+/// `DELETE /tokens/{token}`: the partner withdraws a token; printers and
+/// the widget get 404 from then on. 404 for another partner's token or one
+/// already revoked.
+fn revoke_token(
+    state: &AppState,
+    token: &str,
+    cookie: Option<&str>,
+    api_key: Option<&str>,
+) -> Result<Response, ApiError> {
+    let partner = match api_key {
+        Some(key) => super::api_key_partner(state, key)?,
+        None => super::session_partner(state, cookie)?,
+    };
+    if !state.db().revoke_token(token, &partner.id)? {
+        return Err(ApiError::not_found("token"));
+    }
+    let mut resp = Response::new(Vec::new().into());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
 }
 
 fn read_token(
