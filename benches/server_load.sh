@@ -7,7 +7,8 @@
 #   2. the upload of a generated ~200 MB binary STL over loopback, three
 #      times (goal: at least 300 MB/s);
 #   3. the status endpoints' requests/s: GET /tokens/{token} (the partner
-#      polling, 200 and 304) and GET /prints/{token} (the widget polling).
+#      polling, 200 and 304), GET /prints/{token} (the widget polling) and
+#      POST /prints/{token}/status (printers reporting, one row update each).
 #
 #   benches/server_load.sh [SECONDS] [WORKDIR]
 #
@@ -150,6 +151,32 @@ read -r rps _ p99 err < <(run_wrk "$base/tokens/$token?api_key=$key" "" "If-None
 echo "GET /tokens/{token} (partner, 304):         $rps req/s, p99 $p99 ($err)"
 read -r rps _ p99 err < <(run_wrk "$base/prints/$token")
 echo "GET /prints/{token} (widget, 200):          $rps req/s, p99 $p99 ($err)"
+
+# Printers reporting progress: 400 tokens of the model, each warming up,
+# each request a PRINTING report for the next token in turn (one row
+# update per request; two reports racing for one token would be a 409).
+for i in $(seq 400); do
+  t="$(curl -sf -H 'content-type: application/json' \
+    -d "{\"api_key\":\"$key\",\"model\":\"$loc\",\"print_value\":\"1.00\"}" "$base/tokens" | json '["token"]')"
+  curl -sf -X POST -H 'content-type: application/json' -d '{"printing_job_status":"WARMING_UP"}' \
+    "$base/prints/$t/status" >/dev/null
+  echo "\"$t\","
+done >"$work/tokens.part"
+{
+  echo "local tokens = {"; cat "$work/tokens.part"; echo "}"
+  cat <<'LUA'
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"printing_job_status":"PRINTING","printing_percentage":42.5,"minutes_left":12}'
+request = function()
+  i = i + 1
+  return wrk.format(nil, "/prints/" .. tokens[(i % #tokens) + 1] .. "/status")
+end
+LUA
+} >"$work/status.lua"
+read -r rps _ p99 err < <(run_wrk "$base/prints/$token/status" "$work/status.lua")
+echo "POST /prints/{token}/status (printers):    $rps req/s, p99 $p99 ($err)"
 
 echo
 echo "== upload of a ~200 MB STL over loopback (3 runs) =="
