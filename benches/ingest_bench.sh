@@ -18,7 +18,7 @@ work="${2:-/tmp/strata-ingest-bench}"
 datasets="${STRATA_DATASETS:-$root/../shared/datasets}"
 (cd "$root" && cargo build --release --quiet)
 if [ -n "${SWEEP:-}" ]; then
-  for n in $SWEEP; do "$0" "$n" "$work-$n" | grep -E 'catalog|jobs 2'; done
+  for n in $SWEEP; do SWEEP= "$0" "$n" "$work-$n" | grep -E "catalog|jobs 2"; done
   exit 0
 fi
 strata="$root/target/release/strata"
