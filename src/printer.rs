@@ -248,8 +248,10 @@ impl Printer {
                 if since_report >= self.report_every || progress.layers_printed == manifest.layer_count {
                     since_report = 0;
                     let done = progress.layers_printed as f64 / manifest.layer_count as f64;
-                    let elapsed = progress.seconds + started.elapsed().as_secs_f64();
-                    let per_layer = elapsed / f64::from(progress.layers_printed - layers_resumed).max(1.0);
+                    // The pace of this run only: earlier runs' time was spent on
+                    // layers not counted here.
+                    let per_layer = started.elapsed().as_secs_f64()
+                        / f64::from(progress.layers_printed - layers_resumed).max(1.0);
                     let left = f64::from(manifest.layer_count - progress.layers_printed) * per_layer / 60.0;
                     self.post_status(&serde_json::json!({
                         "printing_job_status": "PRINTING",

@@ -249,22 +249,35 @@ pub async fn within<T>(
     })
 }
 
+/// An answer without a body (204, 304).
+pub fn empty(status: StatusCode) -> Response {
+    let mut resp = Response::new(Vec::new().into());
+    *resp.status_mut() = status;
+    resp
+}
+
+/// 415 unless the request's media type (parameters aside) is `expected`.
+pub fn require_media_type(content_type: Option<&str>, expected: &str, what: &str) -> Result<(), ApiError> {
+    let matches = content_type
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case(expected));
+    if matches {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("send {what} as Content-Type: {expected}"),
+    ))
+}
+
 /// Checks a JSON request's content type (415 otherwise) and parses it
 /// (400 `malformed_json` naming the problem).
 pub fn parse_json<T: serde::de::DeserializeOwned>(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<T, ApiError> {
-    let is_json = content_type
-        .and_then(|c| c.split(';').next())
-        .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as Content-Type: application/json",
-        ));
-    }
+    require_media_type(content_type, "application/json", "the body")?;
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))
 }

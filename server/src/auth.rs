@@ -11,19 +11,22 @@ use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-/// `n` random bytes as lower-case hex (2n digits) from the OS generator.
-pub fn random_hex(n: usize) -> String {
+/// `n` random bytes from the OS generator.
+pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; n];
     // The OS generator failing is not something to go on from.
     getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("the OS random generator failed: {e}"));
-    hex(&bytes)
+    bytes
+}
+
+/// `n` random bytes as lower-case hex (2n digits) from the OS generator.
+pub fn random_hex(n: usize) -> String {
+    hex(&random_bytes(n))
 }
 
 /// A random number from the OS generator (for jitter, not for secrets).
 pub fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("the OS random generator failed: {e}"));
-    u64::from_le_bytes(bytes)
+    random_bytes(8).iter().fold(0, |n, &b| n << 8 | u64::from(b))
 }
 
 /// Lower-case hex.
@@ -46,22 +49,29 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-/// HMAC-SHA256 of `message` under `key`, as hex.
-pub fn sign(key: &[u8], message: &str) -> String {
+/// An HMAC-SHA256 over `message` under `key`, ready to finish or verify.
+fn mac(key: &[u8], message: &str) -> Hmac<Sha256> {
     let mut mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
     mac.update(message.as_bytes());
-    hex(&mac.finalize().into_bytes())
+    mac
+}
+
+/// HMAC-SHA256 of `message` under `key`, as bytes.
+pub fn hmac_sha256(key: &[u8], message: &str) -> [u8; 32] {
+    mac(key, message).finalize().into_bytes().into()
+}
+
+/// HMAC-SHA256 of `message` under `key`, as hex.
+pub fn sign(key: &[u8], message: &str) -> String {
+    hex(&hmac_sha256(key, message))
 }
 
 /// Whether `signature_hex` is the HMAC-SHA256 of `message` under `key`
 /// (constant time in the signature's bytes).
 pub fn verify(key: &[u8], message: &str, signature_hex: &str) -> bool {
     let Some(sig) = unhex(signature_hex) else { return false };
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
-    mac.update(message.as_bytes());
-    mac.verify_slice(&sig).is_ok()
+    mac(key, message).verify_slice(&sig).is_ok()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

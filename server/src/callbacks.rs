@@ -190,24 +190,18 @@ fn backoff(state: &AppState, attempt: i64) -> i64 {
 /// as it is).
 pub fn signature(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
     use base64::Engine;
-    use hmac::{KeyInit, Mac};
     let engine = base64::engine::general_purpose::STANDARD;
     let key = match secret.strip_prefix("whsec_").map(|k| engine.decode(k)) {
         Some(Ok(key)) => key,
         _ => secret.as_bytes().to_vec(),
     };
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key"));
-    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
-    format!("v1,{}", engine.encode(mac.finalize().into_bytes()))
+    format!("v1,{}", engine.encode(auth::hmac_sha256(&key, &format!("{id}.{timestamp}.{body}"))))
 }
 
 /// A new callback secret: `whsec_` and 32 random bytes in base64.
 pub fn new_secret() -> String {
     use base64::Engine;
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).unwrap_or_else(|e| panic!("the OS random generator failed: {e}"));
-    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(auth::random_bytes(32)))
 }
 
 /// One attempt: the HTTP status and its `Retry-After` in seconds, or why

@@ -94,7 +94,7 @@ async fn upload(
     mut form: warp::multipart::FormData,
 ) -> Result<serde_json::Value, ApiError> {
     let spool = state.uploads.join(format!("legacy-{}", auth::random_hex(8)));
-    let mut have_file = false;
+    let mut sha256 = None;
     let result: Result<(), ApiError> = async {
         let idle = state.config.body_idle_timeout;
         while let Some(mut part) = crate::api::within(idle, form.try_next())
@@ -103,22 +103,12 @@ async fn upload(
         {
             let name = part.name().to_string();
             if name == "stl_file" {
-                use tokio::io::AsyncWriteExt;
-                let mut file = tokio::fs::File::create(&spool).await.map_err(ApiError::internal)?;
-                while let Some(mut chunk) = crate::api::within(idle, part.data())
-                    .await?
-                    .transpose()
-                    .map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?
-                {
-                    while chunk.has_remaining() {
-                        let piece = chunk.chunk();
-                        file.write_all(piece).await.map_err(ApiError::internal)?;
-                        let n = piece.len();
-                        chunk.advance(n);
-                    }
-                }
-                file.flush().await.map_err(ApiError::internal)?;
-                have_file = true;
+                // The same spooling as the signed-URL upload: counted
+                // against the limit, under the idle timeout, hashed.
+                let mut data = Box::pin(part.stream());
+                let (_, digest) =
+                    super::partners::spool_body(&spool, &mut data, state.config.upload_limit, idle).await?;
+                sha256 = Some(digest);
             } else if name.len() <= 64 {
                 let mut value = Vec::new();
                 while let Some(chunk) = crate::api::within(idle, part.data())
@@ -161,7 +151,7 @@ async fn upload(
         }
         required(&q, "receiver_email")?;
         required(&q, "print_value")?;
-        if !have_file {
+        if sha256.is_none() {
             return Err(ApiError::bad_request("missing_parameter", "stl_file is required"));
         }
         let (email, value, currency) = super::partners::order_fields(
@@ -188,7 +178,7 @@ async fn upload(
     t.partner_job_id = q.get("partner_job_id").cloned();
     state.db().attach_token(&t)?;
     let st = state.clone();
-    state.pool.spawn(move || super::partners::process_upload(&st, &model, &spool, None));
+    state.pool.spawn(move || super::partners::process_upload(&st, &model, &spool, sha256));
     let link = format!("{}/widget?token={}", state.public_url, t.token);
     Ok(serde_json::json!({"token_link": link, "ssl_token_link": link}))
 }

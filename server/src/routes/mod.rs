@@ -75,6 +75,19 @@ pub(crate) fn api_key_partner(state: &AppState, api_key: &str) -> Result<Partner
         .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "invalid_api_key", "unknown API key"))
 }
 
+/// The partner of a request that may use either credential: `?api_key=`
+/// when given, else the session cookie.
+pub(crate) fn key_or_session_partner(
+    state: &AppState,
+    cookie: Option<&str>,
+    api_key: Option<&str>,
+) -> Result<Partner, ApiError> {
+    match api_key {
+        Some(key) => api_key_partner(state, key),
+        None => session_partner(state, cookie),
+    }
+}
+
 /// `partner`'s model `id`; another partner's is 404 like a missing one.
 pub(crate) fn owned_model(state: &AppState, partner: &Partner, id: &str) -> Result<PartnerModel, ApiError> {
     match state.db().partner_model(id)? {

@@ -174,8 +174,7 @@ fn logout(state: &AppState, cookie: Option<&str>) -> Result<Response, ApiError> 
     if let Some(id) = auth::cookie(cookie, "session") {
         state.db().delete_session(&auth::secret_hash(id))?;
     }
-    let mut resp = Response::new(Vec::new().into());
-    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let mut resp = api::empty(StatusCode::NO_CONTENT);
     if let Ok(v) = http::HeaderValue::from_str("session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0") {
         resp.headers_mut().insert(http::header::SET_COOKIE, v);
     }
@@ -429,16 +428,7 @@ where
             "the upload URL has expired; create the model again",
         ));
     }
-    let octets = ct
-        .and_then(|c| c.split(';').next())
-        .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/octet-stream"));
-    if !octets {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the model as Content-Type: application/octet-stream",
-        ));
-    }
+    api::require_media_type(ct, "application/octet-stream", "the model")?;
     let model = state.db().partner_model(id)?.ok_or_else(|| ApiError::not_found("model"))?;
     if model.status != "not-uploaded" {
         return Err(already_uploaded(&model.status));
@@ -497,7 +487,7 @@ fn already_uploaded(status: &str) -> ApiError {
 /// Streams the body to `path`, hashing it on the way; its size and
 /// SHA-256 (hex). Hashing here costs one pass over bytes already in cache,
 /// and saves processing a second pass over the whole file.
-async fn spool_body<S, B>(
+pub(crate) async fn spool_body<S, B>(
     path: &std::path::Path,
     body: &mut S,
     limit: u64,

@@ -141,7 +141,7 @@ async fn chunk(
         (http::header::ACCEPT_RANGES, "bytes".to_string()),
     ];
     if super::etag_matches(cond.if_none_match.as_deref(), &etag) {
-        return Ok(with_headers(Response::new(Vec::new().into()), StatusCode::NOT_MODIFIED, headers));
+        return Ok(with_headers(api::empty(StatusCode::NOT_MODIFIED), StatusCode::NOT_MODIFIED, headers));
     }
     let bytes = state.chunk_bytes(&id).await.map_err(ApiError::internal)?;
     let len = bytes.len() as u64;
@@ -377,8 +377,7 @@ pub(crate) fn status_response(state: &AppState, t: &PrintToken, status: StatusCo
 /// 304 with the status headers when the poller already has this version.
 pub(crate) fn status_not_modified(t: &PrintToken, if_none_match: Option<&str>) -> Option<Response> {
     super::etag_matches(if_none_match, &status_etag(t)).then(|| {
-        let mut resp = Response::new(Vec::new().into());
-        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        let mut resp = api::empty(StatusCode::NOT_MODIFIED);
         decorate_status(&mut resp, t);
         resp
     })
@@ -408,16 +407,11 @@ fn revoke_token(
     cookie: Option<&str>,
     api_key: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let partner = match api_key {
-        Some(key) => super::api_key_partner(state, key)?,
-        None => super::session_partner(state, cookie)?,
-    };
+    let partner = super::key_or_session_partner(state, cookie, api_key)?;
     if !state.db().revoke_token(token, &partner.id)? {
         return Err(ApiError::not_found("token"));
     }
-    let mut resp = Response::new(Vec::new().into());
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    Ok(resp)
+    Ok(api::empty(StatusCode::NO_CONTENT))
 }
 
 fn read_token(
@@ -427,10 +421,7 @@ fn read_token(
     api_key: Option<&str>,
     if_none_match: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let partner = match api_key {
-        Some(key) => super::api_key_partner(state, key)?,
-        None => super::session_partner(state, cookie)?,
-    };
+    let partner = super::key_or_session_partner(state, cookie, api_key)?;
     let t = state
         .db()
         .token(token)?
