@@ -13,7 +13,6 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 
 use crate::server::{client, login, partner, rt, serve, upload_model_with_callback};
-use crate::util::repo_datasets;
 
 /// One request the receiver saw.
 #[derive(Debug, Clone)]
@@ -100,6 +99,19 @@ fn signature_is_valid(secret: &str, r: &Received) -> bool {
     mac.verify_slice(&crate::util::base64_decode(b64)).is_ok()
 }
 
+/// Logs `p` in and uploads the cube with `callback`: (cookie, model id,
+/// model once processed).
+async fn upload_hooked(
+    c: &reqwest::Client,
+    base: &str,
+    p: &Value,
+    callback: Value,
+) -> (String, String, Value) {
+    let cookie = login(c, base, p).await;
+    let (id, model) = upload_model_with_callback(c, base, &cookie, crate::util::cube(), callback).await;
+    (cookie, id, model)
+}
+
 async fn log_of(c: &reqwest::Client, base: &str, cookie: &str, id: &str) -> Value {
     let r =
         c.get(format!("{base}/models/{id}/callbacks")).header("cookie", cookie).send().await.expect("log");
@@ -148,20 +160,11 @@ fn status_changes_are_called_back_signed_retried_and_logged() {
     let p = partner(&s.data, "Print Shop");
     let secret =
         p["callback_secret"].as_str().expect("create-partner prints the callback secret").to_string();
-    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
     rt().block_on(async {
         let c = client();
         let base = &s.base;
-        let cookie = login(&c, base, &p).await;
         let hook = format!("{}/hooks/model", receiver.url);
-        let (id, model) = upload_model_with_callback(
-            &c,
-            base,
-            &cookie,
-            cube.clone(),
-            json!({"url": hook, "method": "PUT"}),
-        )
-        .await;
+        let (cookie, id, model) = upload_hooked(&c, base, &p, json!({"url": hook, "method": "PUT"})).await;
         assert_eq!(model["status"], "processed");
 
         // Two changes (processing, processed); the first two requests get
@@ -214,7 +217,8 @@ fn status_changes_are_called_back_signed_retried_and_logged() {
         let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
         let dead = format!("http://{}/hook", closed.local_addr().expect("addr"));
         drop(closed);
-        let (dead_id, _) = upload_model_with_callback(&c, base, &cookie, cube, json!({"url": dead})).await;
+        let (dead_id, _) =
+            upload_model_with_callback(&c, base, &cookie, crate::util::cube(), json!({"url": dead})).await;
         let log = wait_for(&c, base, &cookie, &dead_id, |l| states(l) == ["failed", "failed"]).await;
         for d in log["callbacks"].as_array().expect("list") {
             let n = d["attempts"].as_array().expect("attempts").len();
@@ -241,19 +245,11 @@ fn callbacks_to_private_addresses_are_refused_by_default() {
     let receiver = Receiver::start(&[]);
     let s = serve(&[]);
     let p = partner(&s.data, "Print Shop");
-    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
     rt().block_on(async {
         let c = client();
         let base = &s.base;
-        let cookie = login(&c, base, &p).await;
-        let (id, _) = upload_model_with_callback(
-            &c,
-            base,
-            &cookie,
-            cube,
-            json!({"url": format!("{}/hook", receiver.url)}),
-        )
-        .await;
+        let (cookie, id, _) =
+            upload_hooked(&c, base, &p, json!({"url": format!("{}/hook", receiver.url)})).await;
         let log = wait_for(&c, base, &cookie, &id, |l| {
             l["callbacks"].as_array().is_some_and(|cs| {
                 cs.len() == 2 && cs.iter().all(|c| c["attempts"].as_array().is_some_and(|a| !a.is_empty()))
@@ -285,19 +281,11 @@ fn gone_stops_deliveries_and_retry_after_is_honoured() {
     let receiver = Receiver::start(&["503 Service Unavailable\r\nretry-after: 2", "410 Gone"]);
     let s = serve(&["--allow-private-callbacks", "--callback-retry-base-ms", "100"]);
     let p = partner(&s.data, "Print Shop");
-    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
     rt().block_on(async {
         let c = client();
         let base = &s.base;
-        let cookie = login(&c, base, &p).await;
-        let (id, _) = upload_model_with_callback(
-            &c,
-            base,
-            &cookie,
-            cube,
-            json!({"url": format!("{}/hook", receiver.url)}),
-        )
-        .await;
+        let (cookie, id, _) =
+            upload_hooked(&c, base, &p, json!({"url": format!("{}/hook", receiver.url)})).await;
         let log =
             wait_for(&c, base, &cookie, &id, |l| states(l).len() == 2 && !states(l).contains(&"pending"))
                 .await;

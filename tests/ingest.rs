@@ -120,7 +120,7 @@ fn bad_files_are_recorded_and_the_rest_goes_on() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let cat = tmp.path().join("catalog");
     std::fs::create_dir_all(cat.join("sub")).expect("mkdir");
-    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+    let cube = crate::util::cube();
     std::fs::write(cat.join("a_cube.stl"), &cube).expect("write");
     std::fs::write(cat.join("sub/same_cube.STL"), &cube).expect("write");
     std::fs::write(cat.join("empty.stl"), b"").expect("write");

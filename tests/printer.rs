@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::server::{client, login, partner, rt, serve, upload_model};
+use crate::server::{client, get_json, login, partner, rt, serve, upload_model};
 use crate::util::{run, strata};
 
 /// The volume of the generated torus (major radius 10, minor 3):
@@ -36,7 +36,7 @@ async fn new_token(c: &reqwest::Client, base: &str, key: &Value, model: &Value) 
 }
 
 async fn print_status(c: &reqwest::Client, base: &str, token: &str) -> Value {
-    c.get(format!("{base}/prints/{token}")).send().await.expect("status").json().await.expect("json")
+    get_json(c, &format!("{base}/prints/{token}")).await
 }
 
 fn printer(base: &str, token: &str, out: &Path, extra: &[&str]) -> std::process::Output {
@@ -67,14 +67,7 @@ fn the_printer_prints_resumes_after_kill_and_repairs_its_files() {
         let (_, model) = upload_model(&c, base, &cookie, model_bytes).await;
         assert_eq!(model["status"], "processed", "{model}");
         let token = new_token(&c, base, &p["api_key"], &model).await;
-        let manifest: Value = c
-            .get(format!("{base}/streams/{token}/manifest"))
-            .send()
-            .await
-            .expect("m")
-            .json()
-            .await
-            .expect("json");
+        let manifest = get_json(&c, &format!("{base}/streams/{token}/manifest")).await;
         let chunks = manifest["chunks"].as_array().expect("chunks").clone();
         let layers = manifest["layer_count"].as_u64().expect("layers");
         assert!(chunks.len() >= 2, "the test needs a stream of several chunks: {}", chunks.len());
@@ -173,8 +166,7 @@ fn the_printer_refuses_bad_bytes_and_bad_arguments() {
     let s = serve(&[]);
     let p = partner(&s.data, "Print Shop");
     let work = tempfile::tempdir().expect("tempdir");
-    let cube = std::fs::read(crate::util::repo_datasets().join("numpystl_cube_binary_solidheader.stl"))
-        .expect("cube");
+    let cube = crate::util::cube();
     rt().block_on(async {
         let c = client();
         let base = &s.base;
@@ -211,14 +203,7 @@ fn the_printer_refuses_bad_bytes_and_bad_arguments() {
 
         // The server's chunk no longer matches its manifest (a damaged
         // disk): the printer never prints it, and reports FAILURE.
-        let manifest: Value = c
-            .get(format!("{base}/streams/{token}/manifest"))
-            .send()
-            .await
-            .expect("m")
-            .json()
-            .await
-            .expect("json");
+        let manifest = get_json(&c, &format!("{base}/streams/{token}/manifest")).await;
         let sha = manifest["chunks"][0]["sha256"].as_str().expect("sha");
         let blob = s.data.join("blobs").join(&sha[..2]).join(sha);
         let mut bytes = std::fs::read(&blob).expect("the chunk blob");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::util::{repo_datasets, run, strata};
+use crate::util::{run, strata};
 
 /// A running `strata serve`, killed on drop.
 pub(crate) struct Served {
@@ -63,6 +63,11 @@ pub(crate) fn partner(data: &Path, name: &str) -> Value {
 
 pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client")
+}
+
+/// GET `url` and parse the answer as JSON.
+pub(crate) async fn get_json(c: &reqwest::Client, url: &str) -> Value {
+    c.get(url).send().await.expect("GET").json().await.expect("JSON")
 }
 
 pub(crate) fn rt() -> tokio::runtime::Runtime {
@@ -142,7 +147,7 @@ fn the_whole_flow_upload_token_stream_and_status() {
     let s = serve(&[]);
     let p = partner(&s.data, "Print Shop");
     assert_eq!(p["api_key"].as_str().map(str::len), Some(32));
-    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+    let cube = crate::util::cube();
     rt().block_on(async {
         let c = client();
         let base = &s.base;
@@ -258,7 +263,7 @@ fn partners_never_see_each_others_models_or_tokens() {
     let s = serve(&[]);
     let a = partner(&s.data, "Shop A");
     let b = partner(&s.data, "Shop B");
-    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+    let cube = crate::util::cube();
     rt().block_on(async {
         let c = client();
         let base = &s.base;
@@ -429,7 +434,7 @@ fn bad_requests_get_json_errors_with_codes() {
             .expect("409");
         assert_eq!(r.status(), StatusCode::CONFLICT);
         // Order fields on a processed model: each bad one named.
-        let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+        let cube = crate::util::cube();
         let (good, _) = upload_model(&c, base, &cookie, cube).await;
         for (field, bad, want) in [
             ("print_value", json!(-1), "invalid_print_value"),
@@ -557,7 +562,7 @@ fn a_stalled_upload_is_dropped_and_the_model_can_be_uploaded_again() {
         let m: Value = c.get(&location).header("cookie", &cookie).send().await.expect("get").json().await.expect("json");
         assert_eq!(m["status"], "not-uploaded");
         assert_eq!(std::fs::read_dir(s.data.join("uploads")).map(|d| d.count()).unwrap_or(0), 0, "a spool file stayed");
-        let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+        let cube = crate::util::cube();
         let r = c.put(&upload).header("content-type", "application/octet-stream").body(cube).send().await.expect("put");
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     });
@@ -576,8 +581,12 @@ fn one_address_cannot_hold_more_than_its_share_of_connections() {
     fifth.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     let started = std::time::Instant::now();
     let mut buf = [0u8; 16];
-    let n = fifth.read(&mut buf).unwrap_or(0);
-    assert_eq!(n, 0, "the fifth connection was served");
+    // Closed (EOF or reset), not merely silent until the read timeout.
+    match fifth.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the fifth connection was not closed: {other:?}"),
+    }
     assert!(started.elapsed() < Duration::from_secs(3), "closed only after {:?}", started.elapsed());
     // Another address (127.0.0.2 is loopback too) is still served.
     rt().block_on(async {
@@ -606,7 +615,7 @@ fn one_address_cannot_hold_more_than_its_share_of_connections() {
 fn tokens_expire_run_out_of_prints_and_can_be_revoked() {
     let s = serve(&[]);
     let p = partner(&s.data, "Print Shop");
-    let cube = std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("cube");
+    let cube = crate::util::cube();
     rt().block_on(async {
         let c = client();
         let base = &s.base;
@@ -661,5 +670,78 @@ fn tokens_expire_run_out_of_prints_and_can_be_revoked() {
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         let r = c.post(format!("{base}/prints/{live}/status")).json(&start).send().await.expect("status");
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    });
+}
+
+/// A multipart body with one file part, written by hand (as old clients do).
+fn multipart(boundary: &str, fields: &[(&str, &str)], file: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"stl_file\"; filename=\"cube.stl\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+#[test]
+fn the_legacy_api_creates_a_token_takes_a_multipart_upload_and_streams_it() {
+    let s = serve(&[]);
+    let p = partner(&s.data, "Old Shop");
+    let key = p["api_key"].as_str().expect("key").to_string();
+    let cube = crate::util::cube();
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        let created = get_json(&c, &format!("{base}/api3/api_create_partner_token?api_key={key}")).await;
+        assert_eq!(created["status"]["code"], "ok", "{created}");
+        let token = created["data"]["token"].as_str().expect("token").to_string();
+        let upload = |fields: Vec<(&'static str, String)>, file: Vec<u8>| {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let body = multipart("strataBoundary42", &fields, &file);
+            c.post(format!("{base}/api3/api_upload_partner_stl?api_key={key}&token={token}"))
+                .header("content-type", "multipart/form-data; boundary=strataBoundary42")
+                .body(body)
+                .send()
+        };
+        // A missing field is an error in the legacy envelope, and keeps
+        // the token free for a good upload.
+        let r = upload(vec![("receiver_email", "ann@example.com".into())], cube.clone()).await.expect("post");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let e: Value = r.json().await.expect("json");
+        assert_eq!(e["status"]["code"], "error");
+        assert!(e["status"]["description"].as_str().is_some_and(|d| d.contains("print_value")), "{e}");
+        let fields =
+            vec![("receiver_email", "ann@example.com".to_string()), ("print_value", "12.50".to_string())];
+        let r = upload(fields.clone(), cube.clone()).await.expect("post");
+        assert_eq!(r.status(), StatusCode::OK);
+        let done: Value = r.json().await.expect("json");
+        assert_eq!(done["status"]["code"], "ok");
+        assert_eq!(done["data"]["token_link"], format!("{base}/widget?token={token}").as_str());
+        // Once processed, the token streams the uploaded bytes' model.
+        let mut manifest = Value::Null;
+        for _ in 0..200 {
+            let r = c.get(format!("{base}/streams/{token}/manifest")).send().await.expect("manifest");
+            if r.status() == StatusCode::OK {
+                manifest = r.json().await.expect("json");
+                break;
+            }
+            assert_eq!(r.status(), StatusCode::CONFLICT, "still processing");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(manifest["model_sha256"].as_str(), Some(strata_core::stream::sha256_hex(&cube).as_str()));
+        // A second upload for the same token is refused.
+        let again = upload(fields, cube).await.expect("post");
+        assert_eq!(again.status(), StatusCode::CONFLICT);
     });
 }

@@ -19,6 +19,12 @@ pub(crate) fn repo_datasets() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets")
 }
 
+/// The repository's small binary cube (with a `solid` header), the model
+/// the server tests upload.
+pub(crate) fn cube() -> Vec<u8> {
+    std::fs::read(repo_datasets().join("numpystl_cube_binary_solidheader.stl")).expect("the cube")
+}
+
 /// One row of a `MANIFEST.tsv`, by column name.
 #[derive(Debug, Clone)]
 pub(crate) struct Row(pub(crate) HashMap<String, String>);
