@@ -423,13 +423,18 @@ fn store(
 ) -> Result<Stored, PipelineError> {
     let file = path.display().to_string();
     let mut staged = Vec::new();
-    let mut stage = |bytes: &[u8]| -> Result<String, PipelineError> {
-        let id = blobs.stage(bytes)?;
+    // `known`: the bytes' digest when it was computed already (the
+    // original's and the chunks'), so the store need not hash them again.
+    let mut stage = |bytes: &[u8], known: Option<&str>| -> Result<String, PipelineError> {
+        let id = match known.and_then(BlobId::parse) {
+            Some(id) => blobs.stage_hashed(id, bytes)?,
+            None => blobs.stage(bytes)?,
+        };
         let hex = id.to_string();
         staged.push(id);
         Ok(hex)
     };
-    let original = stage(bytes)?;
+    let original = stage(bytes, Some(&sha256))?;
     let now = now_ms();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.clone());
     let mut row = ModelRecord {
@@ -469,15 +474,15 @@ fn store(
         }
         Ok(p) => {
             let repaired = match &p.repaired_stl {
-                Some(stl) => Some(stage(stl)?),
+                Some(stl) => Some(stage(stl, None)?),
                 None => None,
             };
-            let snapshot = stage(&p.snapshot_png)?;
+            let snapshot = stage(&p.snapshot_png, None)?;
             let mut chunks = Vec::with_capacity(p.stream.chunks.len());
-            for c in &p.stream.chunks {
-                chunks.push(stage(c)?);
+            for (bytes, info) in p.stream.chunks.iter().zip(&p.stream.manifest.chunks) {
+                chunks.push(stage(bytes, Some(&info.sha256))?);
             }
-            let manifest = stage(&p.stream.manifest.to_json())?;
+            let manifest = stage(&p.stream.manifest.to_json(), None)?;
             let summary = p.summary();
             report.status = if p.repaired() { Status::Repaired } else { Status::Ok };
             row.status = if p.repaired() { "repaired" } else { "ok" }.into();
