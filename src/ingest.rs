@@ -24,6 +24,11 @@ pub(crate) struct IngestArgs {
     /// Models processed at once (default: the number of cores).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     jobs: Option<u16>,
+    /// Memory the models in flight may take together, in MiB, estimated
+    /// from their file sizes (default: half the memory available). A model
+    /// estimated above it is processed alone.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    max_memory: Option<u64>,
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -87,6 +92,9 @@ pub(crate) fn run(args: &IngestArgs) -> ExitCode {
     let mut options = IngestOptions::default();
     if let Some(j) = args.jobs {
         options.jobs = usize::from(j);
+    }
+    if let Some(mib) = args.max_memory {
+        options.memory_budget = mib << 20;
     }
     options.retry_failed = args.retry_failed;
     options.process.slice.layer_height = args.layer_height;
@@ -181,6 +189,12 @@ fn print_timings(report: &Report, jobs: usize) {
         t.total(),
         wall / (core / jobs as f64).max(1e-9),
         wall / (t.total() / jobs as f64).max(1e-9),
+    );
+    let _ = writeln!(
+        out,
+        "at most {} model(s) in flight, memory budget {} MiB",
+        report.summary.peak_models_in_flight,
+        report.summary.memory_budget >> 20
     );
 }
 

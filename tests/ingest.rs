@@ -168,6 +168,28 @@ fn a_run_interrupted_after_its_blobs_resumes_cleanly() {
     assert_eq!(std::fs::read_dir(data.join("tmp")).expect("tmp").count(), 0);
 }
 
+#[test]
+fn a_memory_budget_below_one_model_processes_the_models_one_at_a_time() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cat = tmp.path().join("catalog");
+    torus_catalog(&cat, 6);
+    // 1 MiB: every 1 MB torus is estimated above it, so each goes alone.
+    let (out, report) = ingest(&[&cat], &tmp.path().join("tight"), &["--jobs", "2", "--max-memory", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(report["summary"]["ok"].as_u64(), Some(6), "{}", report["summary"]);
+    assert_eq!(report["summary"]["peak_models_in_flight"].as_u64(), Some(1));
+    assert_eq!(report["summary"]["memory_budget"].as_u64(), Some(1 << 20));
+    // The default budget lets the reader run ahead of two workers.
+    let (out, report) = ingest(&[&cat], &tmp.path().join("roomy"), &["--jobs", "2"]);
+    assert!(out.status.success());
+    assert_eq!(report["summary"]["ok"].as_u64(), Some(6));
+    assert!(report["summary"]["peak_models_in_flight"].as_u64() >= Some(2), "{}", report["summary"]);
+    // A budget of 0 is refused at once, naming the flag.
+    let (out, _) = ingest(&[&cat], &tmp.path().join("zero"), &["--max-memory", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-memory"));
+}
+
 /// A catalog of `n` distinct tori (one generated mesh, a distinct header
 /// each), big enough that a debug build is still busy when it is killed.
 fn torus_catalog(dir: &Path, n: usize) {
