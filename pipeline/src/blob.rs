@@ -45,6 +45,19 @@ impl BlobId {
         BlobId(sha256_hex(bytes))
     }
 
+    /// The id of `bytes` when their digest `hex` was computed already (the
+    /// pipeline's input hash): no second pass over the bytes unless `hex`
+    /// is not a well-formed id. Debug builds check that it is the digest.
+    pub fn of_known(hex: &str, bytes: &[u8]) -> BlobId {
+        match BlobId::parse(hex) {
+            Some(id) => {
+                debug_assert_eq!(id, BlobId::of(bytes), "of_known: {hex} is not the bytes' digest");
+                id
+            }
+            None => BlobId::of(bytes),
+        }
+    }
+
     /// Parses a hex id; `None` unless it is 64 lower-case hex digits (so an
     /// id can never name a path outside the store).
     pub fn parse(s: &str) -> Option<BlobId> {
