@@ -538,32 +538,47 @@ fn a_stalled_upload_is_dropped_and_the_model_can_be_uploaded_again() {
         let upload = r.headers()["x-upload-location"].to_str().expect("ascii").to_string();
         let path = upload.trim_start_matches(base.as_str()).to_string();
         let addr = base.trim_start_matches("http://").to_string();
-        // Ten bytes of a promised thousand, then silence.
-        let started = std::time::Instant::now();
-        let answer = tokio::task::spawn_blocking(move || {
-            let mut slow = std::net::TcpStream::connect(&addr).expect("connect");
-            write!(
-                slow,
-                "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\nsolid abcd"
-            )
-            .expect("send");
-            slow.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-            let mut buf = Vec::new();
-            let _ = slow.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-        .await
-        .expect("join");
-        let held = started.elapsed();
-        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-        assert!(answer.contains("body_timeout"), "{answer}");
-        assert!(held >= Duration::from_millis(1500) && held < Duration::from_secs(15), "held {held:?}");
+        // Ten bytes of a promised thousand, then silence: refused after the
+        // configured 2 s, for an upload and for a small JSON body alike.
+        let stall = |head: String| {
+            let addr = addr.clone();
+            tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let mut slow = std::net::TcpStream::connect(&addr).expect("connect");
+                write!(slow, "{head}Content-Length: 1000\r\n\r\nsolid abcd").expect("send");
+                slow.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+                let mut buf = Vec::new();
+                let _ = slow.read_to_end(&mut buf);
+                (String::from_utf8_lossy(&buf).into_owned(), started.elapsed())
+            })
+        };
+        let json = stall("POST /sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".into());
+        let (answer, held) =
+            stall(format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"))
+                .await
+                .expect("join");
+        for (answer, held) in [(answer, held), json.await.expect("join")] {
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+            assert!(answer.contains("body_timeout"), "{answer}");
+            assert!(held >= Duration::from_millis(1500) && held < Duration::from_secs(15), "held {held:?}");
+        }
         // Nothing was kept: the model still waits for its upload, which works.
-        let m: Value = c.get(&location).header("cookie", &cookie).send().await.expect("get").json().await.expect("json");
+        let m: Value =
+            c.get(&location).header("cookie", &cookie).send().await.expect("get").json().await.expect("json");
         assert_eq!(m["status"], "not-uploaded");
-        assert_eq!(std::fs::read_dir(s.data.join("uploads")).map(|d| d.count()).unwrap_or(0), 0, "a spool file stayed");
+        assert_eq!(
+            std::fs::read_dir(s.data.join("uploads")).map(|d| d.count()).unwrap_or(0),
+            0,
+            "a spool file stayed"
+        );
         let cube = crate::util::cube();
-        let r = c.put(&upload).header("content-type", "application/octet-stream").body(cube).send().await.expect("put");
+        let r = c
+            .put(&upload)
+            .header("content-type", "application/octet-stream")
+            .body(cube)
+            .send()
+            .await
+            .expect("put");
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     });
 }

@@ -194,13 +194,17 @@ where
 /// Reads a whole (small) body, refusing more than `limit` bytes with 413
 /// as soon as the count passes it: `warp::body::bytes()` alone has no
 /// limit, and `content_length_limit` refuses chunked bodies outright.
-pub async fn read_limited<S, B>(mut body: S, limit: usize) -> Result<Bytes, ApiError>
+pub async fn read_limited<S, B>(
+    mut body: S,
+    limit: usize,
+    idle: std::time::Duration,
+) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: bytes::Buf,
 {
     let mut out = BytesMut::new();
-    while let Some(chunk) = within(BODY_IDLE_TIMEOUT, body.next()).await? {
+    while let Some(chunk) = within(idle, body.next()).await? {
         let mut chunk =
             chunk.map_err(|e| ApiError::bad_request("bad_body", format!("cannot read the body: {e}")))?;
         if out.len() + chunk.remaining() > limit {
@@ -229,7 +233,7 @@ pub fn too_large(limit: u64) -> ApiError {
 }
 
 /// How long a client may send nothing in the middle of a body before the
-/// request is dropped (reliability row L2: a slow or stalled upload must
+/// request is dropped, by default (`Config::body_idle_timeout`) (reliability row L2: a slow or stalled upload must
 /// not hold a connection and a spool file for ever).
 pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 

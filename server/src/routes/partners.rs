@@ -22,11 +22,14 @@ const JSON_LIMIT: usize = 64 * 1024;
 
 type Body = warp::filters::BoxedFilter<(Option<String>, bytes::Bytes)>;
 
-/// The content type and the whole (limited) body.
-fn json_body() -> Body {
+/// The content type and the whole (limited) body, under the configured
+/// idle timeout like every other body.
+fn json_body(idle: std::time::Duration) -> Body {
     warp::header::optional::<String>("content-type")
         .and(warp::body::stream())
-        .then(|ct: Option<String>, body| async move { (ct, read_limited(Box::pin(body), JSON_LIMIT).await) })
+        .then(move |ct: Option<String>, body| async move {
+            (ct, read_limited(Box::pin(body), JSON_LIMIT, idle).await)
+        })
         .and_then(|(ct, body): (Option<String>, Result<bytes::Bytes, ApiError>)| async move {
             body.map(|b| (ct, b)).map_err(warp::reject::custom)
         })
@@ -37,7 +40,8 @@ fn json_body() -> Body {
 /// The partner routes.
 pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let s = || with_state(state.clone());
-    let login = warp::path!("sessions").and(warp::post()).and(s()).and(json_body()).then(
+    let idle = state.config.body_idle_timeout;
+    let login = warp::path!("sessions").and(warp::post()).and(s()).and(json_body(idle)).then(
         |st: Arc<AppState>, ct: Option<String>, body: bytes::Bytes| async move {
             finish(login(&st, ct.as_deref(), &body).await)
         },
@@ -47,7 +51,7 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .and(s())
         .and(cookies())
         .map(|st: Arc<AppState>, c: Option<String>| finish(logout(&st, c.as_deref())));
-    let create = warp::path!("models").and(warp::post()).and(s()).and(cookies()).and(json_body()).map(
+    let create = warp::path!("models").and(warp::post()).and(s()).and(cookies()).and(json_body(idle)).map(
         |st: Arc<AppState>, c: Option<String>, ct: Option<String>, body: bytes::Bytes| {
             finish(create_model(&st, c.as_deref(), ct.as_deref(), &body))
         },
@@ -91,7 +95,7 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
                 finish(upload(st, &id, q, ct.as_deref(), digest.as_deref(), Box::pin(body)).await)
             },
         );
-    let tokens = warp::path!("tokens").and(warp::post()).and(s()).and(json_body()).map(
+    let tokens = warp::path!("tokens").and(warp::post()).and(s()).and(json_body(idle)).map(
         |st: Arc<AppState>, ct: Option<String>, body: bytes::Bytes| {
             finish(create_token(&st, ct.as_deref(), &body))
         },
