@@ -27,7 +27,7 @@ pub struct AppState {
     pub public_url: String,
     /// Where uploads are spooled before processing.
     pub uploads: PathBuf,
-    chunk_digests: Mutex<HashMap<BlobId, Arc<[String]>>>,
+    chunk_digests: Mutex<hashlink::LruCache<BlobId, Arc<[String]>>>,
     chunk_bytes: Mutex<ChunkCache>,
     login_failures: Mutex<HashMap<String, (std::time::Instant, u32)>>,
     /// Wakes the callback sender when a delivery is queued.
@@ -73,7 +73,7 @@ impl AppState {
             secret,
             public_url,
             uploads,
-            chunk_digests: Mutex::new(HashMap::new()),
+            chunk_digests: Mutex::new(hashlink::LruCache::new(CHUNK_DIGEST_CACHE)),
             chunk_bytes: Mutex::new(ChunkCache::default()),
             login_failures: Mutex::new(HashMap::new()),
             callbacks_due: tokio::sync::Notify::new(),
@@ -85,14 +85,13 @@ impl AppState {
         self.chunk_digests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(manifest).cloned()
     }
 
-    /// Caches the chunk digests of `manifest` (emptied when full: entries
-    /// are cheap to rebuild, and no bookkeeping is needed on the hot path).
+    /// Caches the chunk digests of `manifest`; the least recently used
+    /// manifest goes when [`CHUNK_DIGEST_CACHE`] are kept.
     pub fn cache_chunk_digests(&self, manifest: &BlobId, digests: Arc<[String]>) {
-        let mut cache = self.chunk_digests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= CHUNK_DIGEST_CACHE {
-            cache.clear();
-        }
-        cache.insert(manifest.clone(), digests);
+        self.chunk_digests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(manifest.clone(), digests);
     }
 
     /// A chunk's bytes: from memory when a printer pulled it recently,
@@ -154,22 +153,23 @@ impl AppState {
 }
 
 /// Recently served chunks, bounded by their total size; the least
-/// recently used go first.
-#[derive(Debug, Default)]
+/// recently used go first (hashlink's LRU, already built for rusqlite,
+/// keeps the order: O(1) on hits and on evictions).
+#[derive(Debug)]
 struct ChunkCache {
-    entries: HashMap<BlobId, (bytes::Bytes, u64)>,
+    entries: hashlink::LruCache<BlobId, bytes::Bytes>,
     total: u64,
-    clock: u64,
+}
+
+impl Default for ChunkCache {
+    fn default() -> ChunkCache {
+        ChunkCache { entries: hashlink::LruCache::new_unbounded(), total: 0 }
+    }
 }
 
 impl ChunkCache {
     fn get(&mut self, id: &BlobId) -> Option<bytes::Bytes> {
-        self.clock += 1;
-        let clock = self.clock;
-        self.entries.get_mut(id).map(|(b, used)| {
-            *used = clock;
-            b.clone()
-        })
+        self.entries.get(id).cloned()
     }
 
     fn insert(&mut self, id: &BlobId, bytes: bytes::Bytes, budget: u64) {
@@ -180,19 +180,11 @@ impl ChunkCache {
             return;
         }
         while self.total + len > budget {
-            // Evicting is rare next to hits; a scan keeps the hit path to
-            // one hash lookup.
-            let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            if let Some((b, _)) = self.entries.remove(&oldest) {
-                self.total -= b.len() as u64;
-            }
+            let Some((_, oldest)) = self.entries.remove_lru() else { break };
+            self.total -= oldest.len() as u64;
         }
-        self.clock += 1;
         self.total += len;
-        self.entries.insert(id.clone(), (bytes, self.clock));
+        self.entries.insert(id.clone(), bytes);
     }
 }
 
@@ -235,7 +227,7 @@ mod tests {
         assert!(cache.get(&id(0)).is_some());
         cache.insert(&id(8), chunk(), 800);
         assert_eq!(cache.total, 800);
-        assert!(cache.get(&id(1)).is_none(), "the least recently used stays");
+        assert!(cache.get(&id(1)).is_none(), "the least recently used was not evicted");
         assert!(cache.get(&id(0)).is_some() && cache.get(&id(8)).is_some());
         // Too big for the budget: not cached at all.
         cache.insert(&id(9), bytes::Bytes::from(vec![0u8; 101]), 800);
