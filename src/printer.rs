@@ -413,18 +413,23 @@ impl Printer {
                 .truncate(!append)
                 .open(&part)
                 .map_err(|e| format!("{}: {e}", part.display()))?;
-            let mut written = if append { have } else { 0 };
+            // The chunk's bytes so far: the partial file's, then what
+            // arrives (kept to verify and return, not read back).
+            let mut bytes = if append {
+                std::fs::read(&part).map_err(|e| format!("{}: {e}", part.display()))?
+            } else {
+                Vec::with_capacity(info.bytes.min(64 << 20) as usize)
+            };
             while let Some(piece) = r.chunk().await? {
-                written += piece.len() as u64;
-                if written > info.bytes {
+                if bytes.len() as u64 + piece.len() as u64 > info.bytes {
                     break;
                 }
                 file.write_all(&piece).map_err(|e| format!("{}: {e}", part.display()))?;
+                bytes.extend_from_slice(&piece);
                 summary.bytes_downloaded += piece.len() as u64;
             }
             file.sync_all().map_err(|e| format!("{}: {e}", part.display()))?;
             drop(file);
-            let bytes = std::fs::read(&part).map_err(|e| format!("{}: {e}", part.display()))?;
             if stream::sha256_hex(&bytes) == info.sha256 {
                 std::fs::rename(&part, &path).map_err(|e| format!("{}: {e}", path.display()))?;
                 return Ok(bytes);
@@ -455,10 +460,7 @@ async fn check(r: reqwest::Response, what: &str) -> Result<reqwest::Response, Fa
 }
 
 /// Writes `bytes` under `path` so a reader sees the old file or the new
-/// one, never half of it.
+/// one, never half of it (the CLI's one atomic write: temp, fsync, rename).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(())
+    crate::files::write_atomically(path, bytes).map_err(|e| format!("{}: {e}", path.display()).into())
 }
