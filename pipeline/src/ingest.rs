@@ -564,10 +564,8 @@ fn store(
     // `known`: the bytes' digest when it was computed already (the
     // original's and the chunks'), so the store need not hash them again.
     let mut stage = |bytes: &[u8], known: Option<&str>| -> Result<String, PipelineError> {
-        let id = match known.and_then(BlobId::parse) {
-            Some(id) => blobs.stage_hashed(id, bytes)?,
-            None => blobs.stage(bytes)?,
-        };
+        let id = known.map_or_else(|| BlobId::of(bytes), |hex| BlobId::of_known(hex, bytes));
+        let id = blobs.stage_hashed(id, bytes)?;
         let hex = id.to_string();
         staged.push(id);
         Ok(hex)

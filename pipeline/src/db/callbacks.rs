@@ -205,35 +205,41 @@ impl Db {
         Ok(())
     }
 
-    /// A model's deliveries, oldest first, each with its attempts.
+    /// A model's deliveries, oldest first, each with its attempts (two
+    /// queries, however many deliveries).
     pub fn callbacks_of(
         &self,
         model_id: &str,
     ) -> Result<Vec<(Callback, Vec<CallbackAttempt>)>, PipelineError> {
-        let callbacks: Vec<Callback> = {
-            let mut stmt = self.conn.prepare(&format!(
-                "SELECT {CALLBACK_COLUMNS} FROM callbacks WHERE model_id = $1 ORDER BY created_at, id"
-            ))?;
-            stmt.query_map(params![model_id], row_to_callback)?.collect::<Result<_, _>>()?
-        };
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {CALLBACK_COLUMNS} FROM callbacks WHERE model_id = $1 ORDER BY created_at, id"
+        ))?;
+        let mut out: Vec<(Callback, Vec<CallbackAttempt>)> = stmt
+            .query_map(params![model_id], row_to_callback)?
+            .map(|c| c.map(|c| (c, Vec::new())))
+            .collect::<Result<_, _>>()?;
+        let index: std::collections::HashMap<String, usize> =
+            out.iter().enumerate().map(|(i, (c, _))| (c.id.clone(), i)).collect();
         let mut stmt = self.conn.prepare(
-            "SELECT attempt, at, status_code, error, duration_ms FROM callback_attempts \
-             WHERE callback_id = $1 ORDER BY attempt",
+            "SELECT a.callback_id, a.attempt, a.at, a.status_code, a.error, a.duration_ms \
+             FROM callback_attempts a JOIN callbacks c ON c.id = a.callback_id \
+             WHERE c.model_id = $1 ORDER BY a.callback_id, a.attempt",
         )?;
-        let mut out = Vec::with_capacity(callbacks.len());
-        for c in callbacks {
-            let attempts = stmt
-                .query_map(params![c.id], |r| {
-                    Ok(CallbackAttempt {
-                        attempt: r.get(0)?,
-                        at: r.get(1)?,
-                        status_code: r.get(2)?,
-                        error: r.get(3)?,
-                        duration_ms: r.get(4)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            out.push((c, attempts));
+        let attempts = stmt.query_map(params![model_id], |r| {
+            let attempt = CallbackAttempt {
+                attempt: r.get(1)?,
+                at: r.get(2)?,
+                status_code: r.get(3)?,
+                error: r.get(4)?,
+                duration_ms: r.get(5)?,
+            };
+            Ok((r.get::<_, String>(0)?, attempt))
+        })?;
+        for row in attempts {
+            let (callback_id, attempt) = row?;
+            if let Some(&i) = index.get(&callback_id) {
+                out[i].1.push(attempt);
+            }
         }
         Ok(out)
     }
@@ -329,7 +335,31 @@ mod tests {
         let log = db.callbacks_of("m1").expect("log");
         assert_eq!(log[0].0.state, "delivered");
         assert_eq!(log[0].0.attempts, 2);
-        assert_eq!(log[0].1, vec![failed, ok]);
+        assert_eq!(log[0].1, vec![failed.clone(), ok.clone()]);
         assert!(db.claim_due_callbacks(i64::MAX, 1, 10).expect("claim").is_empty(), "delivered is final");
+        // A second delivery's attempts are its own, not the first's.
+        assert!(
+            db.set_partner_model_status(
+                "m1",
+                "processing",
+                "processed",
+                None,
+                None,
+                Some(&new_callback("c2"))
+            )
+            .expect("set")
+        );
+        let other = CallbackAttempt {
+            attempt: 1,
+            at: now + 20,
+            status_code: None,
+            error: Some("x".into()),
+            duration_ms: 1,
+        };
+        db.record_callback_attempt("c2", &other, false, None).expect("record");
+        let log = db.callbacks_of("m1").expect("log");
+        assert_eq!(log.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(), ["c1", "c2"]);
+        assert_eq!(log[0].1, vec![failed, ok]);
+        assert_eq!(log[1].1, vec![other]);
     }
 }
