@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 
-use crate::server::{client, login, partner, rt, serve, upload_model_with_callback};
+use crate::server::{client, get_json_as, login, partner, rt, serve, upload_model_with_callback};
 
 /// One request the receiver saw.
 #[derive(Debug, Clone)]
@@ -113,10 +113,7 @@ async fn upload_hooked(
 }
 
 async fn log_of(c: &reqwest::Client, base: &str, cookie: &str, id: &str) -> Value {
-    let r =
-        c.get(format!("{base}/models/{id}/callbacks")).header("cookie", cookie).send().await.expect("log");
-    assert_eq!(r.status(), reqwest::StatusCode::OK);
-    r.json().await.expect("json")
+    get_json_as(c, &format!("{base}/models/{id}/callbacks"), cookie).await
 }
 
 /// Polls the delivery log until `done` holds (or fails after 20 s).

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::server::{client, get_json, login, partner, rt, serve, upload_model};
+use crate::server::{client, get_json, get_json_as, login, partner, rt, serve, upload_model};
 use crate::util::{run, strata};
 
 /// The volume of the generated torus (major radius 10, minor 3):
@@ -135,15 +135,7 @@ fn the_printer_prints_resumes_after_kill_and_repairs_its_files() {
         let end = print_status(&c, base, &token).await;
         assert_eq!(end["printing_job_status"], "SUCCESS", "{end}");
         assert_eq!(end["printing_percentage"], 100.0);
-        let read: Value = c
-            .get(format!("{base}/tokens/{token}"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .expect("read")
-            .json()
-            .await
-            .expect("json");
+        let read = get_json_as(&c, &format!("{base}/tokens/{token}"), &cookie).await;
         assert!(read["printer_model"].as_str().expect("model").starts_with("strata-printer/"), "{read}");
         assert!(read["total_time"].as_f64().is_some(), "{read}");
         let verify = run(&["stream", "verify", out.to_str().expect("utf-8")]);

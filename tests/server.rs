@@ -70,6 +70,29 @@ pub(crate) async fn get_json(c: &reqwest::Client, url: &str) -> Value {
     c.get(url).send().await.expect("GET").json().await.expect("JSON")
 }
 
+/// GET `url` with the session `cookie`: the JSON of a 2xx answer.
+pub(crate) async fn get_json_as(c: &reqwest::Client, url: &str, cookie: &str) -> Value {
+    let r = c.get(url).header("cookie", cookie).send().await.expect("GET");
+    assert!(r.status().is_success(), "GET {url}: {}", r.status());
+    r.json().await.expect("JSON")
+}
+
+/// POST /models with `body`: (Location, X-Upload-Location, the created
+/// model), after checking that it was created.
+pub(crate) async fn create_model(
+    c: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    body: Value,
+) -> (String, String, Value) {
+    let r =
+        c.post(format!("{base}/models")).header("cookie", cookie).json(&body).send().await.expect("create");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().expect("ascii").to_string();
+    let upload = r.headers()["x-upload-location"].to_str().expect("ascii").to_string();
+    (location, upload, r.json().await.expect("json"))
+}
+
 pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
@@ -105,17 +128,8 @@ pub(crate) async fn upload_model_with_callback(
     bytes: Vec<u8>,
     callback: Value,
 ) -> (String, Value) {
-    let r = c
-        .post(format!("{base}/models"))
-        .header("cookie", cookie)
-        .json(&json!({"name": "Authentise logo", "callback": callback}))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let location = r.headers()["location"].to_str().expect("ascii").to_string();
-    let upload = r.headers()["x-upload-location"].to_str().expect("ascii").to_string();
-    let created: Value = r.json().await.expect("json");
+    let (location, upload, created) =
+        create_model(c, base, cookie, json!({"name": "Authentise logo", "callback": callback})).await;
     assert_eq!(created["status"], "not-uploaded");
     assert!(location.ends_with(created["id"].as_str().expect("id")));
     let sha = strata_core::stream::sha256_hex(&bytes);
@@ -132,8 +146,7 @@ pub(crate) async fn upload_model_with_callback(
     assert_eq!(r.status(), StatusCode::ACCEPTED, "{:?}", r.text().await);
     let id = created["id"].as_str().expect("id").to_string();
     for _ in 0..600 {
-        let m: Value =
-            c.get(&location).header("cookie", cookie).send().await.expect("get").json().await.expect("json");
+        let m = get_json_as(c, &location, cookie).await;
         if m["status"] != "processing" {
             return (id, m);
         }
@@ -239,7 +252,7 @@ fn the_whole_flow_upload_token_stream_and_status() {
         assert_eq!(legacy["data"]["printing_job_status_name"], "Confirmed success");
 
         // Popularity counters.
-        let m: Value = c.get(format!("{base}/models/{id}")).header("cookie", &cookie).send().await.expect("get").json().await.expect("json");
+        let m = get_json_as(&c, &format!("{base}/models/{id}"), &cookie).await;
         assert_eq!(m["popularity"]["tokens_created"], 1);
         assert_eq!(m["popularity"]["streams_pulled"], 1);
 
@@ -275,7 +288,7 @@ fn partners_never_see_each_others_models_or_tokens() {
             assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
             assert!(!r.text().await.expect("body").contains(&id));
         }
-        let list: Value = c.get(format!("{base}/models")).header("cookie", &cb).send().await.expect("list").json().await.expect("json");
+        let list = get_json_as(&c, &format!("{base}/models"), &cb).await;
         assert_eq!(list["models"], json!([]));
         // B's key cannot make a token for A's model.
         let r = c.post(format!("{base}/tokens")).json(&json!({"api_key": b["api_key"], "model": model["uri"], "print_value": "1.00"})).send().await.expect("token");
@@ -342,14 +355,7 @@ fn bad_requests_get_json_errors_with_codes() {
         assert!(spec["paths"]["/streams/{token}/chunks/{index}"].is_object());
 
         let cookie = login(&c, base, &p).await;
-        let r = c
-            .post(format!("{base}/models"))
-            .header("cookie", &cookie)
-            .json(&json!({"name": "x"}))
-            .send()
-            .await
-            .expect("create");
-        let upload = r.headers()["x-upload-location"].to_str().expect("ascii").to_string();
+        let (_, upload, _) = create_model(&c, base, &cookie, json!({"name": "x"})).await;
         // Tampered signature, wrong content type, over the limit: refused,
         // and the model can still be uploaded after.
         let last = if upload.ends_with('0') { '1' } else { '0' };
@@ -409,15 +415,7 @@ fn bad_requests_get_json_errors_with_codes() {
         let id = upload.split("/uploads/").nth(1).and_then(|s| s.split('?').next()).expect("id").to_string();
         let mut status = Value::Null;
         for _ in 0..200 {
-            status = c
-                .get(format!("{base}/models/{id}"))
-                .header("cookie", &cookie)
-                .send()
-                .await
-                .expect("get")
-                .json()
-                .await
-                .expect("json");
+            status = get_json_as(&c, &format!("{base}/models/{id}"), &cookie).await;
             if status["status"] != "processing" {
                 break;
             }
@@ -527,15 +525,7 @@ fn a_stalled_upload_is_dropped_and_the_model_can_be_uploaded_again() {
         let c = client();
         let base = &s.base;
         let cookie = login(&c, base, &p).await;
-        let r = c
-            .post(format!("{base}/models"))
-            .header("cookie", &cookie)
-            .json(&json!({"name": "slow"}))
-            .send()
-            .await
-            .expect("create");
-        let location = r.headers()["location"].to_str().expect("ascii").to_string();
-        let upload = r.headers()["x-upload-location"].to_str().expect("ascii").to_string();
+        let (location, upload, _) = create_model(&c, base, &cookie, json!({"name": "slow"})).await;
         let path = upload.trim_start_matches(base.as_str()).to_string();
         let addr = base.trim_start_matches("http://").to_string();
         // Ten bytes of a promised thousand, then silence: refused after the
@@ -563,8 +553,7 @@ fn a_stalled_upload_is_dropped_and_the_model_can_be_uploaded_again() {
             assert!(held >= Duration::from_millis(1500) && held < Duration::from_secs(15), "held {held:?}");
         }
         // Nothing was kept: the model still waits for its upload, which works.
-        let m: Value =
-            c.get(&location).header("cookie", &cookie).send().await.expect("get").json().await.expect("json");
+        let m = get_json_as(&c, &location, &cookie).await;
         assert_eq!(m["status"], "not-uploaded");
         assert_eq!(
             std::fs::read_dir(s.data.join("uploads")).map(|d| d.count()).unwrap_or(0),
