@@ -23,7 +23,8 @@
 # profile), which made each run slower than the last (sys time 0.6 s, then
 # 1.4, 2.0, 2.4 s). Every run gets a store of its own, all removed at the
 # end (about 1.2 GB each, 12 GB for REPEAT=3), and the stores of an earlier
-# invocation are removed, synced and given 30 s before the first run.
+# invocation are removed, synced and given 65 s before the first run (ext4 treats an
+# inode freed in the last 60 s as recently deleted).
 # Two references sit beside the pipeline's figures:
 #   - the core alone (`pipeline/examples/core_only.rs`): the same models
 #     hashed and processed from memory, no store; its 1 -> 2 thread
@@ -64,8 +65,8 @@ echo "catalog: $(find "$cat" -type f \( -iname '*.stl' -o -iname '*.obj' -o -ina
 find "$cat" -type f -exec cat {} + > /dev/null   # the catalog in the page cache
 
 if compgen -G "$work/data-*" > /dev/null; then
-  echo "removing the stores of an earlier run (then sync and 30 s for the file system)" >&2
-  rm -rf "$work"/data-*; sync; sleep 30
+  echo "removing the stores of an earlier run (then sync and 65 s for the file system)" >&2
+  rm -rf "$work"/data-*; sync; sleep 65
 fi
 trap 'rm -rf "$work"/data-*' EXIT
 

@@ -174,10 +174,15 @@ impl FsBlobStore {
 }
 
 /// Direct (`O_DIRECT`) writes: the buffer, offset and length of each write
-/// must be multiples of the device's block size, so the bytes go through a
-/// per-thread aligned buffer (reused: a fresh one would cost the page
-/// faults that direct writes are there to avoid), and the file is cut to
-/// its real length after the padded last block.
+/// must be multiples of the device's block size, so the whole blocks go
+/// straight from the caller's bytes when they are page-aligned (a
+/// [`crate::buffers::ModelBuf`]), otherwise through a per-thread aligned
+/// buffer (reused: a fresh one would cost the page faults that direct
+/// writes are there to avoid), and the last partial
+/// block is written through the page cache once `O_DIRECT` is cleared.
+/// Writing it padded and cutting the file to length instead made ext4 read
+/// that block back from the disk, synchronously, for every blob (the
+/// truncation zeroes the block's tail): one wait and one wake-up each.
 mod direct {
     use std::io;
     use std::path::Path;
@@ -191,15 +196,11 @@ mod direct {
         use std::cell::RefCell;
         use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
-        /// Alignment that suits 512-byte and 4 KiB sector devices alike.
-        const ALIGN: usize = 4096;
+        use crate::buffers::{ALIGN, Block};
+
         /// The most copied into the aligned buffer at once, so that a huge
         /// model does not leave every worker holding a huge buffer.
         const PIECE: usize = 8 << 20;
-
-        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-        #[repr(C, align(4096))]
-        struct Block([u8; ALIGN]);
 
         thread_local! {
             static SCRATCH: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
@@ -212,22 +213,31 @@ mod direct {
                 .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
                 .open(path)
         })?;
-        SCRATCH.with_borrow_mut(|scratch| -> io::Result<()> {
-            let mut offset = 0u64;
-            for piece in bytes.chunks(PIECE) {
-                let blocks = piece.len().div_ceil(ALIGN);
-                if scratch.len() < blocks {
-                    scratch.resize(blocks, Block([0; ALIGN]));
+        let (whole, tail) = bytes.split_at(bytes.len() / ALIGN * ALIGN);
+        if (whole.as_ptr() as usize).is_multiple_of(ALIGN) {
+            // Aligned already (a `ModelBuf`): no copy.
+            tmp.as_file().write_all_at(whole, 0)?;
+        } else {
+            SCRATCH.with_borrow_mut(|scratch| -> io::Result<()> {
+                let mut offset = 0u64;
+                for piece in whole.chunks(PIECE) {
+                    let blocks = piece.len() / ALIGN;
+                    if scratch.len() < blocks {
+                        scratch.resize(blocks, Block([0; ALIGN]));
+                    }
+                    let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut scratch[..blocks]);
+                    buf.copy_from_slice(piece);
+                    tmp.as_file().write_all_at(buf, offset)?;
+                    offset += buf.len() as u64;
                 }
-                let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut scratch[..blocks]);
-                buf[..piece.len()].copy_from_slice(piece);
-                buf[piece.len()..].fill(0);
-                tmp.as_file().write_all_at(buf, offset)?;
-                offset += buf.len() as u64;
-            }
-            Ok(())
-        })?;
-        tmp.as_file().set_len(bytes.len() as u64)?;
+                Ok(())
+            })?;
+        }
+        if !tail.is_empty() {
+            let flags = rustix::fs::fcntl_getfl(tmp.as_file())?;
+            rustix::fs::fcntl_setfl(tmp.as_file(), flags - rustix::fs::OFlags::DIRECT)?;
+            tmp.as_file().write_all_at(tail, whole.len() as u64)?;
+        }
         Ok(tmp)
     }
 
@@ -425,6 +435,28 @@ mod tests {
                 assert!(store.get(&id).expect("get") == bytes, "direct={direct}: bytes differ");
             }
             assert_eq!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
+        }
+    }
+
+    #[test]
+    fn blobs_staged_from_aligned_model_buffers_are_exact() {
+        // The direct path that writes whole blocks straight from the
+        // reader's page-aligned buffer, then the tail through the cache.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::open(dir.path()).expect("opens");
+        let pool = crate::buffers::BufferPool::new(2, 64 << 20);
+        let mut staged = Vec::new();
+        for (i, bytes) in awkward_blobs().iter().enumerate() {
+            let path = dir.path().join(format!("input-{i}"));
+            std::fs::write(&path, bytes).expect("write input");
+            let buf = pool.read(&path).expect("read");
+            assert_eq!(buf.as_ptr() as usize % crate::buffers::ALIGN, 0);
+            staged.push(store.stage(&buf).expect("stage"));
+        }
+        store.publish(&staged).expect("publish");
+        for (bytes, id) in awkward_blobs().iter().zip(&staged) {
+            assert_eq!(id, &BlobId::of(bytes));
+            assert!(&store.get(id).expect("get") == bytes, "{} bytes differ", bytes.len());
         }
     }
 

@@ -11,10 +11,13 @@
 //!   so memory does not grow with the catalog.
 //! - [`blob`]: content-addressed blobs (originals, repaired meshes,
 //!   snapshots, manifests, chunks) behind the [`blob::BlobStore`] trait.
+//! - [`buffers`]: page-aligned, recycled buffers for the inputs' bytes, so
+//!   the store writes originals straight from them.
 //! - [`db`]: the metadata repository over SQLite, with portable SQL and
 //!   numbered migrations.
 
 pub mod blob;
+pub mod buffers;
 pub mod db;
 pub mod ingest;
 pub mod process;
