@@ -111,8 +111,10 @@ awk -v w1="$w1" -v w2="$w2" -v c1="$c1" \
 [ -n "$wp" ] && awk -v wp="$wp" -v w2="$w2" 'BEGIN{printf "speed-up 1 core (pinned, jobs 1) -> 2 cores (jobs 2): %.2fx\n", wp/w2}'
 if [ "${CORE_ONLY:-1}" = 1 ]; then
   core_only="$root/target/release/examples/core_only"
-  o1="$("$core_only" "$cat" 1 "$repeat" | tee /dev/stderr | awk '{print $6}')"
-  o2="$("$core_only" "$cat" 2 "$repeat" | tee /dev/stderr | awk '{print $6}')"
+  # (Not `tee /dev/stderr`: with stderr redirected to a file, that reopens
+  # the file and truncates everything printed before.)
+  o1="$("$core_only" "$cat" 1 "$repeat")"; echo "$o1" >&2; o1="$(echo "$o1" | awk '{print $6}')"
+  o2="$("$core_only" "$cat" 2 "$repeat")"; echo "$o2" >&2; o2="$(echo "$o2" | awk '{print $6}')"
   awk -v o1="$o1" -v o2="$o2" -v w1="$w1" -v w2="$w2" \
     'BEGIN{printf "core alone: speed-up %.2fx (the ceiling); pipeline wall / core alone: %.2fx with 1 job, %.2fx with 2\n", o1/o2, w1/o1, w2/o2}'
 fi
