@@ -149,6 +149,46 @@ fn bad_files_are_recorded_and_the_rest_goes_on() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
 }
 
+/// A binary STL of `n` faces that are all degenerate: each has its second
+/// and third vertex at the same point (collapsed), on a grid so that no two
+/// faces are alike.
+fn all_degenerate_stl(n: u32) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(84 + 50 * n as usize);
+    bytes.extend_from_slice(&[b' '; 80]);
+    bytes.extend_from_slice(&n.to_le_bytes());
+    for i in 0..n {
+        let (x, y) = ((i % 1000) as f32, (i / 1000) as f32);
+        let vertices = [[x, y, 0.0], [x + 1.0, y, 0.0], [x + 1.0, y, 0.0]];
+        bytes.extend_from_slice(&[0u8; 12]);
+        for v in vertices.iter().flatten() {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes.extend_from_slice(&[0u8; 2]);
+    }
+    bytes
+}
+
+#[test]
+fn a_million_degenerate_faces_fail_alone_with_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cat = tmp.path().join("catalog");
+    std::fs::create_dir_all(&cat).expect("mkdir");
+    std::fs::write(cat.join("a_cube.stl"), crate::util::cube()).expect("write");
+    std::fs::write(cat.join("degenerate.stl"), all_degenerate_stl(1_000_000)).expect("write");
+    let data = tmp.path().join("data");
+    let (out, report) = ingest(&[&cat], &data, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let models = report["models"].as_array().expect("models");
+    let degenerate =
+        models.iter().find(|m| m["file"].as_str().is_some_and(|f| f.ends_with("degenerate.stl")));
+    let degenerate = degenerate.expect("reported");
+    assert_eq!(degenerate["status"], "failed");
+    assert_eq!(degenerate["error"]["code"], "all_degenerate", "{degenerate}");
+    let message = degenerate["error"]["message"].as_str().expect("message");
+    assert!(message.contains("all 1000000 triangles are degenerate"), "{message}");
+    assert_eq!(statuses(&report).iter().filter(|(_, s)| s == "ok").count(), 1, "the cube went on");
+}
+
 #[test]
 fn a_run_interrupted_after_its_blobs_resumes_cleanly() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -45,6 +45,13 @@ pub enum PipelineError {
     /// The model has no faces.
     #[error("the model has no triangles")]
     Empty,
+    /// Every face was degenerate (collapsed, zero-area) or a copy, so
+    /// repair removed them all: said apart from "not a volume", whose
+    /// edge counts (all zero here) would only puzzle.
+    #[error(
+        "all {0} triangles are degenerate (a repeated vertex, zero area) or copies: nothing is left to print"
+    )]
+    AllDegenerate(usize),
     /// Still not a valid volume after repair (a soup, an open sheet).
     #[error("not a printable volume even after repair: {0}")]
     NotAVolume(String),
@@ -75,6 +82,7 @@ impl PipelineError {
             PipelineError::Io { .. } => "io",
             PipelineError::Parse(e) => e.code(),
             PipelineError::Empty => "empty",
+            PipelineError::AllDegenerate(_) => "all_degenerate",
             PipelineError::NotAVolume(_) => "not_a_volume",
             PipelineError::Slice(e) => e.code(),
             PipelineError::Stream(e) => e.code(),

@@ -194,8 +194,12 @@ fn process_inner(
     let (mesh, repair, repaired_stl) = if before.is_volume {
         (ins.mesh, None, None)
     } else {
+        let faces = ins.mesh.faces.len();
         let fixed = repair_validated(ins.mesh, &before, &RepairOptions::default());
         timings.repair += lap();
+        if fixed.mesh.faces.is_empty() {
+            return Err(PipelineError::AllDegenerate(faces));
+        }
         if !fixed.report.is_volume {
             let r = &fixed.report;
             return Err(PipelineError::NotAVolume(format!(
@@ -286,5 +290,16 @@ mod tests {
         let sheet: Vec<_> = strata_core::synth::cube_facets().into_iter().take(2).collect();
         let bytes = strata_core::synth::to_binary_stl("sheet", &sheet);
         assert_eq!(process(&bytes, "x", &o).map(|_| ()).map_err(|e| e.code()), Err("not_a_volume"));
+        // Faces that all collapse: repair leaves nothing, which is said so.
+        let collapsed: Vec<_> = (0..3u8)
+            .map(|i| {
+                let p = [f32::from(i), 0.0, 0.0];
+                strata_core::stl::Facet { normal: [0.0; 3], vertices: [p, [p[0] + 1.0, 1.0, 0.0], p] }
+            })
+            .collect();
+        let bytes = strata_core::synth::to_binary_stl("collapsed", &collapsed);
+        let e = process(&bytes, "x", &o).map(|_| ()).expect_err("nothing to print");
+        assert_eq!(e.code(), "all_degenerate");
+        assert!(e.to_string().starts_with("all 3 triangles are degenerate"), "{e}");
     }
 }
