@@ -128,6 +128,8 @@ fn bad_files_are_recorded_and_the_rest_goes_on() {
     std::fs::write(cat.join("notes.txt"), b"not a model").expect("write");
     #[cfg(unix)]
     std::os::unix::fs::symlink(cat.join("gone.stl"), cat.join("dangling.stl")).expect("symlink");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("/dev/zero", cat.join("endless.stl")).expect("symlink");
     let data = tmp.path().join("data");
     let (out, report) = ingest(&[&cat], &data, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -140,6 +142,18 @@ fn bad_files_are_recorded_and_the_rest_goes_on() {
     assert_eq!(status_of("truncated.stl").as_deref(), Some("failed"));
     #[cfg(unix)]
     assert_eq!(status_of("dangling.stl").as_deref(), Some("failed"));
+    #[cfg(unix)]
+    {
+        // A device behind a model's name is refused, not read for ever.
+        assert_eq!(status_of("endless.stl").as_deref(), Some("failed"));
+        let endless = report["models"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .find(|m| m["file"].as_str().is_some_and(|f| f.ends_with("endless.stl")));
+        let message = endless.and_then(|m| m["error"]["message"].as_str()).unwrap_or_default();
+        assert!(message.contains("not a regular file"), "{message}");
+    }
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("truncated.stl"), "{stdout}");
 

@@ -58,8 +58,13 @@ impl BufferPool {
     /// is read gives the bytes that were read.
     pub fn read(&self, path: &Path) -> std::io::Result<ModelBuf<'_>> {
         let file = std::fs::File::open(path)?;
-        let hint = file.metadata().map_or(0, |m| m.len() as usize);
-        self.read_from(file, hint)
+        let meta = file.metadata()?;
+        // A device or a pipe named like a model (`/dev/zero` behind a
+        // symlink) would be read for ever.
+        if !meta.is_file() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        self.read_from(file, meta.len() as usize)
     }
 
     /// Reads `file` to its end, starting with room for `hint` bytes.
@@ -213,6 +218,15 @@ mod tests {
         let buf = pool.read_from(std::fs::File::open(&path).unwrap(), 0).unwrap();
         assert_eq!(&buf[..], &bytes[..]);
         assert_eq!(buf.as_ptr() as usize % ALIGN, 0);
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_device_is_refused_rather_than_read_for_ever() {
+        let pool = BufferPool::new(1, 1 << 20);
+        let err = pool.read(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("not a regular file"));
     }
 
     #[test]
