@@ -37,6 +37,15 @@ fn statuses(report: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The report entry of the input whose file name is `name`.
+fn model_named<'a>(report: &'a Value, name: &str) -> &'a Value {
+    let models = report["models"].as_array().expect("models");
+    let found = models
+        .iter()
+        .find(|m| m["file"].as_str().and_then(|f| Path::new(f).file_name()).is_some_and(|f| f == name));
+    found.unwrap_or_else(|| panic!("{name} is not in the report"))
+}
+
 #[test]
 fn a_catalog_is_ingested_once_and_skipped_after() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -146,12 +155,7 @@ fn bad_files_are_recorded_and_the_rest_goes_on() {
     {
         // A device behind a model's name is refused, not read for ever.
         assert_eq!(status_of("endless.stl").as_deref(), Some("failed"));
-        let endless = report["models"]
-            .as_array()
-            .expect("models")
-            .iter()
-            .find(|m| m["file"].as_str().is_some_and(|f| f.ends_with("endless.stl")));
-        let message = endless.and_then(|m| m["error"]["message"].as_str()).unwrap_or_default();
+        let message = model_named(&report, "endless.stl")["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("not a regular file"), "{message}");
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -192,10 +196,7 @@ fn a_million_degenerate_faces_fail_alone_with_a_clear_error() {
     let data = tmp.path().join("data");
     let (out, report) = ingest(&[&cat], &data, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let models = report["models"].as_array().expect("models");
-    let degenerate =
-        models.iter().find(|m| m["file"].as_str().is_some_and(|f| f.ends_with("degenerate.stl")));
-    let degenerate = degenerate.expect("reported");
+    let degenerate = model_named(&report, "degenerate.stl");
     assert_eq!(degenerate["status"], "failed");
     assert_eq!(degenerate["error"]["code"], "all_degenerate", "{degenerate}");
     let message = degenerate["error"]["message"].as_str().expect("message");

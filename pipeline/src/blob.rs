@@ -449,7 +449,7 @@ mod tests {
         for (i, bytes) in awkward_blobs().iter().enumerate() {
             let path = dir.path().join(format!("input-{i}"));
             std::fs::write(&path, bytes).expect("write input");
-            let buf = pool.read(&path).expect("read");
+            let buf = pool.read(crate::buffers::ModelFile::open(&path).expect("open")).expect("read");
             assert_eq!(buf.as_ptr() as usize % crate::buffers::ALIGN, 0);
             staged.push(store.stage(&buf).expect("stage"));
         }

@@ -53,18 +53,11 @@ impl BufferPool {
         BufferPool { spare: Mutex::new(Vec::new()), keep, keep_bytes }
     }
 
-    /// Reads the whole file at `path` into a buffer from the pool. The
-    /// file's size is a hint only: a file that grows or shrinks while it
-    /// is read gives the bytes that were read.
-    pub fn read(&self, path: &Path) -> std::io::Result<ModelBuf<'_>> {
-        let file = std::fs::File::open(path)?;
-        let meta = file.metadata()?;
-        // A device or a pipe named like a model (`/dev/zero` behind a
-        // symlink) would be read for ever.
-        if !meta.is_file() {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
-        }
-        self.read_from(file, meta.len() as usize)
+    /// Reads the whole of `file` into a buffer from the pool. Its size is
+    /// a hint only: a file that grows or shrinks while it is read gives the
+    /// bytes that were read.
+    pub fn read(&self, file: ModelFile) -> std::io::Result<ModelBuf<'_>> {
+        self.read_from(file.file, file.size as usize)
     }
 
     /// Reads `file` to its end, starting with room for `hint` bytes.
@@ -113,6 +106,34 @@ impl BufferPool {
         if spare.len() < self.keep && kept + map.len() <= self.keep_bytes {
             spare.push(map);
         }
+    }
+}
+
+/// A model file opened for reading, with its size: apart from reading it,
+/// so that the reader can reserve memory by the size first, with one open
+/// and one stat for both.
+#[derive(Debug)]
+pub struct ModelFile {
+    file: std::fs::File,
+    size: u64,
+}
+
+impl ModelFile {
+    /// Opens `path`, which must be a regular file: a device or a pipe
+    /// named like a model (`/dev/zero` behind a symlink) would be read for
+    /// ever.
+    pub fn open(path: &Path) -> std::io::Result<ModelFile> {
+        let file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        Ok(ModelFile { file, size: meta.len() })
+    }
+
+    /// The file's size when it was opened.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 }
 
@@ -174,7 +195,7 @@ mod tests {
                 let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ round).collect();
                 let path = dir.path().join(format!("f{len}"));
                 std::fs::write(&path, &bytes).unwrap();
-                let buf = pool.read(&path).unwrap();
+                let buf = pool.read(ModelFile::open(&path).unwrap()).unwrap();
                 assert_eq!(&buf[..], &bytes[..], "len {len}, round {round}");
                 assert_eq!(buf.as_ptr() as usize % ALIGN, 0, "len {len}");
             }
@@ -188,8 +209,8 @@ mod tests {
         let path = dir.path().join("m.stl");
         std::fs::write(&path, vec![7u8; 100_000]).unwrap();
         let pool = BufferPool::new(4, 1 << 20);
-        let first = pool.read(&path).unwrap().as_ptr();
-        let second = pool.read(&path).unwrap();
+        let first = pool.read(ModelFile::open(&path).unwrap()).unwrap().as_ptr();
+        let second = pool.read(ModelFile::open(&path).unwrap()).unwrap();
         assert_eq!(second.as_ptr(), first, "the dropped buffer was reused");
         assert!(pool.spare.lock().unwrap().is_empty(), "the one buffer is in use");
     }
@@ -201,7 +222,10 @@ mod tests {
         std::fs::write(&small, vec![1u8; 10_000]).unwrap();
         std::fs::write(&large, vec![2u8; 300_000]).unwrap();
         let pool = BufferPool::new(8, 64 * 1024);
-        drop((pool.read(&small).unwrap(), pool.read(&large).unwrap()));
+        drop((
+            pool.read(ModelFile::open(&small).unwrap()).unwrap(),
+            pool.read(ModelFile::open(&large).unwrap()).unwrap(),
+        ));
         let spare = pool.spare.lock().unwrap();
         assert_eq!(spare.len(), 1, "the large buffer was freed, the small one kept");
         assert!(spare[0].len() <= 64 * 1024);
@@ -223,16 +247,14 @@ mod tests {
     #[test]
     #[cfg(unix)]
     fn a_device_is_refused_rather_than_read_for_ever() {
-        let pool = BufferPool::new(1, 1 << 20);
-        let err = pool.read(Path::new("/dev/zero")).unwrap_err();
+        let err = ModelFile::open(Path::new("/dev/zero")).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
         assert!(err.to_string().contains("not a regular file"));
     }
 
     #[test]
     fn a_missing_file_is_an_error() {
-        let pool = BufferPool::new(1, 1 << 20);
-        let err = pool.read(Path::new("/nonexistent/strata/model.stl")).unwrap_err();
+        let err = ModelFile::open(Path::new("/nonexistent/strata/model.stl")).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     }
 }

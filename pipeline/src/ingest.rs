@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::PipelineError;
 use crate::blob::{BlobId, BlobStore, FsBlobStore};
-use crate::buffers::{BufferPool, ModelBuf};
+use crate::buffers::{BufferPool, ModelBuf, ModelFile};
 use crate::db::{Db, ModelRecord, now_ms};
 use crate::process::{ProcessOptions, Processed, StageTimes, Summary, process_timed};
 
@@ -301,17 +301,18 @@ enum Outcome<'a> {
     /// Processed, and its derived blobs staged by the worker (so those
     /// writes run in parallel). The original travels on to the writer,
     /// which stages it, publishes the lot, then writes the row.
-    Stored(Box<Result<Stored, PipelineError>>, Option<Original<'a>>),
+    Stored(Box<Result<Stored, PipelineError>>, Original<'a>),
     Unreadable(PipelineError),
     Duplicate(String),
     Skipped(String),
 }
 
-/// An input's bytes on their way to the writer, still holding their share
-/// of the memory budget. The writer stages the originals (direct writes
-/// that wait on the disk, not the CPU) so that a worker never sits idle
-/// waiting for the device: at 2 jobs on 2 cores that wait was 0.35 s of
-/// each core's time per 1,000 models.
+/// An input's bytes with their share of the memory budget, which is
+/// returned with them: from the reader to a worker, then, once processed,
+/// on to the writer. The writer stages the originals (direct writes that
+/// wait on the disk, not the CPU) so that a worker never sits idle waiting
+/// for the device: at 2 jobs on 2 cores that wait was 0.35 s of each
+/// core's time per 1,000 models.
 struct Original<'a> {
     bytes: ModelBuf<'a>,
     _reservation: Reservation<'a>,
@@ -384,7 +385,7 @@ pub fn ingest(
     // At most an eighth of the memory budget (and 256 MiB) is held idle.
     let keep_bytes = (options.memory_budget / 8).min(256 << 20) as usize;
     let buffers = BufferPool::new(out_capacity + 2 * jobs + 2, keep_bytes);
-    let (work_tx, work_rx) = crossbeam_channel::bounded::<(usize, ModelBuf<'_>, f64, Reservation<'_>)>(jobs);
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<(usize, Original<'_>, f64)>(jobs);
     let (out_tx, out_rx) = crossbeam_channel::bounded::<(usize, u64, Outcome, StageTimes)>(out_capacity);
     let mut reports: Vec<Option<ModelReport>> = vec![None; inputs.len()];
     let mut stages = StageTimes::default();
@@ -400,13 +401,17 @@ pub fn ingest(
         let (budget, buffers) = (&budget, &buffers);
         scope.spawn(move || {
             for (i, path) in inputs.iter().enumerate() {
-                let size = std::fs::metadata(path).map_or(0, |m| m.len());
-                let reservation = budget.reserve(estimated_cost(path, size));
-                let clock = std::time::Instant::now();
-                match buffers.read(path) {
-                    Ok(bytes) => {
-                        let read = clock.elapsed().as_secs_f64();
-                        if work_tx.send((i, bytes, read, reservation)).is_err() {
+                // One open and one stat give the size to reserve by and
+                // the file to read.
+                let read = ModelFile::open(path).and_then(|file| {
+                    let reservation = budget.reserve(estimated_cost(path, file.size()));
+                    let clock = std::time::Instant::now();
+                    let bytes = buffers.read(file)?;
+                    Ok((Original { bytes, _reservation: reservation }, clock.elapsed().as_secs_f64()))
+                });
+                match read {
+                    Ok((original, read)) => {
+                        if work_tx.send((i, original, read)).is_err() {
                             return;
                         }
                     }
@@ -423,10 +428,11 @@ pub fn ingest(
         let (blobs, owners, known) = (&blobs, &owners, &known);
         scope.spawn(move || {
             pool.install(|| {
-                work_rx.into_iter().par_bridge().for_each(|(i, bytes, read, reservation)| {
+                work_rx.into_iter().par_bridge().for_each(|(i, original, read)| {
+                    let bytes = &original.bytes[..];
                     let size = bytes.len() as u64;
                     let clock = std::time::Instant::now();
-                    let sha = strata_core::stream::sha256_hex(&bytes);
+                    let sha = strata_core::stream::sha256_hex(bytes);
                     let mut times =
                         StageTimes { read, hash: clock.elapsed().as_secs_f64(), ..StageTimes::default() };
                     let outcome = if known.contains(&sha) {
@@ -434,25 +440,18 @@ pub fn ingest(
                     } else if !owners.claim(&sha, i) {
                         Outcome::Duplicate(sha)
                     } else {
-                        let result = process_timed(&bytes, &sha, &options.process, &mut times);
+                        let result = process_timed(bytes, &sha, &options.process, &mut times);
                         let clock = std::time::Instant::now();
-                        let stored =
-                            store(blobs, &inputs[i], &bytes, sha, result, options.owner.clone(), false);
+                        let stored = store(blobs, &inputs[i], bytes, sha, result, options.owner.clone());
                         times.store = clock.elapsed().as_secs_f64();
-                        let original = Original { bytes, _reservation: reservation };
-                        let _ = worker_out.send((
-                            i,
-                            size,
-                            Outcome::Stored(Box::new(stored), Some(original)),
-                            times,
-                        ));
+                        let _ =
+                            worker_out.send((i, size, Outcome::Stored(Box::new(stored), original), times));
                         return;
                     };
                     // The model's bytes are not needed any more: their
                     // memory is returned before the hand-over, which may
                     // wait for the writer.
-                    drop(bytes);
-                    drop(reservation);
+                    drop(original);
                     let _ = worker_out.send((i, size, outcome, times));
                 });
             });
@@ -480,12 +479,9 @@ pub fn ingest(
                 let report = match outcome {
                     Outcome::Stored(stored, original) => {
                         let (row, report, blob_ids) = (*stored)?;
-                        if let Some(original) = original {
-                            let clock = std::time::Instant::now();
-                            let id = BlobId::of_known(&row.id, &original.bytes);
-                            staged.push(blobs.stage_hashed(id, &original.bytes)?);
-                            times.store += clock.elapsed().as_secs_f64();
-                        }
+                        let clock = std::time::Instant::now();
+                        staged.push(stage_original(blobs, &row.id, &original.bytes)?);
+                        times.store += clock.elapsed().as_secs_f64();
                         staged.extend(blob_ids);
                         // A later input that raced an earlier one with the
                         // same bytes leaves the row to the earlier input.
@@ -571,10 +567,16 @@ fn unstored_report(path: &Path, outcome: Outcome) -> ModelReport {
 /// publish before the row is written.
 type Stored = (ModelRecord, ModelReport, Vec<BlobId>);
 
-/// Stages a processed model's blobs (the original first, unless
-/// `stage_original` is false and the caller stages it) and returns the
-/// row to write and its report entry. An `Err` is a store failure (disk
-/// full), which stops the run; a processing failure is a `failed` row.
+/// Stages an input's original under `sha256`, the digest computed when the
+/// input was identified (so the store does not hash it again).
+fn stage_original(blobs: &dyn BlobStore, sha256: &str, bytes: &[u8]) -> Result<BlobId, PipelineError> {
+    blobs.stage_hashed(BlobId::of_known(sha256, bytes), bytes)
+}
+
+/// Stages a processed model's derived blobs (the caller stages the
+/// original, see [`stage_original`]) and returns the row to write and its
+/// report entry. An `Err` is a store failure (disk full), which stops the
+/// run; a processing failure is a `failed` row.
 fn store(
     blobs: &dyn BlobStore,
     path: &Path,
@@ -582,7 +584,6 @@ fn store(
     sha256: String,
     result: Result<Processed, PipelineError>,
     owner: Option<String>,
-    stage_original: bool,
 ) -> Result<Stored, PipelineError> {
     let file = path.display().to_string();
     let mut staged = Vec::new();
@@ -595,7 +596,7 @@ fn store(
         staged.push(id);
         Ok(hex)
     };
-    let original = if stage_original { stage(bytes, Some(&sha256))? } else { sha256.clone() };
+    let original = sha256.clone();
     let now = now_ms();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| file.clone());
     let mut row = ModelRecord {
@@ -684,7 +685,9 @@ pub fn ingest_upload(
 ) -> Result<(ModelRecord, ModelReport), PipelineError> {
     let sha = sha256.unwrap_or_else(|| strata_core::stream::sha256_hex(bytes));
     let result = process_timed(bytes, &sha, options, &mut StageTimes::default());
-    let (row, report, staged) = store(blobs, Path::new(name), bytes, sha, result, owner, true)?;
+    let original = stage_original(blobs, &sha, bytes)?;
+    let (row, report, mut staged) = store(blobs, Path::new(name), bytes, sha, result, owner)?;
+    staged.push(original);
     blobs.publish(&staged)?;
     Ok((row, report))
 }
@@ -724,6 +727,24 @@ mod tests {
         // Nothing in flight: the oversized one is let in.
         let big = budget.reserve(u64::MAX);
         drop(big);
+    }
+
+    #[test]
+    fn an_upload_stores_its_original_and_every_artefact_it_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = FsBlobStore::open(dir.path()).expect("store");
+        let bytes = strata_core::synth::to_binary_stl("cube", &strata_core::synth::cube_facets());
+        let (row, report) = ingest_upload(&bytes, None, "cube.stl", None, &blobs, &ProcessOptions::default())
+            .expect("stored");
+        assert_eq!(report.status, Status::Ok);
+        let original = BlobId::parse(row.original_blob.as_deref().expect("original")).expect("id");
+        assert_eq!(original.as_str(), row.id, "the original is named by the upload's digest");
+        assert_eq!(blobs.get(&original).expect("published"), bytes);
+        let artefacts = report.artefacts.expect("artefacts");
+        for id in [&artefacts.snapshot, &artefacts.manifest].into_iter().chain(&artefacts.chunks) {
+            assert!(blobs.contains(&BlobId::parse(id).expect("id")).expect("contains"), "{id}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0, "nothing left staged");
     }
 
     #[test]
