@@ -39,6 +39,13 @@ pub(crate) struct ServeArgs {
     /// Seconds an upload may send nothing before it is dropped.
     #[arg(long, default_value_t = 30, hide = true)]
     body_idle_timeout_secs: u64,
+    /// Let anyone create an account with POST /users/ (3DIAX's self
+    /// sign-up; limited per client address). Off by default.
+    #[arg(long)]
+    allow_signup: bool,
+    /// Accounts one client address may create per hour with --allow-signup.
+    #[arg(long, default_value_t = 5)]
+    signups_per_hour: u32,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -81,6 +88,8 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         callback_give_up: std::time::Duration::from_secs(args.callback_give_up_secs),
         max_connections_per_ip: args.max_connections_per_ip,
         body_idle_timeout: std::time::Duration::from_secs(args.body_idle_timeout_secs),
+        allow_signup: args.allow_signup,
+        signups_per_hour: args.signups_per_hour,
         ..Config::default()
     };
     rt.block_on(async {
@@ -107,34 +116,22 @@ pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
     let result = (|| -> Result<(String, String, String, String), String> {
         std::fs::create_dir_all(data).map_err(|e| format!("{}: {e}", data.display()))?;
         let db = strata_server::pipeline::db::Db::open(&data.join("meta.db")).map_err(|e| e.to_string())?;
-        if !email.contains('@') {
-            return Err(format!("{email:?} is not an e-mail address"));
-        }
         let base: String =
             name.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect::<String>();
-        let base = if base.is_empty() { "partner".to_string() } else { base };
+        let base = if base.len() < 3 { format!("{base}partner") } else { base };
         let password = strata_server::auth::random_hex(12);
-        let hash = strata_server::auth::hash_password(&password)?;
-        let api_key = strata_server::auth::random_hex(16);
-        let callback_secret = strata_server::callbacks::new_secret();
         for attempt in 0..100 {
             let username = if attempt == 0 { base.clone() } else { format!("{base}{attempt}") };
-            let partner = strata_server::pipeline::db::Partner {
-                id: strata_server::auth::random_hex(8),
+            let account = strata_server::accounts::NewAccount {
                 name: name.clone(),
                 email: email.clone(),
                 username: username.clone(),
+                password: password.clone(),
             };
-            if db
-                .create_partner(
-                    &partner,
-                    &hash,
-                    &strata_server::auth::secret_hash(&api_key),
-                    &callback_secret,
-                )
-                .map_err(|e| e.to_string())?
-            {
-                return Ok((username, password, api_key, callback_secret));
+            match strata_server::accounts::create(&db, &account) {
+                Ok(made) => return Ok((username, password, made.api_key, made.callback_secret)),
+                Err(strata_server::accounts::AccountError::UsernameTaken(_)) => continue,
+                Err(e) => return Err(e.to_string()),
             }
         }
         Err("no free username; choose another name".into())

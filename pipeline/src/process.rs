@@ -227,15 +227,20 @@ fn process_inner(
 }
 
 /// A snapshot of a stored mesh (`bytes`: the printable STL) from `view`,
-/// `size` pixels square, as PNG: what the server renders on demand for
+/// `width` x `height` pixels, as PNG: what the server renders on demand for
 /// views and sizes the ingest did not make.
-pub fn snapshot(bytes: &[u8], view: strata_core::render::View, size: u32) -> Result<Vec<u8>, PipelineError> {
+pub fn snapshot(
+    bytes: &[u8],
+    view: strata_core::render::View,
+    width: u32,
+    height: u32,
+) -> Result<Vec<u8>, PipelineError> {
     catch_panics(|| {
         let ins = strata_core::inspect(bytes, &WeldOptions::default(), &ValidateOptions::default())?;
         let options = RenderOptions {
             view,
-            width: size,
-            height: size,
+            width,
+            height,
             antialias: true,
             cull_back_faces: ins.report.is_volume,
             ..RenderOptions::default()

@@ -83,7 +83,8 @@ impl Reply for ApiError {
         if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (self.details, error.as_object_mut()) {
             obj.extend(extra);
         }
-        let mut resp = json(self.status, &serde_json::json!({ "error": error }));
+        // 3DIAX clients read the message at the top level.
+        let mut resp = json(self.status, &serde_json::json!({ "error": error, "message": self.message }));
         for (name, value) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 resp.headers_mut().insert(name, v);
@@ -146,9 +147,16 @@ impl warp::reject::Reject for ApiError {}
 /// The routes as one filter, every outcome a response.
 pub type Routes = warp::filters::BoxedFilter<(Response,)>;
 
+/// The client's address, put in every request's extensions for the
+/// routes that limit by address.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// Wraps the routes' service so every response carries `X-Request-Id`
-/// (the client's own, when it sent a sane one, or a new random one).
+/// (the client's own, when it sent a sane one, or a new random one), and
+/// every request the connection's [`Peer`].
 pub fn with_request_id<S>(
+    peer: std::net::SocketAddr,
     inner: S,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
@@ -170,7 +178,8 @@ where
         + 'static,
 {
     let inner = hyper_util::service::TowerToHyperService::new(inner);
-    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(Peer(peer));
         let id = req
             .headers()
             .get("x-request-id")
@@ -275,6 +284,69 @@ pub fn require_media_type(content_type: Option<&str>, expected: &str, what: &str
     ))
 }
 
+/// A request body as JSON, whether it was sent as JSON or as an HTML form
+/// (`application/x-www-form-urlencoded`, as Ruby's RestClient and Python's
+/// `requests` send a hash or dict passed as `data`): form keys `a[b]` and
+/// `a.b` become nested objects, values stay strings. 415 for any other
+/// content type, 400 naming the problem for a malformed body.
+pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let media = content_type.and_then(|c| c.split(';').next()).map(|c| c.trim().to_ascii_lowercase());
+    match media.as_deref() {
+        Some("application/json") => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}"))),
+        Some("application/x-www-form-urlencoded") => Ok(form_to_json(body)),
+        // A client that sends nothing sends no content type either.
+        None if body.is_empty() => Ok(serde_json::json!({})),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json or application/x-www-form-urlencoded",
+        )),
+    }
+}
+
+/// An HTML form's fields as a JSON object (see [`parse_body`]).
+pub fn form_to_json(body: &[u8]) -> serde_json::Value {
+    fn insert(node: &mut serde_json::Map<String, serde_json::Value>, path: &[&str], value: String) {
+        match path {
+            [] => {}
+            [last] => {
+                node.insert((*last).to_string(), serde_json::Value::String(value));
+            }
+            [first, rest @ ..] => {
+                let entry = node.entry((*first).to_string()).or_insert_with(|| serde_json::json!({}));
+                if !entry.is_object() {
+                    *entry = serde_json::json!({});
+                }
+                if let Some(obj) = entry.as_object_mut() {
+                    insert(obj, rest, value);
+                }
+            }
+        }
+    }
+    let mut root = serde_json::Map::new();
+    for (key, value) in form_urlencoded::parse(body) {
+        let path: Vec<&str> = key.split(['[', ']', '.']).filter(|p| !p.is_empty()).collect();
+        insert(&mut root, &path, value.into_owned());
+    }
+    serde_json::Value::Object(root)
+}
+
+/// A boolean sent as JSON or as a form value (`true`/`false`, `1`/`0`,
+/// `on`/`off`, `yes`/`no`).
+pub fn loose_bool(v: &serde_json::Value) -> Option<bool> {
+    match v {
+        serde_json::Value::Bool(b) => Some(*b),
+        serde_json::Value::Number(n) => n.as_i64().map(|n| n != 0),
+        serde_json::Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "on" | "yes" => Some(true),
+            "false" | "0" | "off" | "no" | "" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Checks a JSON request's content type (415 otherwise) and parses it
 /// (400 `malformed_json` naming the problem).
 pub fn parse_json<T: serde::de::DeserializeOwned>(
@@ -284,4 +356,33 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     require_media_type(content_type, "application/json", "the body")?;
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_become_nested_json_and_bodies_are_read_by_content_type() {
+        let v = form_to_json(
+            b"name=Cube+1&allowed_transformations%5Bresize%5D=true&callback.url=http%3A%2F%2Fx%2F&a=",
+        );
+        assert_eq!(
+            v,
+            serde_json::json!({"name": "Cube 1", "allowed_transformations": {"resize": "true"}, "callback": {"url": "http://x/"}, "a": ""})
+        );
+        assert_eq!(
+            parse_body(Some("application/json; charset=utf-8"), br#"{"a":1}"#).expect("json"),
+            serde_json::json!({"a": 1})
+        );
+        assert_eq!(parse_body(None, b"").expect("empty"), serde_json::json!({}));
+        assert_eq!(
+            parse_body(Some("text/plain"), b"a").map_err(|e| e.status),
+            Err(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+        assert_eq!(parse_body(Some("application/json"), b"{").map_err(|e| e.code), Err("malformed_json"));
+        assert_eq!(loose_bool(&serde_json::json!("on")), Some(true));
+        assert_eq!(loose_bool(&serde_json::json!(0)), Some(false));
+        assert_eq!(loose_bool(&serde_json::json!("maybe")), None);
+    }
 }

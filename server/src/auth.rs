@@ -81,10 +81,38 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
-/// The message an upload URL signs: method, model and expiry, so none of
-/// them can be changed without the signature failing.
+/// The message a capability URL signs: its method, its path and its
+/// expiry (unix seconds), so none of them can be changed without the
+/// signature failing.
+pub fn capability_message(method: &str, path: &str, expires: i64) -> String {
+    format!("{method}\n{path}\n{expires}")
+}
+
+/// The message an upload URL signs (a capability to `PUT /uploads/{id}`).
 pub fn upload_message(model_id: &str, expires: i64) -> String {
-    format!("PUT\n/uploads/{model_id}\n{expires}")
+    capability_message("PUT", &format!("/uploads/{model_id}"), expires)
+}
+
+/// A random UUID (version 4), the form 3DIAX gives its resource ids.
+pub fn uuid_v4() -> String {
+    let mut b = random_bytes(16);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex(&b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// The user name and password of an `Authorization: Basic` header.
+pub fn basic_credentials(header: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let (scheme, value) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") || value.len() > 1024 {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(value.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 /// The value of cookie `name` in a `Cookie` header.
@@ -120,6 +148,24 @@ mod tests {
         assert!(!verify(key, &upload_message("m2", 100), &sig), "other model");
         assert!(!verify(key, &upload_message("m1", 101), &sig), "other expiry");
         assert!(!verify(b"other", &msg, &sig), "other key");
+    }
+
+    #[test]
+    fn basic_credentials_and_uuids() {
+        // RFC 7617's example.
+        assert_eq!(
+            basic_credentials("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+            Some(("Aladdin".into(), "open sesame".into()))
+        );
+        assert_eq!(basic_credentials("basic YTpiOmM="), Some(("a".into(), "b:c".into())));
+        for bad in ["Bearer QWxhZGRpbjpvcGVuIHNlc2FtZQ==", "Basic !!!", "Basic YWJj", "Basic", ""] {
+            assert_eq!(basic_credentials(bad), None, "{bad:?}");
+        }
+        let u = uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(u.as_bytes()[14], b'4', "{u}");
+        assert!(matches!(u.as_bytes()[19], b'8' | b'9' | b'a' | b'b'), "{u}");
+        assert_ne!(uuid_v4(), u);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! answer within 10 s) is retried after `base * 2^(attempt-1)` (capped at
 //! an hour, with up to 10% jitter), or after the endpoint's own
 //! `Retry-After` when that is longer. Every attempt is logged and readable
-//! at `GET /models/{id}/callbacks`.
+//! at `GET /model/{id}/callbacks`.
 //!
 //! # Server-side request forgery
 //! A callback URL is chosen by whoever holds a partner session, so by
@@ -83,7 +83,7 @@ fn announcement(
     let id = auth::random_hex(16);
     let body = serde_json::json!({
         "event": "model.status",
-        "uri": format!("{}/models/{}", state.public_url, model.id),
+        "uri": crate::routes::model_uri(state, &model.id),
         "id": model.id,
         "name": model.name,
         "status": to,
@@ -311,7 +311,7 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// The delivery log of a model, as `GET /models/{id}/callbacks` answers it.
+/// The delivery log of a model, as `GET /model/{id}/callbacks` answers it.
 pub(crate) fn log_json(state: &AppState, model_id: &str) -> Result<serde_json::Value, crate::api::ApiError> {
     let log = state.db().callbacks_of(model_id)?;
     let iso = crate::routes::iso8601;

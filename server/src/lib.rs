@@ -19,6 +19,7 @@
 //!
 //! It depends only on `strata-pipeline`, never on `strata-core` directly.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod callbacks;
@@ -100,6 +101,14 @@ pub struct Config {
     /// Connections one client address may hold open at once; more are
     /// closed as soon as they are accepted.
     pub max_connections_per_ip: usize,
+    /// How long the signed `content`, `snapshot` and `manifest` URLs of a
+    /// model resource stay valid.
+    pub capability_url_ttl: Duration,
+    /// Whether anyone may create an account with `POST /users/` (off by
+    /// default: accounts come from `strata admin create-partner`).
+    pub allow_signup: bool,
+    /// Accounts one client address may create per hour when sign-up is on.
+    pub signups_per_hour: u32,
 }
 
 impl Default for Config {
@@ -119,6 +128,9 @@ impl Default for Config {
             chunk_cache_bytes: 256 * 1024 * 1024,
             body_idle_timeout: api::BODY_IDLE_TIMEOUT,
             max_connections_per_ip: 256,
+            capability_url_ttl: Duration::from_secs(3600),
+            allow_signup: false,
+            signups_per_hour: 5,
         }
     }
 }
@@ -218,7 +230,7 @@ impl Server {
                     drop(stream);
                     continue;
                 };
-                let service = api::with_request_id(warp::service(routes.clone()));
+                let service = api::with_request_id(peer, warp::service(routes.clone()));
                 let builder = builder.clone();
                 tokio::spawn(async move {
                     let _ = builder.serve_connection(TokioIo::new(stream), service).await;

@@ -30,6 +30,7 @@ pub struct AppState {
     chunk_digests: Mutex<hashlink::LruCache<BlobId, Arc<[String]>>>,
     chunk_bytes: Mutex<ChunkCache>,
     login_failures: Mutex<HashMap<String, (std::time::Instant, u32)>>,
+    signups: Mutex<HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
     /// Wakes the callback sender when a delivery is queued.
     pub callbacks_due: tokio::sync::Notify,
 }
@@ -76,6 +77,7 @@ impl AppState {
             chunk_digests: Mutex::new(hashlink::LruCache::new(CHUNK_DIGEST_CACHE)),
             chunk_bytes: Mutex::new(ChunkCache::default()),
             login_failures: Mutex::new(HashMap::new()),
+            signups: Mutex::new(HashMap::new()),
             callbacks_due: tokio::sync::Notify::new(),
         })
     }
@@ -144,6 +146,25 @@ impl AppState {
     /// Clears the count after a good password.
     pub fn login_succeeded(&self, username: &str) {
         self.login_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(username);
+    }
+
+    /// Counts a sign-up from `ip`: `Err(seconds)` to wait when the address
+    /// has created `Config::signups_per_hour` accounts within the hour.
+    pub fn signup_allowed(&self, ip: std::net::IpAddr) -> Result<(), u64> {
+        const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+        let mut signups = self.signups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if signups.len() >= 100_000 {
+            signups.retain(|_, (since, _)| since.elapsed() < HOUR);
+        }
+        let entry = signups.entry(ip).or_insert((std::time::Instant::now(), 0));
+        if entry.0.elapsed() >= HOUR {
+            *entry = (std::time::Instant::now(), 0);
+        }
+        if entry.1 >= self.config.signups_per_hour {
+            return Err((HOUR.saturating_sub(entry.0.elapsed())).as_secs() + 1);
+        }
+        entry.1 += 1;
+        Ok(())
     }
 
     /// The database (short calls only: it is one connection).

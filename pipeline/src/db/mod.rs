@@ -17,9 +17,11 @@ use crate::PipelineError;
 
 mod callbacks;
 mod partners;
+mod resources;
 
 pub use callbacks::{Callback, CallbackAttempt, NewCallback};
-pub use partners::{ModelQuery, Partner, PartnerModel, PrintToken, PrintUpdate};
+pub use partners::{ModelQuery, ModelSort, Partner, PartnerModel, PrintToken, PrintUpdate};
+pub use resources::{ApiToken, Snapshot, SnapshotStatus};
 
 /// The migrations, in order; never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[
@@ -49,6 +51,7 @@ CREATE INDEX models_status ON models (status);
 "#,
     partners::MIGRATION_2,
     callbacks::MIGRATION_3,
+    resources::MIGRATION_4,
 ];
 
 /// One model's row.

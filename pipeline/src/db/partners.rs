@@ -112,6 +112,10 @@ pub struct PartnerModel {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// Whether other services may resize it (3DIAX `allowed_transformations`).
+    pub allowed_resize: bool,
+    /// Whether other services may rotate it.
+    pub allowed_rotation: bool,
 }
 
 impl PartnerModel {
@@ -131,6 +135,8 @@ impl PartnerModel {
             streams_pulled: 0,
             created_at: now,
             updated_at: now,
+            allowed_resize: false,
+            allowed_rotation: false,
         }
     }
 }
@@ -229,18 +235,99 @@ pub struct PrintUpdate {
 /// A partner's model listing filter.
 #[derive(Debug, Clone, Default)]
 pub struct ModelQuery {
-    /// Name contains this (case-insensitive).
+    /// The name, case-insensitive: with `*` wildcards a pattern the whole
+    /// name must match, without them a part the name contains (3DIAX).
     pub name: Option<String>,
     /// Exact status.
     pub status: Option<String>,
+    /// Sort keys in order, each ascending or not; newest first when empty.
+    pub sort: Vec<(ModelSort, bool)>,
     /// Zero-based page.
     pub page: u32,
     /// Page size.
     pub per_page: u32,
 }
 
+/// What a model listing can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSort {
+    /// The name (case-insensitive).
+    Name,
+    /// The status.
+    Status,
+    /// Creation time.
+    Created,
+    /// Last change.
+    Updated,
+}
+
+impl ModelSort {
+    /// The key of a 3DIAX `sort` item (`name`, `status`, `created`, `updated`).
+    pub fn parse(key: &str) -> Option<ModelSort> {
+        match key {
+            "name" => Some(ModelSort::Name),
+            "status" => Some(ModelSort::Status),
+            "created" => Some(ModelSort::Created),
+            "updated" => Some(ModelSort::Updated),
+            _ => None,
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            ModelSort::Name => "LOWER(name)",
+            ModelSort::Status => "status",
+            ModelSort::Created => "created_at",
+            ModelSort::Updated => "updated_at",
+        }
+    }
+}
+
+impl ModelQuery {
+    /// The WHERE clause after `partner_id = $1` and its parameters, built
+    /// from only the filters given (an untyped `$n IS NULL OR ...` cannot
+    /// be prepared on PostgreSQL), with `%`, `_` and `\` in the name
+    /// escaped so they match themselves.
+    fn filter(&self) -> (String, Vec<String>) {
+        let mut sql = String::new();
+        let mut args = Vec::new();
+        if let Some(name) = &self.name {
+            let escaped: String = name
+                .to_lowercase()
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    '*' => vec!['%'],
+                    c => vec![c],
+                })
+                .collect();
+            let pattern = if name.contains('*') { escaped } else { format!("%{escaped}%") };
+            args.push(pattern);
+            sql.push_str(&format!(" AND LOWER(name) LIKE ${} ESCAPE '\\'", args.len() + 1));
+        }
+        if let Some(status) = &self.status {
+            args.push(status.clone());
+            sql.push_str(&format!(" AND status = ${}", args.len() + 1));
+        }
+        (sql, args)
+    }
+
+    fn order(&self) -> String {
+        if self.sort.is_empty() {
+            return "created_at DESC, id".into();
+        }
+        let mut keys: Vec<String> = self
+            .sort
+            .iter()
+            .map(|(k, asc)| format!("{} {}", k.column(), if *asc { "ASC" } else { "DESC" }))
+            .collect();
+        keys.push("id".into());
+        keys.join(", ")
+    }
+}
+
 const MODEL_COLUMNS: &str = "id, partner_id, name, status, content_id, error_code, error, callback_url, \
-     callback_method, tokens_created, streams_pulled, created_at, updated_at";
+     callback_method, tokens_created, streams_pulled, created_at, updated_at, allowed_resize, allowed_rotation";
 
 const TOKEN_COLUMNS: &str = "token, partner_id, model_id, receiver_email, print_value, print_value_currency, \
      partner_job_id, print_limit, prints_started, expires_at, revoked, printing_job_status, printing_percentage, \
@@ -338,7 +425,10 @@ impl Db {
     /// Adds a partner model.
     pub fn create_partner_model(&self, m: &PartnerModel) -> Result<(), PipelineError> {
         self.conn.execute(
-            &format!("INSERT INTO partner_models ({MODEL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
+            &format!(
+                "INSERT INTO partner_models ({MODEL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                 $12, $13, $14, $15)"
+            ),
             params![
                 m.id,
                 m.partner_id,
@@ -352,7 +442,9 @@ impl Db {
                 m.tokens_created,
                 m.streams_pulled,
                 m.created_at,
-                m.updated_at
+                m.updated_at,
+                i64::from(m.allowed_resize),
+                i64::from(m.allowed_rotation)
             ],
         )?;
         Ok(())
@@ -381,26 +473,44 @@ impl Db {
             .optional()?)
     }
 
-    /// A partner's models, newest first, filtered and paged.
+    /// A partner's models, filtered, sorted (newest first by default) and
+    /// paged.
     pub fn partner_models(
         &self,
         partner_id: &str,
         q: &ModelQuery,
     ) -> Result<Vec<PartnerModel>, PipelineError> {
-        let pattern = q.name.as_ref().map(|n| format!("%{}%", n.to_lowercase()));
+        let (filter, args) = q.filter();
+        let n = args.len();
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT {MODEL_COLUMNS} FROM partner_models WHERE partner_id = $1 \
-             AND ($2 IS NULL OR LOWER(name) LIKE $2) AND ($3 IS NULL OR status = $3) \
-             ORDER BY created_at DESC, id LIMIT $4 OFFSET $5"
+            "SELECT {MODEL_COLUMNS} FROM partner_models WHERE partner_id = $1{filter} ORDER BY {} \
+             LIMIT ${} OFFSET ${}",
+            q.order(),
+            n + 2,
+            n + 3
         ))?;
         let per_page = i64::from(q.per_page.max(1));
+        let mut values: Vec<rusqlite::types::Value> = vec![partner_id.to_string().into()];
+        values.extend(args.into_iter().map(rusqlite::types::Value::from));
+        values.push(per_page.into());
+        values.push((i64::from(q.page) * per_page).into());
         let rows = stmt
-            .query_map(
-                params![partner_id, pattern, q.status, per_page, i64::from(q.page) * per_page],
-                row_to_partner_model,
-            )?
+            .query_map(rusqlite::params_from_iter(values), row_to_partner_model)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    /// How many of a partner's models pass `q`'s filters (paging aside).
+    pub fn count_partner_models(&self, partner_id: &str, q: &ModelQuery) -> Result<u64, PipelineError> {
+        let (filter, args) = q.filter();
+        let mut values: Vec<rusqlite::types::Value> = vec![partner_id.to_string().into()];
+        values.extend(args.into_iter().map(rusqlite::types::Value::from));
+        let n: i64 = self.conn.query_row(
+            &format!("SELECT CAST(COUNT(*) AS BIGINT) FROM partner_models WHERE partner_id = $1{filter}"),
+            rusqlite::params_from_iter(values),
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
     }
 
     /// Moves a partner model to `status`, only from `from` (a compare and
@@ -575,6 +685,8 @@ fn row_to_partner_model(r: &rusqlite::Row<'_>) -> rusqlite::Result<PartnerModel>
         streams_pulled: r.get(10)?,
         created_at: r.get(11)?,
         updated_at: r.get(12)?,
+        allowed_resize: r.get::<_, i64>(13)? != 0,
+        allowed_rotation: r.get::<_, i64>(14)? != 0,
     })
 }
 

@@ -1,9 +1,11 @@
 //! The routes, one module per audience, and what they share: the state,
 //! session authentication, and the public shape of a model.
 
+pub mod accounts;
 pub mod legacy;
 pub mod partners;
 pub mod printers;
+pub mod snapshots;
 pub mod widget;
 
 use std::sync::Arc;
@@ -27,7 +29,11 @@ pub fn all(state: Arc<AppState>) -> Routes {
     health
         .or(openapi)
         .unify()
+        .or(accounts::routes(state.clone()))
+        .unify()
         .or(partners::routes(state.clone()))
+        .unify()
+        .or(snapshots::routes(state.clone()))
         .unify()
         .or(printers::routes(state.clone()))
         .unify()
@@ -47,15 +53,61 @@ pub(crate) fn with_state(
     warp::any().map(move || state.clone())
 }
 
-/// The `Cookie` header, if any.
-pub(crate) fn cookies() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone {
+/// What a partner request may authenticate with: a session cookie
+/// (`POST /sessions/`) or HTTP Basic with an API token's `uuid:secret`
+/// (`POST /api_tokens/`), as 3DIAX clients send.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Credentials {
+    /// The `Cookie` header.
+    pub(crate) cookie: Option<String>,
+    /// The `Authorization` header.
+    pub(crate) authorization: Option<String>,
+}
+
+/// The request's [`Credentials`].
+pub(crate) fn credentials() -> impl Filter<Extract = (Credentials,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("cookie")
+        .and(warp::header::optional::<String>("authorization"))
+        .map(|cookie, authorization| Credentials { cookie, authorization })
+}
+
+/// Matches the first path segment `a` or `b` (the 3DIAX singular names
+/// and Strata's first plural ones: `/model/` and `/models`).
+pub(crate) fn either(a: &'static str, b: &'static str) -> warp::filters::BoxedFilter<()> {
+    warp::path(a).or(warp::path(b)).unify().boxed()
+}
+
+fn basic_refused(message: &str) -> ApiError {
+    ApiError::unauthenticated(message.to_string()).with_header("www-authenticate", "Basic realm=\"strata\"")
+}
+
+/// The partner a request's credentials name, or 401: HTTP Basic with an
+/// API token when an `Authorization` header is sent, else the session
+/// cookie.
+pub(crate) fn partner_of(state: &AppState, c: &Credentials) -> Result<Partner, ApiError> {
+    if let Some(header) = &c.authorization {
+        let Some((id, secret)) = crate::auth::basic_credentials(header) else {
+            return Err(basic_refused(
+                "Authorization must be HTTP Basic with an API token's uuid and secret",
+            ));
+        };
+        if id.len() > 64 || secret.len() > 256 {
+            return Err(basic_refused("unknown or revoked API token"));
+        }
+        return state
+            .db()
+            .api_token_partner(&id, &crate::auth::secret_hash(&secret))?
+            .ok_or_else(|| basic_refused("unknown or revoked API token"));
+    }
+    session_partner(state, c.cookie.as_deref())
 }
 
 /// The partner of the request's session cookie, or 401.
 pub(crate) fn session_partner(state: &AppState, cookie: Option<&str>) -> Result<Partner, ApiError> {
     let Some(id) = crate::auth::cookie(cookie, "session") else {
-        return Err(ApiError::unauthenticated("log in first: POST /sessions"));
+        return Err(ApiError::unauthenticated(
+            "log in first (POST /sessions/), or send an API token as HTTP Basic",
+        ));
     };
     state
         .db()
@@ -75,17 +127,73 @@ pub(crate) fn api_key_partner(state: &AppState, api_key: &str) -> Result<Partner
         .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "invalid_api_key", "unknown API key"))
 }
 
-/// The partner of a request that may use either credential: `?api_key=`
-/// when given, else the session cookie.
-pub(crate) fn key_or_session_partner(
+/// The partner of a request that may use either kind of credential:
+/// `api_key` when given, else the session or API token.
+pub(crate) fn key_or_partner(
     state: &AppState,
-    cookie: Option<&str>,
+    c: &Credentials,
     api_key: Option<&str>,
 ) -> Result<Partner, ApiError> {
     match api_key {
         Some(key) => api_key_partner(state, key),
-        None => session_partner(state, cookie),
+        None => partner_of(state, c),
     }
+}
+
+/// The canonical URI of a partner model (3DIAX's form, trailing slash).
+pub(crate) fn model_uri(state: &AppState, id: &str) -> String {
+    format!("{}/model/{id}/", state.public_url)
+}
+
+/// The id in a model reference: a bare id or a model URI, with or without
+/// its trailing slash, under either name.
+pub(crate) fn model_ref_id(reference: &str) -> &str {
+    let path = reference.split(['?', '#']).next().unwrap_or_default().trim_end_matches('/');
+    path.rsplit('/').next().unwrap_or_default()
+}
+
+/// The query of a capability URL.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Signed {
+    /// Unix seconds after which the URL is refused.
+    pub(crate) expires: Option<String>,
+    /// HMAC-SHA256 (hex) of the method, path and expiry.
+    pub(crate) signature: Option<String>,
+}
+
+/// A signed, expiring URL that grants `GET path` without other
+/// credentials (3DIAX handed out presigned storage URLs for `content`).
+pub(crate) fn capability_url(state: &AppState, path: &str) -> String {
+    let expires = (strata_pipeline::db::now_ms() + state.config.capability_url_ttl.as_millis() as i64) / 1000;
+    let signature = crate::auth::sign(&state.secret, &crate::auth::capability_message("GET", path, expires));
+    format!("{}{path}?expires={expires}&signature={signature}", state.public_url)
+}
+
+/// Checks a capability URL's signature for `method path`: 403 naming what
+/// is wrong (unsigned, malformed, forged, expired).
+pub(crate) fn check_capability(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    q: &Signed,
+) -> Result<(), ApiError> {
+    let forbidden = |code, m: &str| ApiError::new(StatusCode::FORBIDDEN, code, m.to_string());
+    let (Some(expires), Some(signature)) = (&q.expires, &q.signature) else {
+        return Err(forbidden("invalid_signature", "the URL is not signed"));
+    };
+    let expires_at: i64 =
+        expires.parse().map_err(|_| forbidden("invalid_signature", "the URL is malformed"))?;
+    if !crate::auth::verify(
+        &state.secret,
+        &crate::auth::capability_message(method, path, expires_at),
+        signature,
+    ) {
+        return Err(forbidden("invalid_signature", "the URL's signature does not match"));
+    }
+    if expires_at.saturating_mul(1000) <= strata_pipeline::db::now_ms() {
+        return Err(forbidden("expired", "the URL has expired; read the resource again for a fresh one"));
+    }
+    Ok(())
 }
 
 /// `partner`'s model `id`; another partner's is 404 like a missing one.
@@ -127,32 +235,55 @@ pub(crate) fn iso8601(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// The public JSON of a partner model.
+/// The public JSON of a partner model: Strata's fields and the 3DIAX
+/// model resource's (`analyses.manifold`, `parents`, `children`,
+/// `allowed_transformations`, `size`, `surface_area_mm`, `volume_mm`,
+/// `snapshot_content`), with `content`, `snapshot` and `manifest` as signed
+/// URLs a client may fetch without its session.
 pub(crate) fn model_json(state: &AppState, m: &PartnerModel) -> Result<serde_json::Value, ApiError> {
-    let base = format!("{}/models/{}", state.public_url, m.id);
+    let uri = model_uri(state, &m.id);
     let content = match &m.content_id {
         Some(id) => state.db().model(id)?,
         None => None,
     };
+    let (parents, children) = state.db().lineage(&m.id)?;
+    let uris = |ids: Vec<String>| ids.iter().map(|id| model_uri(state, id)).collect::<Vec<_>>();
     let processed = m.status == "processed";
     let report: Option<serde_json::Value> =
         content.as_ref().and_then(|c| c.report.as_deref()).and_then(|r| serde_json::from_str(r).ok());
+    // The report of the printable mesh: after repair when repaired.
+    let printable = report.as_ref().map(|r| if r["after"].is_object() { &r["after"] } else { &r["before"] });
+    let manifold = printable.and_then(|r| r["is_volume"].as_bool());
+    let axis = |i: usize| {
+        printable.and_then(|r| Some(r["bbox_max"].get(i)?.as_f64()? - r["bbox_min"].get(i)?.as_f64()?))
+    };
+    let artefact = |what: &str| processed.then(|| capability_url(state, &format!("/model/{}/{what}", m.id)));
+    let snapshot = artefact("snapshot");
     Ok(serde_json::json!({
         "id": m.id,
-        "uri": base,
+        "uuid": m.id,
+        "uri": uri,
         "name": m.name,
         "status": m.status,
         "error": m.error_code.as_ref().map(|code| serde_json::json!({"code": code, "message": m.error})),
         "sha256": m.content_id,
-        // The report of the printable mesh: after repair when repaired.
-        "validation": report.as_ref().map(|r| if r["after"].is_object() { &r["after"] } else { &r["before"] }),
+        "validation": printable,
         "validation_before_repair": report.as_ref().map(|r| r["before"].clone()),
         "repair_log": report.as_ref().map(|r| r["repair"].clone()),
         "repaired": content.as_ref().map(|c| c.repaired_blob.is_some()),
         "layers": content.as_ref().and_then(|c| c.layers),
-        "snapshot": processed.then(|| format!("{base}/snapshot")),
-        "content": processed.then(|| format!("{base}/content")),
-        "manifest": processed.then(|| format!("{base}/manifest")),
+        "analyses": {"manifold": manifold},
+        "analyses.manifold": manifold,
+        "allowed_transformations": {"resize": m.allowed_resize, "rotation": m.allowed_rotation},
+        "parents": uris(parents),
+        "children": uris(children),
+        "size": {"x": axis(0), "y": axis(1), "z": axis(2)},
+        "surface_area_mm": printable.and_then(|r| r["area"].as_f64()),
+        "volume_mm": printable.and_then(|r| r["volume"].as_f64()),
+        "snapshot": snapshot,
+        "snapshot_content": snapshot,
+        "content": artefact("content"),
+        "manifest": artefact("manifest"),
         "callback": m.callback_url.as_ref().map(|u| serde_json::json!({"url": u, "method": m.callback_method})),
         "created": iso8601(m.created_at),
         "updated": iso8601(m.updated_at),
@@ -209,5 +340,15 @@ mod tests {
         assert_eq!(super::iso8601(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(super::iso8601(1_795_528_800_123), "2026-11-24T14:00:00Z");
+    }
+
+    #[test]
+    fn model_references_are_ids_or_uris_under_either_name() {
+        for r in
+            ["abc", "http://h/model/abc/", "http://h/model/abc", "https://h:1/models/abc", "/model/abc/?x=1"]
+        {
+            assert_eq!(super::model_ref_id(r), "abc", "{r}");
+        }
+        assert_eq!(super::model_ref_id(""), "");
     }
 }

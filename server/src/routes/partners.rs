@@ -1,5 +1,7 @@
-//! The partner API (seed 000, the 3DIAX flow): sessions, models with a
-//! signed upload URL, and print tokens.
+//! The partner API (seed 000, the 3DIAX flow): models with a signed upload
+//! URL, their artefacts, and print tokens. Every path answers under its
+//! 3DIAX name (`/model/`, `/token/`, trailing slash or not) and under
+//! Strata's first plural one (`/models`, `/tokens`).
 
 use std::sync::Arc;
 
@@ -11,11 +13,11 @@ use tokio::io::AsyncWriteExt;
 use warp::Filter;
 use warp::reply::Response;
 
-use super::{api_key_partner, cookies, model_json, owned_model, session_partner, with_state};
-use crate::api::{self, ApiError, finish, parse_json, read_limited};
+use super::{Credentials, Signed, credentials, either, model_json, owned_model, partner_of, with_state};
+use crate::api::{self, ApiError, finish, loose_bool, parse_body, read_limited};
 use crate::auth;
 use crate::state::AppState;
-use strata_pipeline::db::{ModelQuery, PartnerModel, PrintToken, now_ms};
+use strata_pipeline::db::{ModelQuery, ModelSort, PartnerModel, PrintToken, now_ms};
 
 /// JSON bodies are small; uploads have their own limit.
 const JSON_LIMIT: usize = 64 * 1024;
@@ -24,7 +26,7 @@ type Body = warp::filters::BoxedFilter<(Option<String>, bytes::Bytes)>;
 
 /// The content type and the whole (limited) body, under the configured
 /// idle timeout like every other body.
-fn json_body(idle: std::time::Duration) -> Body {
+pub(crate) fn small_body(idle: std::time::Duration) -> Body {
     warp::header::optional::<String>("content-type")
         .and(warp::body::stream())
         .then(move |ct: Option<String>, body| async move {
@@ -41,70 +43,78 @@ fn json_body(idle: std::time::Duration) -> Body {
 pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let s = || with_state(state.clone());
     let idle = state.config.body_idle_timeout;
-    let login = warp::path!("sessions").and(warp::post()).and(s()).and(json_body(idle)).then(
-        |st: Arc<AppState>, ct: Option<String>, body: bytes::Bytes| async move {
-            finish(login(&st, ct.as_deref(), &body).await)
-        },
-    );
-    let logout = warp::path!("sessions" / "current")
-        .and(warp::delete())
+    let models = || either("model", "models");
+    let create = models()
+        .and(warp::path::end())
+        .and(warp::post())
         .and(s())
-        .and(cookies())
-        .map(|st: Arc<AppState>, c: Option<String>| finish(logout(&st, c.as_deref())));
-    let create = warp::path!("models").and(warp::post()).and(s()).and(cookies()).and(json_body(idle)).map(
-        |st: Arc<AppState>, c: Option<String>, ct: Option<String>, body: bytes::Bytes| {
-            finish(create_model(&st, c.as_deref(), ct.as_deref(), &body))
-        },
-    );
-    let list =
-        warp::path!("models").and(warp::get()).and(s()).and(cookies()).and(warp::query::<ListQuery>()).map(
-            |st: Arc<AppState>, c: Option<String>, q: ListQuery| finish(list_models(&st, c.as_deref(), q)),
-        );
-    let show = warp::path!("models" / String).and(warp::get()).and(s()).and(cookies()).map(
-        |id: String, st: Arc<AppState>, c: Option<String>| {
-            finish(session_partner(&st, c.as_deref()).and_then(|p| {
+        .and(credentials())
+        .and(small_body(idle))
+        .map(|st: Arc<AppState>, c: Credentials, ct: Option<String>, body: bytes::Bytes| {
+            finish(create_model(&st, &c, ct.as_deref(), &body))
+        });
+    let list = models()
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(warp::path::full())
+        .and(s())
+        .and(credentials())
+        .and(warp::query::<ListQuery>())
+        .map(|path: warp::path::FullPath, st: Arc<AppState>, c: Credentials, q: ListQuery| {
+            let shape = if path.as_str().starts_with("/models") { Shape::Strata } else { Shape::Diax };
+            finish(list_models(&st, &c, q, shape))
+        });
+    let show = models()
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(s())
+        .and(credentials())
+        .map(|id: String, st: Arc<AppState>, c: Credentials| {
+            finish(partner_of(&st, &c).and_then(|p| {
                 let m = owned_model(&st, &p, &id)?;
                 Ok(api::json(StatusCode::OK, &model_json(&st, &m)?))
             }))
-        },
-    );
-    let artefact = warp::path!("models" / String / String)
+        });
+    let artefact = models()
+        .and(warp::path::param::<String>())
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
         .and(warp::get())
         .and(s())
-        .and(cookies())
-        .and(warp::query::<SnapshotQuery>())
-        .then(
-            |id: String, what: String, st: Arc<AppState>, c: Option<String>, q: SnapshotQuery| async move {
-                finish(artefact(st, c.as_deref(), &id, &what, q).await)
-            },
-        );
-    let upload = warp::path!("uploads" / String)
-        .and(warp::put())
+        .and(credentials())
+        .and(warp::query::<ArtefactQuery>())
+        .then(|id: String, what: String, st: Arc<AppState>, c: Credentials, q: ArtefactQuery| async move {
+            finish(artefact(st, &c, &id, &what, q).await)
+        });
+    let upload =
+        warp::path!("uploads" / String)
+            .and(warp::put())
+            .and(s())
+            .and(warp::query::<Signed>())
+            .and(warp::header::optional::<String>("content-type"))
+            .and(warp::header::optional::<String>("x-content-sha256"))
+            .and(warp::body::stream())
+            .then(
+                |id: String,
+                 st: Arc<AppState>,
+                 q: Signed,
+                 ct: Option<String>,
+                 digest: Option<String>,
+                 body| async move {
+                    finish(upload(st, &id, q, ct.as_deref(), digest.as_deref(), Box::pin(body)).await)
+                },
+            );
+    let tokens = either("token", "tokens")
+        .and(warp::path::end())
+        .and(warp::post())
         .and(s())
-        .and(warp::query::<UploadQuery>())
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::header::optional::<String>("x-content-sha256"))
-        .and(warp::body::stream())
-        .then(
-            |id: String,
-             st: Arc<AppState>,
-             q: UploadQuery,
-             ct: Option<String>,
-             digest: Option<String>,
-             body| async move {
-                finish(upload(st, &id, q, ct.as_deref(), digest.as_deref(), Box::pin(body)).await)
-            },
-        );
-    let tokens = warp::path!("tokens").and(warp::post()).and(s()).and(json_body(idle)).map(
-        |st: Arc<AppState>, ct: Option<String>, body: bytes::Bytes| {
-            finish(create_token(&st, ct.as_deref(), &body))
-        },
-    );
-    login
-        .or(logout)
-        .unify()
-        .or(create)
-        .unify()
+        .and(credentials())
+        .and(small_body(idle))
+        .map(|st: Arc<AppState>, c: Credentials, ct: Option<String>, body: bytes::Bytes| {
+            finish(create_token(&st, &c, ct.as_deref(), &body))
+        });
+    create
         .or(list)
         .unify()
         .or(show)
@@ -118,141 +128,118 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .boxed()
 }
 
-#[derive(Deserialize)]
-struct Credentials {
-    username: String,
-    password: String,
+/// The fields of `POST /model/` this server acts on; the rest of what
+/// 3DIAX clients send (`auto-align`, `type`, ...) is accepted and named in
+/// the `X-Ignored-Fields` header.
+const MODEL_FIELDS: [&str; 4] = ["name", "callback", "allowed_transformations", "parents"];
+
+fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
-async fn login(state: &Arc<AppState>, ct: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
-    let c: Credentials = parse_json(ct, body)?;
-    if let Err(wait) = state.login_allowed(&c.username) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            format!("too many wrong passwords for this account; try again in {wait} s"),
-        )
-        .with_header("retry-after", wait.to_string()));
+/// A JSON-or-form object's optional string field, or 422 naming it.
+fn opt_text<'a>(
+    v: &'a serde_json::Value,
+    field: &str,
+    code: &'static str,
+) -> Result<Option<&'a str>, ApiError> {
+    match v.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(unprocessable(code, format!("{field} must be a string"))),
     }
-    let found = state.db().partner_login(&c.username)?;
-    // Argon2 is deliberately slow: off the reactor.
-    let ok = match found {
-        Some((partner, hash)) => {
-            let password = c.password.clone();
-            let valid = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-                .await
-                .map_err(ApiError::internal)?;
-            valid.then_some(partner)
-        }
-        None => None,
-    };
-    let Some(partner) = ok else {
-        state.login_failed(&c.username);
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_credentials",
-            "wrong username or password",
-        ));
-    };
-    state.login_succeeded(&c.username);
-    // A new id at every login (no fixation); only its hash is stored.
-    let session = auth::random_hex(32);
-    let ttl = state.config.session_ttl;
-    let expires = now_ms() + ttl.as_millis() as i64;
-    state.db().create_session(&auth::secret_hash(&session), &partner.id, expires)?;
-    let secure = if state.public_url.starts_with("https://") { "; Secure" } else { "" };
-    let cookie =
-        format!("session={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", ttl.as_secs());
-    let mut resp = api::json(
-        StatusCode::CREATED,
-        &serde_json::json!({"partner": partner, "expires": super::iso8601(expires)}),
-    );
-    if let Ok(v) = http::HeaderValue::from_str(&cookie) {
-        resp.headers_mut().insert(http::header::SET_COOKIE, v);
-    }
-    Ok(resp)
-}
-
-fn logout(state: &AppState, cookie: Option<&str>) -> Result<Response, ApiError> {
-    session_partner(state, cookie)?;
-    if let Some(id) = auth::cookie(cookie, "session") {
-        state.db().delete_session(&auth::secret_hash(id))?;
-    }
-    let mut resp = api::empty(StatusCode::NO_CONTENT);
-    if let Ok(v) = http::HeaderValue::from_str("session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0") {
-        resp.headers_mut().insert(http::header::SET_COOKIE, v);
-    }
-    Ok(resp)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewModel {
-    name: String,
-    callback: Option<Callback>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Callback {
-    url: String,
-    method: Option<String>,
 }
 
 fn create_model(
     state: &AppState,
-    cookie: Option<&str>,
+    c: &Credentials,
     ct: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let partner = session_partner(state, cookie)?;
-    let new: NewModel = parse_json(ct, body)?;
-    let name = new.name.trim();
+    let partner = partner_of(state, c)?;
+    let new = parse_body(ct, body)?;
+    let Some(fields) = new.as_object() else {
+        return Err(ApiError::bad_request("malformed_body", "the body must be an object"));
+    };
+    let ignored: Vec<&str> =
+        fields.keys().map(String::as_str).filter(|k| !MODEL_FIELDS.contains(k)).collect();
+    let name = opt_text(&new, "name", "invalid_name")?.unwrap_or("").trim();
     if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        return Err(unprocessable(
             "invalid_name",
             "name must be 1 to 256 characters without control characters",
         ));
     }
-    let (callback_url, callback_method) = match new.callback {
+    let callback = &new["callback"];
+    let url = opt_text(callback, "url", "invalid_callback")?.unwrap_or("");
+    let (callback_url, callback_method) = if url.is_empty() {
         // The seed's example sends an empty URL: no callback.
-        Some(c) if !c.url.is_empty() => {
-            let method = c.method.unwrap_or_else(|| "POST".into()).to_ascii_uppercase();
-            if !matches!(method.as_str(), "POST" | "PUT") {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_callback",
-                    "callback.method must be POST or PUT",
-                ));
-            }
-            let ok = c.url.len() <= 2048 && (c.url.starts_with("https://") || c.url.starts_with("http://"));
-            if !ok {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_callback",
-                    "callback.url must be an http(s) URL",
-                ));
-            }
-            (Some(c.url), Some(method))
+        (None, None)
+    } else {
+        let method = opt_text(callback, "method", "invalid_callback")?.unwrap_or("POST").to_ascii_uppercase();
+        if !matches!(method.as_str(), "POST" | "PUT") {
+            return Err(unprocessable("invalid_callback", "callback.method must be POST or PUT"));
         }
-        _ => (None, None),
+        if url.len() > 2048 || !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(unprocessable("invalid_callback", "callback.url must be an http(s) URL"));
+        }
+        (Some(url.to_string()), Some(method))
+    };
+    let transformations = &new["allowed_transformations"];
+    let allowed = |key: &str| -> Result<bool, ApiError> {
+        match transformations.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(false),
+            Some(v) => loose_bool(v).ok_or_else(|| {
+                unprocessable(
+                    "invalid_transformations",
+                    format!("allowed_transformations.{key} must be true or false"),
+                )
+            }),
+        }
+    };
+    let (allowed_resize, allowed_rotation) = (allowed("resize")?, allowed("rotation")?);
+    // Lineage: the models this one derives from, each the partner's own.
+    let parents: Vec<String> = match &new["parents"] {
+        serde_json::Value::Null => Vec::new(),
+        serde_json::Value::Array(items) if items.len() <= 64 => items
+            .iter()
+            .map(|p| {
+                let reference =
+                    p.as_str().ok_or_else(|| unprocessable("invalid_parents", "parents are model URIs"))?;
+                let m = owned_model(state, &partner, super::model_ref_id(reference)).map_err(|_| {
+                    unprocessable("invalid_parents", format!("{reference:?} is not one of your models"))
+                })?;
+                Ok(m.id)
+            })
+            .collect::<Result<_, ApiError>>()?,
+        _ => return Err(unprocessable("invalid_parents", "parents is a list of at most 64 model URIs")),
     };
     let now = now_ms();
     let m = PartnerModel {
         callback_url,
         callback_method,
-        ..PartnerModel::new(auth::random_hex(16), partner.id, name.to_string(), "not-uploaded", now)
+        allowed_resize,
+        allowed_rotation,
+        ..PartnerModel::new(auth::uuid_v4(), partner.id, name.to_string(), "not-uploaded", now)
     };
     state.db().create_partner_model(&m)?;
+    if !parents.is_empty() {
+        state.db().add_lineage(&m.id, &parents)?;
+    }
     let expires = (now + state.config.upload_url_ttl.as_millis() as i64) / 1000;
     let signature = auth::sign(&state.secret, &auth::upload_message(&m.id, expires));
     let upload = format!("{}/uploads/{}?expires={expires}&signature={signature}", state.public_url, m.id);
-    let mut resp = api::json(StatusCode::CREATED, &model_json(state, &m)?);
+    let uri = super::model_uri(state, &m.id);
+    let mut body = model_json(state, &m)?;
+    // Later 3DIAX releases also answered the locations in the body.
+    body["resources"] = serde_json::json!([{"uri": uri, "upload-location": upload}]);
+    let mut resp = api::json(StatusCode::CREATED, &body);
     let h = resp.headers_mut();
-    for (name, value) in
-        [("location", format!("{}/models/{}", state.public_url, m.id)), ("x-upload-location", upload)]
-    {
+    let mut headers = vec![("location", uri), ("x-upload-location", upload)];
+    if !ignored.is_empty() {
+        headers.push(("x-ignored-fields", ignored.join(", ")));
+    }
+    for (name, value) in headers {
         if let Ok(v) = http::HeaderValue::from_str(&value) {
             h.insert(name, v);
         }
@@ -264,11 +251,45 @@ fn create_model(
 struct ListQuery {
     name: Option<String>,
     status: Option<String>,
+    sort: Option<String>,
     page: Option<u32>,
+    per_page: Option<u32>,
 }
 
-fn list_models(state: &AppState, cookie: Option<&str>, q: ListQuery) -> Result<Response, ApiError> {
-    let partner = session_partner(state, cookie)?;
+/// Which listing shape a path answers: 3DIAX's (`/model/`: `resources`,
+/// `links`, `meta`) or Strata's first (`/models`: `models`, `page`,
+/// `per_page`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Diax,
+    Strata,
+}
+
+/// The 3DIAX sort: keys separated by commas, each `+key` or `-key` (a `+`
+/// in a query string arrives as a space, which counts as `+`).
+fn parse_sort(sort: &str) -> Result<Vec<(ModelSort, bool)>, ApiError> {
+    sort.split(',')
+        .map(|item| {
+            let raw = item.trim_start_matches(' ');
+            let (asc, key) = match raw.strip_prefix('-') {
+                Some(k) => (false, k),
+                None => (true, raw.strip_prefix('+').unwrap_or(raw)),
+            };
+            ModelSort::parse(key.trim()).map(|k| (k, asc)).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_sort",
+                    format!(
+                        "cannot sort by {:?}: sort is name, status, created or updated, each with + or -",
+                        key.trim()
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+fn list_models(state: &AppState, c: &Credentials, q: ListQuery, shape: Shape) -> Result<Response, ApiError> {
+    let partner = partner_of(state, c)?;
     if let Some(s) = &q.status
         && !["not-uploaded", "processing", "processed", "error"].contains(&s.as_str())
     {
@@ -277,28 +298,84 @@ fn list_models(state: &AppState, cookie: Option<&str>, q: ListQuery) -> Result<R
             "status is one of not-uploaded, processing, processed, error",
         ));
     }
+    let sort = match q.sort.as_deref().map(str::trim) {
+        Some(s) if !s.is_empty() => parse_sort(s)?,
+        _ => Vec::new(),
+    };
     let page = q.page.unwrap_or(1).max(1);
-    let query = ModelQuery { name: q.name, status: q.status, page: page - 1, per_page: 50 };
+    let per_page = q.per_page.unwrap_or(50).clamp(1, 200);
+    let query = ModelQuery {
+        name: q.name.filter(|n| !n.is_empty()),
+        status: q.status.clone(),
+        sort,
+        page: page - 1,
+        per_page,
+    };
     let rows = state.db().partner_models(&partner.id, &query)?;
     let models = rows.iter().map(|m| model_json(state, m)).collect::<Result<Vec<_>, _>>()?;
-    Ok(api::json(StatusCode::OK, &serde_json::json!({"models": models, "page": page, "per_page": 50})))
+    if shape == Shape::Strata {
+        return Ok(api::json(
+            StatusCode::OK,
+            &serde_json::json!({"models": models, "page": page, "per_page": per_page}),
+        ));
+    }
+    let count = state.db().count_partner_models(&partner.id, &query)?;
+    let pages = count.div_ceil(u64::from(per_page)).max(1);
+    let link = |p: u32| {
+        let mut pairs = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in
+            [("name", query.name.as_deref()), ("status", q.status.as_deref()), ("sort", q.sort.as_deref())]
+        {
+            if let Some(v) = v {
+                pairs.append_pair(k, v);
+            }
+        }
+        pairs.append_pair("page", &p.to_string()).append_pair("per_page", &per_page.to_string());
+        format!("{}/model/?{}", state.public_url, pairs.finish())
+    };
+    Ok(api::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "resources": models,
+            "links": {
+                "self": link(page),
+                "next": (u64::from(page) < pages).then(|| link(page + 1)),
+                "prev": (page > 1).then(|| link(page - 1)),
+            },
+            "meta": {"count": count, "page": page, "per_page": per_page, "pages": pages},
+        }),
+    ))
 }
 
 #[derive(Deserialize)]
-struct SnapshotQuery {
+struct ArtefactQuery {
     view: Option<String>,
     size: Option<u32>,
+    expires: Option<String>,
+    signature: Option<String>,
 }
 
+/// `GET /model/{id}/{content|snapshot|manifest|callbacks}`: with a valid
+/// capability signature (the URLs in the model resource) no other
+/// credential is needed; without one, the partner's session or API token.
 async fn artefact(
     state: Arc<AppState>,
-    cookie: Option<&str>,
+    c: &Credentials,
     id: &str,
     what: &str,
-    q: SnapshotQuery,
+    q: ArtefactQuery,
 ) -> Result<Response, ApiError> {
-    let partner = session_partner(&state, cookie)?;
-    let m = owned_model(&state, &partner, id)?;
+    if !matches!(what, "content" | "snapshot" | "manifest" | "callbacks") {
+        return Err(ApiError::not_found("route"));
+    }
+    let m = if q.signature.is_some() && what != "callbacks" {
+        let signed = Signed { expires: q.expires.clone(), signature: q.signature.clone() };
+        super::check_capability(&state, "GET", &format!("/model/{id}/{what}"), &signed)?;
+        state.db().partner_model(id)?.ok_or_else(|| ApiError::not_found("model"))?
+    } else {
+        let partner = partner_of(&state, c)?;
+        owned_model(&state, &partner, id)?
+    };
     if what == "callbacks" {
         return Ok(api::json(StatusCode::OK, &crate::callbacks::log_json(&state, &m.id)?));
     }
@@ -324,40 +401,32 @@ async fn artefact(
             let blob = content.manifest_blob.ok_or_else(|| ApiError::not_found("artefact"))?;
             super::blob_response(&state, &blob, "application/json", None)
         }
-        "snapshot" => snapshot(&state, &content, q).await,
-        _ => Err(ApiError::not_found("route")),
+        _ => {
+            let view = super::snapshots::parse_view(q.view.as_deref().unwrap_or("iso"))?;
+            let size = q.size.unwrap_or(256);
+            if !(16..=2048).contains(&size) {
+                return Err(ApiError::bad_request("invalid_size", "size is 16 to 2048 pixels"));
+            }
+            snapshot(&state, &content, view, size, size).await
+        }
     }
 }
 
 /// The stored snapshot for the default view and size; any other is
-/// rendered on the CPU pool once and cached as a blob.
-async fn snapshot(
+/// rendered on the CPU pool once and cached on disk.
+pub(crate) async fn snapshot(
     state: &Arc<AppState>,
     content: &strata_pipeline::db::ModelRecord,
-    q: SnapshotQuery,
+    view: strata_pipeline::core::render::View,
+    width: u32,
+    height: u32,
 ) -> Result<Response, ApiError> {
     use strata_pipeline::core::render::View;
-    let view = match q.view.as_deref().unwrap_or("iso") {
-        "iso" => View::Iso,
-        "front" => View::Front,
-        "top" => View::Top,
-        "side" => View::Side,
-        other => {
-            return Err(ApiError::bad_request(
-                "invalid_view",
-                format!("view {other:?} is not iso, front, top or side"),
-            ));
-        }
-    };
-    let size = q.size.unwrap_or(256);
-    if !(16..=2048).contains(&size) {
-        return Err(ApiError::bad_request("invalid_size", "size is 16 to 2048 pixels"));
-    }
-    if view == View::Iso && size == 256 {
+    if view == View::Iso && width == 256 && height == 256 {
         let blob = content.snapshot_blob.clone().ok_or_else(|| ApiError::not_found("snapshot"))?;
         return super::blob_response(state, &blob, "image/png", None);
     }
-    let key = format!("{}-{view:?}-{size}", content.id);
+    let key = format!("{}-{view:?}-{width}x{height}", content.id);
     let cache = state.config.data.join("cache").join(format!("{key}.png"));
     if let Ok(png) = tokio::fs::read(&cache).await {
         return Ok(png_response(png));
@@ -374,7 +443,7 @@ async fn snapshot(
             .ok_or_else(|| "bad blob id".to_string())
             .and_then(|id| strata_pipeline::blob::BlobStore::get(&st.blobs, &id).map_err(|e| e.to_string()))
             .and_then(|bytes| {
-                strata_pipeline::process::snapshot(&bytes, view, size).map_err(|e| e.to_string())
+                strata_pipeline::process::snapshot(&bytes, view, width, height).map_err(|e| e.to_string())
             });
         let _ = tx.send(result);
     });
@@ -396,19 +465,13 @@ fn png_response(png: Vec<u8>) -> Response {
     resp
 }
 
-#[derive(Deserialize)]
-struct UploadQuery {
-    expires: Option<String>,
-    signature: Option<String>,
-}
-
 /// `PUT /uploads/{id}`: checks the signed URL, streams the body to a
 /// spool file (hashing as it goes, never holding it whole), enforces the
 /// size limit, then hands processing to the CPU pool.
 async fn upload<S, B>(
     state: Arc<AppState>,
     id: &str,
-    q: UploadQuery,
+    q: Signed,
     ct: Option<&str>,
     expected_sha256: Option<&str>,
     mut body: S,
@@ -417,21 +480,13 @@ where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
-    let forbidden = |m: &str| ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", m.to_string());
-    let (Some(expires), Some(signature)) = (q.expires, q.signature) else {
-        return Err(forbidden("the upload URL is not signed; use the X-Upload-Location of POST /models"));
-    };
-    let expires_at: i64 = expires.parse().map_err(|_| forbidden("the upload URL is malformed"))?;
-    if !auth::verify(&state.secret, &auth::upload_message(id, expires_at), &signature) {
-        return Err(forbidden("the upload URL's signature does not match"));
-    }
-    if expires_at * 1000 <= now_ms() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "expired",
-            "the upload URL has expired; create the model again",
-        ));
-    }
+    super::check_capability(&state, "PUT", &format!("/uploads/{id}"), &q).map_err(|mut e| {
+        e.message = match e.code {
+            "expired" => "the upload URL has expired; create the model again".into(),
+            _ => format!("{}; use the X-Upload-Location of POST /model/", e.message),
+        };
+        e
+    })?;
     api::require_media_type(ct, "application/octet-stream", "the model")?;
     let model = state.db().partner_model(id)?.ok_or_else(|| ApiError::not_found("model"))?;
     if model.status != "not-uploaded" {
@@ -472,10 +527,13 @@ where
     let processing = PartnerModel { status: "processing".into(), ..model };
     let digest = sha256.clone();
     state.pool.spawn(move || process_upload(&st, &processing, &spool, Some(digest)));
-    let now = state.db().partner_model(id)?.ok_or_else(|| ApiError::not_found("model"))?;
-    let mut resp = api::json(StatusCode::ACCEPTED, &model_json(&state, &now)?);
-    if let Ok(v) = http::HeaderValue::from_str(&sha256) {
-        resp.headers_mut().insert("x-content-sha256", v);
+    // 204 as S3-style upload URLs answer (3DIAX clients accept 200 or 204,
+    // and one only 204); the model resource tells the rest.
+    let mut resp = api::empty(StatusCode::NO_CONTENT);
+    for (name, value) in [("x-content-sha256", sha256.clone()), ("etag", format!("\"{sha256}\""))] {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
     }
     Ok(resp)
 }
@@ -575,21 +633,19 @@ pub(crate) fn process_upload(
     }
 }
 
+/// `POST /token/`'s body. Fields a 3DIAX client sends beyond these are
+/// ignored; `partner_job_id` may be a number (the Ruby client sends 43) or
+/// a string, and is kept as its text.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct NewToken {
-    api_key: String,
+    api_key: Option<String>,
     receiver_email: Option<String>,
     model: String,
-    print_value: Option<Box<serde_json::value::RawValue>>,
+    print_value: Option<serde_json::Value>,
     print_value_currency: Option<String>,
-    partner_job_id: Option<String>,
+    partner_job_id: Option<serde_json::Value>,
     print_limit: Option<u32>,
     expires_in: Option<u64>,
-}
-
-fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
 /// Checks the order fields shared by `POST /tokens` and the legacy
@@ -635,7 +691,7 @@ pub(crate) fn decimal(raw: &str) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
-fn valid_email(e: &str) -> bool {
+pub(crate) fn valid_email(e: &str) -> bool {
     let Some((local, domain)) = e.rsplit_once('@') else { return false };
     !local.is_empty()
         && e.len() <= 254
@@ -658,12 +714,19 @@ fn is_currency(c: &str) -> bool {
     c.len() == 3 && CURRENCIES.split_whitespace().any(|k| k == c)
 }
 
-fn create_token(state: &AppState, ct: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
-    let t: NewToken = parse_json(ct, body)?;
-    let partner = api_key_partner(state, &t.api_key)?;
-    // The model may be given as its URI or its id.
-    let model_id = t.model.rsplit('/').next().unwrap_or_default();
-    let model = owned_model(state, &partner, model_id)?;
+fn create_token(
+    state: &AppState,
+    c: &Credentials,
+    ct: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let t: NewToken = serde_json::from_value(parse_body(ct, body)?).map_err(|e| {
+        ApiError::bad_request("malformed_body", format!("the token request does not fit: {e}"))
+    })?;
+    let partner = super::key_or_partner(state, c, t.api_key.as_deref())?;
+    // The model may be given as its URI (either name, trailing slash or
+    // not) or its id.
+    let model = owned_model(state, &partner, super::model_ref_id(&t.model))?;
     if model.status != "processed" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -671,17 +734,37 @@ fn create_token(state: &AppState, ct: Option<&str>, body: &[u8]) -> Result<Respo
             format!("the model is {}; tokens can be created once it is processed", model.status),
         ));
     }
-    let (email, value, currency) = order_fields(
-        t.receiver_email.as_deref(),
-        t.print_value.as_ref().map(|v| v.get()),
-        t.print_value_currency.as_deref(),
-    )?;
+    let partner_job_id = match t.partner_job_id {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(_) => {
+            return Err(unprocessable("invalid_partner_job_id", "partner_job_id is a string or a number"));
+        }
+    };
+    if partner_job_id.as_ref().is_some_and(|j| j.len() > 256) {
+        return Err(unprocessable("invalid_partner_job_id", "partner_job_id is at most 256 characters"));
+    }
+    // A number keeps its exact literal (serde_json's arbitrary precision).
+    let print_value = match &t.print_value {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(unprocessable(
+                "invalid_print_value",
+                "print_value is a non-negative decimal such as 10.56",
+            ));
+        }
+    };
+    let (email, value, currency) =
+        order_fields(t.receiver_email.as_deref(), print_value.as_deref(), t.print_value_currency.as_deref())?;
     let now = now_ms();
     let token = PrintToken {
         receiver_email: email,
         print_value: value,
         print_value_currency: currency,
-        partner_job_id: t.partner_job_id,
+        partner_job_id,
         print_limit: t.print_limit.map(i64::from),
         expires_at: t.expires_in.map(|s| now.saturating_add((s.min(10 * 365 * 86_400) * 1000) as i64)),
         ..PrintToken::new(auth::random_hex(16), partner.id, Some(model.id.clone()), now)
@@ -689,8 +772,11 @@ fn create_token(state: &AppState, ct: Option<&str>, body: &[u8]) -> Result<Respo
     state.db().create_token(&token)?;
     let link = format!("{}/widget?token={}", state.public_url, token.token);
     let mut resp = api::json(StatusCode::CREATED, &super::printers::token_json(state, &token));
-    if let Ok(v) = http::HeaderValue::from_str(&link) {
-        resp.headers_mut().insert("x-token-location", v);
+    let location = format!("{}/token/{}/", state.public_url, token.token);
+    for (name, value) in [("x-token-location", link), ("location", location)] {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
     }
     Ok(resp)
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use warp::Filter;
 use warp::reply::Response;
 
-use super::{cookies, live_token, with_state};
+use super::{Credentials, credentials, either, live_token, with_state};
 use crate::api::{self, ApiError, finish, parse_json, read_limited};
 use crate::state::AppState;
 use strata_pipeline::blob::BlobId;
@@ -51,23 +51,21 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
             };
             finish(report_status(&st, &token, ct.as_deref(), &body))
         });
-    let read = warp::path!("tokens" / String)
+    let tokens = || either("token", "tokens").and(warp::path::param::<String>()).and(warp::path::end());
+    let read = tokens()
         .and(warp::get())
         .and(s())
-        .and(cookies())
+        .and(credentials())
         .and(warp::query::<KeyQuery>())
         .and(warp::header::optional::<String>("if-none-match"))
-        .map(|token: String, st: Arc<AppState>, c: Option<String>, q: KeyQuery, inm: Option<String>| {
-            finish(read_token(&st, &token, c.as_deref(), q.api_key.as_deref(), inm.as_deref()))
+        .map(|token: String, st: Arc<AppState>, c: Credentials, q: KeyQuery, inm: Option<String>| {
+            finish(read_token(&st, &token, &c, q.api_key.as_deref(), inm.as_deref()))
         });
-    let revoke = warp::path!("tokens" / String)
-        .and(warp::delete())
-        .and(s())
-        .and(cookies())
-        .and(warp::query::<KeyQuery>())
-        .map(|token: String, st: Arc<AppState>, c: Option<String>, q: KeyQuery| {
-            finish(revoke_token(&st, &token, c.as_deref(), q.api_key.as_deref()))
-        });
+    let revoke = tokens().and(warp::delete()).and(s()).and(credentials()).and(warp::query::<KeyQuery>()).map(
+        |token: String, st: Arc<AppState>, c: Credentials, q: KeyQuery| {
+            finish(revoke_token(&st, &token, &c, q.api_key.as_deref()))
+        },
+    );
     manifest.or(chunk).unify().or(status).unify().or(read).unify().or(revoke).unify().boxed()
 }
 
@@ -335,7 +333,8 @@ pub(crate) fn token_json(state: &AppState, t: &PrintToken) -> serde_json::Value 
     serde_json::json!({
         "token": t.token,
         "token_link": format!("{}/widget?token={}", state.public_url, t.token),
-        "model": t.model_id.as_ref().map(|m| format!("{}/models/{m}", state.public_url)),
+        "uri": format!("{}/token/{}/", state.public_url, t.token),
+        "model": t.model_id.as_ref().map(|m| super::model_uri(state, m)),
         "receiver_email": t.receiver_email,
         "print_value": value,
         "print_value_currency": t.print_value_currency,
@@ -344,7 +343,9 @@ pub(crate) fn token_json(state: &AppState, t: &PrintToken) -> serde_json::Value 
         "prints_started": t.prints_started,
         "expires": t.expires_at.map(super::iso8601),
         "printing_job_status": t.printing_job_status,
-        "printing_job_status_name": t.printing_job_status.as_deref().map(status_name),
+        // The seed's names in both fields, as api3 clients compare them.
+        "printing_job_status_name": t.printing_job_status,
+        "printing_job_status_label": t.printing_job_status.as_deref().map(status_label),
         "printing_percentage": t.printing_percentage,
         "minutes_left": t.minutes_left,
         "message": t.message,
@@ -354,8 +355,9 @@ pub(crate) fn token_json(state: &AppState, t: &PrintToken) -> serde_json::Value 
     })
 }
 
-/// The human name clients show beside the code.
-pub(crate) fn status_name(s: &str) -> &'static str {
+/// The words people see for a status (the widget shows them); clients
+/// compare the code itself.
+pub(crate) fn status_label(s: &str) -> &'static str {
     match s {
         "WARMING_UP" => "Warming up",
         "PRINTING" => "Printing",
@@ -404,10 +406,10 @@ pub(crate) fn decorate_status(resp: &mut Response, t: &PrintToken) {
 fn revoke_token(
     state: &AppState,
     token: &str,
-    cookie: Option<&str>,
+    c: &Credentials,
     api_key: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let partner = super::key_or_session_partner(state, cookie, api_key)?;
+    let partner = super::key_or_partner(state, c, api_key)?;
     if !state.db().revoke_token(token, &partner.id)? {
         return Err(ApiError::not_found("token"));
     }
@@ -417,11 +419,11 @@ fn revoke_token(
 fn read_token(
     state: &AppState,
     token: &str,
-    cookie: Option<&str>,
+    c: &Credentials,
     api_key: Option<&str>,
     if_none_match: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let partner = super::key_or_session_partner(state, cookie, api_key)?;
+    let partner = super::key_or_partner(state, c, api_key)?;
     let t = state
         .db()
         .token(token)?

@@ -59,7 +59,8 @@ fn print_view(state: &AppState, token: &str, if_none_match: Option<&str>) -> Res
             "print_value": value,
             "print_value_currency": t.print_value_currency,
             "printing_job_status": t.printing_job_status,
-            "printing_job_status_name": t.printing_job_status.as_deref().map(super::printers::status_name),
+            "printing_job_status_name": t.printing_job_status,
+            "printing_job_status_label": t.printing_job_status.as_deref().map(super::printers::status_label),
             "printing_percentage": t.printing_percentage,
             "minutes_left": t.minutes_left,
         }),
@@ -140,8 +141,8 @@ async function poll() {{
       const s = await r.json();
       const el = document.getElementById("status");
       el.dataset.status = s.printing_job_status || "NONE";
-      el.textContent = s.printing_job_status_name
-        ? s.printing_job_status_name + (s.printing_percentage != null ? " · " + Math.round(s.printing_percentage) + "%" : "")
+      el.textContent = s.printing_job_status_label
+        ? s.printing_job_status_label + (s.printing_percentage != null ? " · " + Math.round(s.printing_percentage) + "%" : "")
         : (s.model_status === "processed" ? "Ready to print" : "Preparing your model…");
       document.getElementById("bar").style.width = (s.printing_percentage || 0) + "%";
     }} else if (r.status === 404) {{

@@ -1,0 +1,299 @@
+//! Accounts as 3DIAX's user service has them: sessions (`/sessions/`),
+//! self sign-up (`/users/`, off unless the operator allows it) and API
+//! tokens (`/api_tokens/`, HTTP Basic credentials for scripts and
+//! printers). Bodies may be JSON or HTML forms, as the clients send both.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use warp::Filter;
+use warp::reply::Response;
+
+use super::partners::small_body;
+use super::{Credentials, credentials, partner_of, with_state};
+use crate::api::{self, ApiError, Peer, finish, parse_body};
+use crate::auth;
+use crate::state::AppState;
+use strata_pipeline::db::{ApiToken, Partner, now_ms};
+
+/// The account routes.
+pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
+    let s = || with_state(state.clone());
+    let idle = state.config.body_idle_timeout;
+    let login = warp::path!("sessions").and(warp::post()).and(s()).and(small_body(idle)).then(
+        |st: Arc<AppState>, ct: Option<String>, body: bytes::Bytes| async move {
+            finish(login(&st, ct.as_deref(), &body).await)
+        },
+    );
+    let session = || warp::path!("sessions").or(warp::path!("sessions" / "current")).unify();
+    let current = session()
+        .and(warp::get())
+        .and(s())
+        .and(credentials())
+        .map(|st: Arc<AppState>, c: Credentials| finish(current_user(&st, &c)));
+    let logout = session()
+        .and(warp::delete())
+        .and(s())
+        .and(credentials())
+        .map(|st: Arc<AppState>, c: Credentials| finish(logout(&st, &c)));
+    let signup = warp::path!("users")
+        .and(warp::post())
+        .and(s())
+        .and(warp::ext::optional::<Peer>())
+        .and(small_body(idle))
+        .then(|st: Arc<AppState>, peer: Option<Peer>, ct: Option<String>, body: bytes::Bytes| async move {
+            finish(signup(&st, peer, ct.as_deref(), &body).await)
+        });
+    let user = warp::path!("users" / String).and(warp::get()).and(s()).and(credentials()).map(
+        |id: String, st: Arc<AppState>, c: Credentials| {
+            finish(partner_of(&st, &c).and_then(|p| {
+                if p.id != id {
+                    return Err(ApiError::not_found("user"));
+                }
+                Ok(api::json(StatusCode::OK, &user_json(&st, &p)))
+            }))
+        },
+    );
+    let new_token =
+        warp::path!("api_tokens").and(warp::post()).and(s()).and(credentials()).and(small_body(idle)).map(
+            |st: Arc<AppState>, c: Credentials, ct: Option<String>, body: bytes::Bytes| {
+                finish(create_api_token(&st, &c, ct.as_deref(), &body))
+            },
+        );
+    let list_tokens = warp::path!("api_tokens")
+        .and(warp::get())
+        .and(s())
+        .and(credentials())
+        .map(|st: Arc<AppState>, c: Credentials| finish(list_api_tokens(&st, &c)));
+    let revoke_token =
+        warp::path!("api_tokens" / String).and(warp::delete()).and(s()).and(credentials()).map(
+            |id: String, st: Arc<AppState>, c: Credentials| {
+                finish(partner_of(&st, &c).and_then(|p| {
+                    if !st.db().revoke_api_token(&id, &p.id)? {
+                        return Err(ApiError::not_found("API token"));
+                    }
+                    Ok(api::empty(StatusCode::NO_CONTENT))
+                }))
+            },
+        );
+    login
+        .or(current)
+        .unify()
+        .or(logout)
+        .unify()
+        .or(signup)
+        .unify()
+        .or(user)
+        .unify()
+        .or(new_token)
+        .unify()
+        .or(list_tokens)
+        .unify()
+        .or(revoke_token)
+        .unify()
+        .boxed()
+}
+
+/// The 3DIAX user resource.
+fn user_json(state: &AppState, p: &Partner) -> serde_json::Value {
+    serde_json::json!({
+        "uri": format!("{}/users/{}/", state.public_url, p.id),
+        "uuid": p.id,
+        "username": p.username,
+        "name": p.name,
+        "email": p.email,
+    })
+}
+
+/// A string field of a JSON-or-form body, or 400 naming it.
+fn text(body: &serde_json::Value, field: &str) -> Result<String, ApiError> {
+    match &body[field] {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Null => {
+            Err(ApiError::bad_request("missing_field", format!("{field} is required")))
+        }
+        _ => Err(ApiError::bad_request("invalid_field", format!("{field} must be a string"))),
+    }
+}
+
+async fn login(state: &Arc<AppState>, ct: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
+    let body = parse_body(ct, body)?;
+    let (username, password) = (text(&body, "username")?, text(&body, "password")?);
+    if let Err(wait) = state.login_allowed(&username) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many wrong passwords for this account; try again in {wait} s"),
+        )
+        .with_header("retry-after", wait.to_string()));
+    }
+    let found = state.db().partner_login(&username)?;
+    // Argon2 is deliberately slow: off the reactor.
+    let ok = match found {
+        Some((partner, hash)) => {
+            let valid = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+                .await
+                .map_err(ApiError::internal)?;
+            valid.then_some(partner)
+        }
+        None => None,
+    };
+    let Some(partner) = ok else {
+        state.login_failed(&username);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_credentials",
+            "wrong username or password",
+        ));
+    };
+    state.login_succeeded(&username);
+    // A new id at every login (no fixation); only its hash is stored.
+    let session = auth::random_hex(32);
+    let ttl = state.config.session_ttl;
+    let expires = now_ms() + ttl.as_millis() as i64;
+    state.db().create_session(&auth::secret_hash(&session), &partner.id, expires)?;
+    let secure = if state.public_url.starts_with("https://") { "; Secure" } else { "" };
+    let cookie =
+        format!("session={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", ttl.as_secs());
+    // The 3DIAX user resource at the top level, Strata's fields beside it.
+    let mut answer = user_json(state, &partner);
+    answer["partner"] = serde_json::to_value(&partner).map_err(ApiError::internal)?;
+    answer["expires"] = serde_json::Value::String(super::iso8601(expires));
+    let mut resp = api::json(StatusCode::CREATED, &answer);
+    if let Ok(v) = http::HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(http::header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+fn current_user(state: &AppState, c: &Credentials) -> Result<Response, ApiError> {
+    let p = partner_of(state, c)?;
+    Ok(api::json(StatusCode::OK, &user_json(state, &p)))
+}
+
+fn logout(state: &AppState, c: &Credentials) -> Result<Response, ApiError> {
+    super::session_partner(state, c.cookie.as_deref())?;
+    if let Some(id) = auth::cookie(c.cookie.as_deref(), "session") {
+        state.db().delete_session(&auth::secret_hash(id))?;
+    }
+    let mut resp = api::empty(StatusCode::NO_CONTENT);
+    if let Ok(v) = http::HeaderValue::from_str("session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0") {
+        resp.headers_mut().insert(http::header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+/// `POST /users/`: self sign-up, when the operator turned it on; limited
+/// per client address. 201 with `Location`, the user resource, and the
+/// account's API key and callback secret (shown once).
+async fn signup(
+    state: &Arc<AppState>,
+    peer: Option<Peer>,
+    ct: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if !state.config.allow_signup {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "signup_disabled",
+            "this server does not take sign-ups; ask its operator for an account",
+        ));
+    }
+    let body = parse_body(ct, body)?;
+    let account = crate::accounts::NewAccount {
+        name: text(&body, "name")?,
+        email: text(&body, "email")?,
+        username: text(&body, "username")?,
+        password: text(&body, "password")?,
+    };
+    crate::accounts::check(&account)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_account", e.to_string()))?;
+    if let Some(Peer(addr)) = peer
+        && let Err(wait) = state.signup_allowed(addr.ip())
+    {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_signups",
+            format!("too many accounts from this address; try again in {wait} s"),
+        )
+        .with_header("retry-after", wait.to_string()));
+    }
+    let st = state.clone();
+    let made = tokio::task::spawn_blocking(move || crate::accounts::create(&st.db(), &account))
+        .await
+        .map_err(ApiError::internal)?;
+    let made = match made {
+        Ok(m) => m,
+        Err(crate::accounts::AccountError::UsernameTaken(u)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "username_taken",
+                format!("the username {u:?} is taken"),
+            ));
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let mut answer = user_json(state, &made.partner);
+    answer["api_key"] = serde_json::Value::String(made.api_key);
+    answer["callback_secret"] = serde_json::Value::String(made.callback_secret);
+    let mut resp = api::json(StatusCode::CREATED, &answer);
+    if let Some(uri) = answer["uri"].as_str()
+        && let Ok(v) = http::HeaderValue::from_str(uri)
+    {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+fn api_token_json(state: &AppState, t: &ApiToken) -> serde_json::Value {
+    serde_json::json!({
+        "uri": format!("{}/api_tokens/{}/", state.public_url, t.id),
+        "uuid": t.id,
+        "name": t.name,
+        "created": super::iso8601(t.created_at),
+    })
+}
+
+/// `POST /api_tokens/ {name}`: 201 `{uuid, secret, name}`; the secret is
+/// shown once and stored only as its hash.
+fn create_api_token(
+    state: &AppState,
+    c: &Credentials,
+    ct: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let partner = partner_of(state, c)?;
+    let body = parse_body(ct, body)?;
+    let name = text(&body, "name")?;
+    if name.trim().is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+            "name must be 1 to 256 characters without control characters",
+        ));
+    }
+    let secret = auth::random_hex(32);
+    let token = ApiToken {
+        id: auth::uuid_v4(),
+        partner_id: partner.id,
+        name: name.trim().to_string(),
+        created_at: now_ms(),
+    };
+    state.db().create_api_token(&token, &auth::secret_hash(&secret))?;
+    let mut answer = api_token_json(state, &token);
+    answer["secret"] = serde_json::Value::String(secret);
+    let mut resp = api::json(StatusCode::CREATED, &answer);
+    if let Some(uri) = answer["uri"].as_str()
+        && let Ok(v) = http::HeaderValue::from_str(uri)
+    {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+fn list_api_tokens(state: &AppState, c: &Credentials) -> Result<Response, ApiError> {
+    let partner = partner_of(state, c)?;
+    let tokens = state.db().api_tokens(&partner.id)?;
+    let resources: Vec<_> = tokens.iter().map(|t| api_token_json(state, t)).collect();
+    Ok(api::json(StatusCode::OK, &serde_json::json!({"resources": resources})))
+}
