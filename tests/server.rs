@@ -359,8 +359,10 @@ fn bad_requests_get_json_errors_with_codes() {
 
         let cookie = login(&c, base, &p).await;
         let (_, upload, _) = create_model(&c, base, &cookie, json!({"name": "x"})).await;
-        // Tampered signature, wrong content type, over the limit: refused,
-        // and the model can still be uploaded after.
+        // Tampered signature, over the limit: refused, and the model can
+        // still be uploaded after. (Any content type is taken: the bytes
+        // are read by their content, and Ruby's Net::HTTP labels a PUT
+        // body as a form.)
         let last = if upload.ends_with('0') { '1' } else { '0' };
         let tampered = format!("{}{last}", &upload[..upload.len() - 1]);
         let r = c
@@ -371,8 +373,6 @@ fn bad_requests_get_json_errors_with_codes() {
             .await
             .expect("403");
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
-        let r = c.put(&upload).header("content-type", "text/plain").body("solid").send().await.expect("415");
-        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
         let r = client()
             .put(&upload)
             .header("content-type", "application/octet-stream")
@@ -681,7 +681,7 @@ fn tokens_expire_run_out_of_prints_and_can_be_revoked() {
 }
 
 /// A multipart body with one file part, written by hand (as old clients do).
-fn multipart(boundary: &str, fields: &[(&str, &str)], file: &[u8]) -> Vec<u8> {
+pub(crate) fn multipart(boundary: &str, fields: &[(&str, &str)], file: &[u8]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, value) in fields {
         body.extend_from_slice(
@@ -727,7 +727,10 @@ fn the_legacy_api_creates_a_token_takes_a_multipart_upload_and_streams_it() {
         assert_eq!(r.status(), StatusCode::OK);
         let e: Value = r.json().await.expect("json");
         assert_eq!(e["status"]["code"], "error");
-        assert!(e["status"]["extended_description"].as_str().is_some_and(|d| d.contains("print_value")), "{e}");
+        assert!(
+            e["status"]["extended_description"].as_str().is_some_and(|d| d.contains("print_value")),
+            "{e}"
+        );
         let fields =
             vec![("receiver_email", "ann@example.com".to_string()), ("print_value", "12.50".to_string())];
         let r = upload(fields.clone(), cube.clone()).await.expect("post");

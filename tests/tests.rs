@@ -35,6 +35,10 @@ mod fuzz_corpus;
 // printer streams, print status, the legacy API, errors.
 mod server;
 
+// The wire contract of the 3DIAX and api3 clients partners run: each test
+// replays the exact requests of one public client and asserts what it reads.
+mod compat;
+
 // `strata printer` against `strata serve`: pull, verify, resume after a
 // kill, decode, report.
 mod printer;

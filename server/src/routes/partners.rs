@@ -59,11 +59,24 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::path::full())
         .and(s())
         .and(credentials())
-        .and(warp::query::<ListQuery>())
-        .map(|path: warp::path::FullPath, st: Arc<AppState>, c: Credentials, q: ListQuery| {
-            let shape = if path.as_str().starts_with("/models") { Shape::Strata } else { Shape::Diax };
-            finish(list_models(&st, &c, q, shape))
-        });
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(small_body(idle))
+        .map(
+            |path: warp::path::FullPath,
+             st: Arc<AppState>,
+             c: Credentials,
+             mut q: std::collections::HashMap<String, String>,
+             ct: Option<String>,
+             body: bytes::Bytes| {
+                let shape = if path.as_str().starts_with("/models") { Shape::Strata } else { Shape::Diax };
+                // Python's requests.get(url, data=filters) sends the
+                // filters as a form body on a GET.
+                if let Ok(serde_json::Value::Object(form)) = parse_body(ct.as_deref(), &body) {
+                    q.extend(form.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_string()))));
+                }
+                finish(ListQuery::from_params(&q).and_then(|q| list_models(&st, &c, q, shape)))
+            },
+        );
     let show = models()
         .and(warp::path::param::<String>())
         .and(warp::path::end())
@@ -87,24 +100,15 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .then(|id: String, what: String, st: Arc<AppState>, c: Credentials, q: ArtefactQuery| async move {
             finish(artefact(st, &c, &id, &what, q).await)
         });
-    let upload =
-        warp::path!("uploads" / String)
-            .and(warp::put())
-            .and(s())
-            .and(warp::query::<Signed>())
-            .and(warp::header::optional::<String>("content-type"))
-            .and(warp::header::optional::<String>("x-content-sha256"))
-            .and(warp::body::stream())
-            .then(
-                |id: String,
-                 st: Arc<AppState>,
-                 q: Signed,
-                 ct: Option<String>,
-                 digest: Option<String>,
-                 body| async move {
-                    finish(upload(st, &id, q, ct.as_deref(), digest.as_deref(), Box::pin(body)).await)
-                },
-            );
+    let upload = warp::path!("uploads" / String)
+        .and(warp::put())
+        .and(s())
+        .and(warp::query::<Signed>())
+        .and(warp::header::optional::<String>("x-content-sha256"))
+        .and(warp::body::stream())
+        .then(|id: String, st: Arc<AppState>, q: Signed, digest: Option<String>, body| async move {
+            finish(upload(st, &id, q, digest.as_deref(), Box::pin(body)).await)
+        });
     let tokens = either("token", "tokens")
         .and(warp::path::end())
         .and(warp::post())
@@ -247,13 +251,34 @@ fn create_model(
     Ok(resp)
 }
 
-#[derive(Deserialize)]
 struct ListQuery {
     name: Option<String>,
     status: Option<String>,
     sort: Option<String>,
     page: Option<u32>,
     per_page: Option<u32>,
+}
+
+impl ListQuery {
+    fn from_params(q: &std::collections::HashMap<String, String>) -> Result<ListQuery, ApiError> {
+        let number = |key: &str| -> Result<Option<u32>, ApiError> {
+            q.get(key)
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    v.trim()
+                        .parse()
+                        .map_err(|_| ApiError::bad_request("invalid_query", format!("{key} is a number")))
+                })
+                .transpose()
+        };
+        Ok(ListQuery {
+            name: q.get("name").cloned(),
+            status: q.get("status").cloned().filter(|s| !s.is_empty()),
+            sort: q.get("sort").cloned(),
+            page: number("page")?,
+            per_page: number("per_page")?,
+        })
+    }
 }
 
 /// Which listing shape a path answers: 3DIAX's (`/model/`: `resources`,
@@ -467,12 +492,14 @@ fn png_response(png: Vec<u8>) -> Response {
 
 /// `PUT /uploads/{id}`: checks the signed URL, streams the body to a
 /// spool file (hashing as it goes, never holding it whole), enforces the
-/// size limit, then hands processing to the CPU pool.
+/// size limit, then hands processing to the CPU pool. Any content type is
+/// taken: the format is read from the bytes, and clients label the same
+/// upload differently (Python's octet-stream, Ruby's Net::HTTP a form,
+/// browsers model/stl or nothing).
 async fn upload<S, B>(
     state: Arc<AppState>,
     id: &str,
     q: Signed,
-    ct: Option<&str>,
     expected_sha256: Option<&str>,
     mut body: S,
 ) -> Result<Response, ApiError>
@@ -487,7 +514,6 @@ where
         };
         e
     })?;
-    api::require_media_type(ct, "application/octet-stream", "the model")?;
     let model = state.db().partner_model(id)?.ok_or_else(|| ApiError::not_found("model"))?;
     if model.status != "not-uploaded" {
         return Err(already_uploaded(&model.status));
