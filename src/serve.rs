@@ -18,7 +18,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 512)]
     upload_limit_mib: u64,
     /// The URL clients reach this server at (for links), e.g. behind a
-    /// TLS proxy: https://print.example.com.
+    /// TLS proxy: `https://print.example.com`.
     #[arg(long)]
     public_url: Option<String>,
     /// Let callbacks reach loopback and private addresses (for local

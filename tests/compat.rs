@@ -450,6 +450,24 @@ fn model_lists_filter_sort_and_page_the_3diax_way() {
         assert_eq!(child["parents"], json!([parent]));
         let p_model = get_json_as(&c, &parent, &cookie).await;
         assert_eq!(p_model["children"], json!([child["uri"]]));
+        // The OpenAPI document names both.
+        let spec: Value =
+            c.get(format!("{base}/openapi.json")).send().await.expect("spec").json().await.expect("json");
+        for path in [
+            "/model/",
+            "/models",
+            "/model/{id}/",
+            "/models/{id}",
+            "/token/",
+            "/tokens",
+            "/token/{token}/",
+            "/tokens/{token}",
+            "/users/",
+            "/api_tokens/",
+            "/model/{id}/snapshot/{snapshot}/",
+        ] {
+            assert!(spec["paths"][path].is_object(), "{path} is not in /openapi.json");
+        }
         // Strata's first listing keeps its shape.
         let old = get_json_as(&c, &format!("{base}/models?name=gear"), &cookie).await;
         assert_eq!(old["models"][0]["name"], "Gear");

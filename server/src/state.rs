@@ -35,7 +35,7 @@ pub struct AppState {
     pub callbacks_due: tokio::sync::Notify,
 }
 
-/// Wrong passwords an account may get per [`LOGIN_WINDOW`] before logins
+/// Wrong passwords an account may get per minute (`LOGIN_WINDOW`) before logins
 /// to it are refused with 429 until the window ends.
 pub const LOGIN_FAILURES_PER_MINUTE: u32 = 20;
 const LOGIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
@@ -88,7 +88,7 @@ impl AppState {
     }
 
     /// Caches the chunk digests of `manifest`; the least recently used
-    /// manifest goes when [`CHUNK_DIGEST_CACHE`] are kept.
+    /// manifest goes when `CHUNK_DIGEST_CACHE` are kept.
     pub fn cache_chunk_digests(&self, manifest: &BlobId, digests: Arc<[String]>) {
         self.chunk_digests
             .lock()

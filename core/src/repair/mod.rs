@@ -24,7 +24,7 @@
 //!    body but the first gets its own copies of the edge's vertices. Other
 //!    non-manifold edges are left: any split would open them.
 //! 7. **Holes** are filled: every boundary loop is triangulated without
-//!    adding vertices ([`holes`]). A fill that would only close a flat sheet
+//!    adding vertices (`holes`). A fill that would only close a flat sheet
 //!    (a body with no volume, such as a lone triangle) is taken back: there
 //!    is no solid to recover, and a zero-thickness "solid" only misleads a
 //!    slicer.

@@ -261,6 +261,13 @@ struct ListQuery {
 
 impl ListQuery {
     fn from_params(q: &std::collections::HashMap<String, String>) -> Result<ListQuery, ApiError> {
+        // Ignoring a filter would list the wrong models without a word.
+        if let Some(key) = ["created", "updated"].into_iter().find(|k| q.contains_key(*k)) {
+            return Err(ApiError::bad_request(
+                "unsupported_filter",
+                format!("filtering by {key} is not supported; sort by it (sort=-{key}) and page instead"),
+            ));
+        }
         let number = |key: &str| -> Result<Option<u32>, ApiError> {
             q.get(key)
                 .filter(|v| !v.is_empty())

@@ -175,42 +175,76 @@ img{{max-width:220px;max-height:220px;object-fit:contain}}
     )
 }
 
-/// The OpenAPI 3.1 description of every route.
+/// The OpenAPI 3.1 description of every route, each 3DIAX path under both
+/// names (`/model/...` and `/models/...`, `/token/...` and `/tokens/...`).
 pub fn openapi() -> serde_json::Value {
-    let op = |summary: &str, auth: &str| serde_json::json!({"summary": summary, "description": auth, "responses": {"default": {"description": "JSON; errors are {\"error\": {\"code\", \"message\"}}"}}});
-    let token_param =
-        serde_json::json!([{"name": "token", "in": "path", "required": true, "schema": {"type": "string"}}]);
-    let id_param =
-        serde_json::json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    let op = |summary: &str, auth: &str| serde_json::json!({"summary": summary, "description": auth, "responses": {"default": {"description": "JSON; errors are {\"error\": {\"code\", \"message\"}, \"message\"}"}}});
+    let param = |name: &str| serde_json::json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}});
+    let token_param = serde_json::json!([param("token")]);
+    let id_param = serde_json::json!([param("id")]);
+    let snap_param = serde_json::json!([param("id"), param("snapshot")]);
+    let partner = "session cookie or HTTP Basic (API token uuid:secret)";
+    let mut paths = serde_json::json!({
+        "/healthz": {"get": op("Readiness", "none")},
+        "/openapi.json": {"get": op("This document", "none")},
+        "/sessions/": {
+            "post": op("Log in with {username, password} (JSON or form); sets the session cookie; answers the user resource {uri, uuid, username, name, email}", "none"),
+            "get": op("The current user", partner),
+            "delete": op("Log out", "session cookie"),
+        },
+        "/sessions/current": {"get": op("The current user", partner), "delete": op("Log out", "session cookie")},
+        "/users/": {"post": op("Sign up {email, name, password, username} (JSON or form): 201, Location, the user resource plus api_key and callback_secret (shown once); only with --allow-signup, limited per address", "none")},
+        "/users/{id}/": {"parameters": id_param, "get": op("Your user resource", partner)},
+        "/api_tokens/": {
+            "post": op("Create an API token {name}: 201 {uuid, secret, name}; the secret is shown once; use it as HTTP Basic uuid:secret", partner),
+            "get": op("Your API tokens (without secrets)", partner),
+        },
+        "/api_tokens/{id}/": {"parameters": id_param, "delete": op("Revoke an API token", partner)},
+        "/model/": {
+            "post": op("Create a model {name, callback: {url, method}, allowed_transformations: {resize, rotation}, parents: [model URI]} (JSON or form; other fields ignored and named in X-Ignored-Fields); Location and X-Upload-Location headers, and resources[0] {uri, upload-location}", partner),
+            "get": op("List own models: ?name= (a part, or a pattern with *), status=, sort=+status,-name (name, status, created, updated), page=, per_page=; {resources, links {self, next, prev}, meta {count, page, per_page, pages}} (the plural /models keeps {models, page, per_page})", partner),
+        },
+        "/model/{id}/": {"parameters": id_param, "get": op("A model: name, status, analyses.manifold, parents, children, allowed_transformations, size, surface_area_mm, volume_mm, validation, repair log; content, snapshot and manifest as signed URLs valid an hour", partner)},
+        "/model/{id}/snapshot": {"parameters": id_param, "get": op("PNG snapshot (?view=iso|front|top|side&size=16..2048)", "partner credentials or a signed URL"), "post": op("Create a snapshot resource {view or camera: iso|front|top|side, size | width, height}: 201 and Location", partner)},
+        "/model/{id}/snapshot/{snapshot}/": {"parameters": snap_param, "get": op("A snapshot resource: {status: processing|processed|error, content (signed PNG URL), view, width, height}", partner)},
+        "/model/{id}/snapshot/{snapshot}/content": {"parameters": snap_param, "get": op("The snapshot's PNG", "partner credentials or a signed URL")},
+        "/model/{id}/content": {"parameters": id_param, "get": op("The printable STL", "partner credentials or a signed URL")},
+        "/model/{id}/manifest": {"parameters": id_param, "get": op("The stream manifest", "partner credentials or a signed URL")},
+        "/model/{id}/callbacks": {"parameters": id_param, "get": op("The callback delivery log: each status change sent, its attempts, HTTP codes and errors. Callbacks are signed the Standard Webhooks way: webhook-id, webhook-timestamp, webhook-signature: v1,base64(HMAC-SHA256(key of whsec_ callback_secret, id + \".\" + timestamp + \".\" + body)); 410 Gone stops retries, Retry-After is honoured", partner)},
+        "/uploads/{id}": {"parameters": id_param, "put": op("Upload the model bytes (any content type) to the signed URL: 204 with ETag and X-Content-SHA256; send X-Content-SHA256 to have it checked (422 digest_mismatch)", "signed URL")},
+        "/token/": {"post": op("Create a print token {api_key, receiver_email, model (URI or id), print_value, print_value_currency, partner_job_id (string or number), print_limit?, expires_in? (seconds)} (JSON or form; api_key may be replaced by partner credentials); X-Token-Location and Location headers", "api_key in body, or partner credentials")},
+        "/token/{token}/": {"parameters": token_param, "get": op("A token and its print status (ETag, Retry-After)", "partner credentials or ?api_key"), "delete": op("Revoke the token: printers and the widget get 404 from then on", "partner credentials or ?api_key")},
+        "/streams/{token}/manifest": {"parameters": token_param, "get": op("The stream manifest", "token")},
+        "/streams/{token}/chunks/{index}": {"parameters": [param("token"), {"name": "index", "in": "path", "required": true, "schema": {"type": "integer"}}], "get": op("A zstd chunk (ETag, Range, If-None-Match)", "token")},
+        "/prints/{token}/status": {"parameters": token_param, "post": op("Report {printing_job_status, printing_percentage, minutes_left, message, total_time, printer_model}", "token")},
+        "/prints/{token}": {"parameters": token_param, "get": op("What the token holder sees (the widget polls it)", "token")},
+        "/prints/{token}/snapshot": {"parameters": token_param, "get": op("The model's snapshot for the widget", "token")},
+        "/widget": {"get": op("The 400x400 widget page (?token=)", "token")},
+        "/api3/api_create_partner_token": {"get": op("Legacy: create a token (api_key in the query, a form body or an Api-Key header); also POST", "api_key"), "post": op("Legacy: create a token", "api_key")},
+        "/api3/api_upload_partner_stl": {"post": op("Legacy: multipart upload (api_key, token, receiver_email, stl_file, print_value, print_value_currency, partner_job_id; fields in the query or the form)", "api_key")},
+        "/api3/api_get_partner_print_status": {"get": op("Legacy: print status (api_key, token in the query or a form body); errors are HTTP 200 {status: {code: error, description, extended_description}}; also POST", "api_key"), "post": op("Legacy: print status", "api_key")},
+    });
+    // Strata's first names for the same routes.
+    if let Some(map) = paths.as_object_mut() {
+        let aliases: Vec<(String, serde_json::Value)> = map
+            .iter()
+            .filter_map(|(path, item)| {
+                let plural = if let Some(rest) = path.strip_prefix("/model/") {
+                    format!("/models/{rest}")
+                } else if let Some(rest) = path.strip_prefix("/token/") {
+                    format!("/tokens/{rest}")
+                } else {
+                    return None;
+                };
+                let plural = plural.trim_end_matches('/').to_string();
+                Some((plural, item.clone()))
+            })
+            .collect();
+        map.extend(aliases);
+    }
     serde_json::json!({
         "openapi": "3.1.0",
-        "info": {"title": "Strata", "version": env!("CARGO_PKG_VERSION"), "description": "Stream 3D models to printers."},
-        "paths": {
-            "/healthz": {"get": op("Readiness", "none")},
-            "/openapi.json": {"get": op("This document", "none")},
-            "/sessions": {"post": op("Log in with {username, password}; sets the session cookie", "none")},
-            "/sessions/current": {"delete": op("Log out", "session cookie")},
-            "/models": {
-                "post": op("Create a model {name, callback: {url, method}}; Location and X-Upload-Location headers", "session cookie"),
-                "get": op("List own models (?name=&status=&page=)", "session cookie"),
-            },
-            "/models/{id}": {"parameters": id_param, "get": op("A model: status, validation, repair log, links, popularity", "session cookie")},
-            "/models/{id}/snapshot": {"parameters": id_param, "get": op("PNG snapshot (?view=iso|front|top|side&size=16..2048)", "session cookie")},
-            "/models/{id}/content": {"parameters": id_param, "get": op("The printable STL", "session cookie")},
-            "/models/{id}/manifest": {"parameters": id_param, "get": op("The stream manifest", "session cookie")},
-            "/models/{id}/callbacks": {"parameters": id_param, "get": op("The callback delivery log: each status change sent, its attempts, HTTP codes and errors. Callbacks are signed the Standard Webhooks way: webhook-id, webhook-timestamp, webhook-signature: v1,base64(HMAC-SHA256(key of whsec_ callback_secret, id + \".\" + timestamp + \".\" + body)); 410 Gone stops retries, Retry-After is honoured", "session cookie")},
-            "/uploads/{id}": {"parameters": id_param, "put": op("Upload the model bytes (application/octet-stream) to the signed URL", "signed URL")},
-            "/tokens": {"post": op("Create a print token {api_key, receiver_email, model, print_value, print_value_currency, partner_job_id, print_limit?, expires_in? (seconds)}; X-Token-Location header", "api_key in body")},
-            "/tokens/{token}": {"parameters": token_param, "get": op("A token and its print status (ETag, Retry-After)", "session cookie or ?api_key"), "delete": op("Revoke the token: printers and the widget get 404 from then on", "session cookie or ?api_key")},
-            "/streams/{token}/manifest": {"parameters": token_param, "get": op("The stream manifest", "token")},
-            "/streams/{token}/chunks/{index}": {"parameters": [{"name": "token", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "index", "in": "path", "required": true, "schema": {"type": "integer"}}], "get": op("A zstd chunk (ETag, Range, If-None-Match)", "token")},
-            "/prints/{token}/status": {"parameters": token_param, "post": op("Report {printing_job_status, printing_percentage, minutes_left, message, total_time, printer_model}", "token")},
-            "/prints/{token}": {"parameters": token_param, "get": op("What the token holder sees (the widget polls it)", "token")},
-            "/prints/{token}/snapshot": {"parameters": token_param, "get": op("The model's snapshot for the widget", "token")},
-            "/widget": {"get": op("The 400x400 widget page (?token=)", "token")},
-            "/api3/api_create_partner_token": {"get": op("Legacy: create a token (?api_key=)", "api_key")},
-            "/api3/api_upload_partner_stl": {"post": op("Legacy: multipart upload (api_key, token, receiver_email, stl_file, print_value, print_value_currency, partner_job_id)", "api_key")},
-            "/api3/api_get_partner_print_status": {"get": op("Legacy: print status (?api_key=&token=)", "api_key")},
-        }
+        "info": {"title": "Strata", "version": env!("CARGO_PKG_VERSION"), "description": "Stream 3D models to printers. Every path also answers with or without its trailing slash."},
+        "paths": paths,
     })
 }
