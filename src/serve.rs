@@ -46,6 +46,10 @@ pub(crate) struct ServeArgs {
     /// Accounts one client address may create per hour with --allow-signup.
     #[arg(long, default_value_t = 5)]
     signups_per_hour: u32,
+    /// Uploads one partner may have waiting to be processed; more are
+    /// answered 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    queue_per_partner: u64,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -90,6 +94,7 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         body_idle_timeout: std::time::Duration::from_secs(args.body_idle_timeout_secs),
         allow_signup: args.allow_signup,
         signups_per_hour: args.signups_per_hour,
+        queue_per_partner: args.queue_per_partner,
         ..Config::default()
     };
     rt.block_on(async {

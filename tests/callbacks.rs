@@ -16,23 +16,23 @@ use crate::server::{client, get_json_as, login, partner, rt, serve, upload_model
 
 /// One request the receiver saw.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     method: String,
     path: String,
-    headers: HashMap<String, String>,
-    body: String,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: String,
     at: Instant,
 }
 
 /// A tiny HTTP/1.1 endpoint: answers the first requests from `script`
 /// (a status line and any headers) and 204 after, recording everything.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     seen: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    fn start(script: &[&'static str]) -> Receiver {
+    pub(crate) fn start(script: &[&'static str]) -> Receiver {
         let script = script.to_vec();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -54,7 +54,7 @@ impl Receiver {
         Receiver { url, seen }
     }
 
-    fn seen(&self) -> Vec<Received> {
+    pub(crate) fn seen(&self) -> Vec<Received> {
         self.seen.lock().expect("lock").clone()
     }
 }

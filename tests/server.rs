@@ -15,8 +15,15 @@ use crate::util::{run, strata};
 pub(crate) struct Served {
     child: std::process::Child,
     pub(crate) base: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     pub(crate) data: std::path::PathBuf,
+}
+
+impl Served {
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Served {
@@ -29,6 +36,15 @@ impl Drop for Served {
 pub(crate) fn serve(extra: &[&str]) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    let mut served = serve_in(&data, extra);
+    served._dir = Some(dir);
+    served
+}
+
+/// `strata serve` on an existing data directory (to restart a server on
+/// what a killed one left).
+pub(crate) fn serve_in(data: &Path, extra: &[&str]) -> Served {
+    let data = data.to_path_buf();
     let mut child = strata()
         .args(["serve", "--listen", "127.0.0.1:0", "--data", data.to_str().expect("utf-8")])
         .args(extra)
@@ -43,7 +59,7 @@ pub(crate) fn serve(extra: &[&str]) -> Served {
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
-    Served { child, base, _dir: dir, data }
+    Served { child, base, _dir: None, data }
 }
 
 pub(crate) fn partner(data: &Path, name: &str) -> Value {

@@ -47,5 +47,9 @@ mod printer;
 // sent to private addresses unless allowed.
 mod callbacks;
 
+// The model lifecycle under failure: kill -9 during processing, one
+// process per data directory, bounded queues, checks before spooling.
+mod lifecycle;
+
 // The widget in headless Chromium: live status, 400x400 frame, screenshot.
 mod widget;

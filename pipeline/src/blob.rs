@@ -288,7 +288,13 @@ impl BlobStore for FsBlobStore {
 
     fn publish(&self, ids: &[BlobId]) -> Result<(), PipelineError> {
         let tmp = self.root.join("tmp");
-        let pending: Vec<&BlobId> = ids.iter().filter(|id| tmp.join(&id.0).exists()).collect();
+        let (pending, done): (Vec<&BlobId>, Vec<&BlobId>) =
+            ids.iter().partition(|id| tmp.join(&id.0).exists());
+        // "Ok means every id is stored", checked: a blob neither staged nor
+        // stored (its staged file removed under us) fails the group.
+        if let Some(lost) = done.iter().find(|id| !self.path_of(id).is_file()) {
+            return Err(PipelineError::MissingBlob(lost.0.clone()));
+        }
         if pending.is_empty() {
             return Ok(());
         }
@@ -358,6 +364,20 @@ mod tests {
         assert!(store.contains(&a).expect("contains"));
         assert!(!store.contains(&BlobId::of(b"other")).expect("contains"));
         assert_eq!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
+    }
+
+    #[test]
+    fn publishing_a_staged_blob_that_vanished_fails_instead_of_claiming_it_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::open(dir.path()).expect("opens");
+        let a = store.stage(b"kept").expect("stage");
+        let b = store.stage(b"lost").expect("stage");
+        // What a second process clearing tmp/ did to the first one.
+        std::fs::remove_file(dir.path().join("tmp").join(b.as_str())).expect("remove");
+        match store.publish(&[a.clone(), b.clone()]) {
+            Err(PipelineError::MissingBlob(id)) => assert_eq!(id, b.as_str()),
+            other => panic!("publish claimed a missing blob stored: {other:?}"),
+        }
     }
 
     #[test]

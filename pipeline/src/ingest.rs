@@ -362,8 +362,9 @@ pub fn ingest(
     progress: &dyn Progress,
 ) -> Result<Report, PipelineError> {
     let started = std::time::Instant::now();
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| PipelineError::Io { path: data_dir.to_path_buf(), source: e })?;
+    // Before the blob store clears its temporary files: they may be
+    // another process's.
+    let _lock = crate::store::DataLock::acquire(data_dir)?;
     let blobs = FsBlobStore::open(data_dir)?;
     let db = Db::open(&data_dir.join("meta.db"))?;
     let known = db.model_ids(options.retry_failed)?;

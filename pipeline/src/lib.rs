@@ -14,13 +14,15 @@
 //! - [`buffers`]: page-aligned, recycled buffers for the inputs' bytes, so
 //!   the store writes originals straight from them.
 //! - [`db`]: the metadata repository over SQLite, with portable SQL and
-//!   numbered migrations.
+//!   numbered migrations, and the durable job queue.
+//! - [`store`]: the exclusive lock on a data directory.
 
 pub mod blob;
 pub mod buffers;
 pub mod db;
 pub mod ingest;
 pub mod process;
+pub mod store;
 
 use std::path::PathBuf;
 
@@ -73,6 +75,20 @@ pub enum PipelineError {
     /// The metadata database holds something this build cannot read.
     #[error("database: {0}")]
     Schema(String),
+    /// Another process holds the data directory.
+    #[error(
+        "{} is in use by {holder} (a strata serve or ingest); stop it, or give this one another --data",
+        dir.display()
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// Who holds it (`process PID`).
+        holder: String,
+    },
+    /// A blob the store said it staged is not there to publish.
+    #[error("blob {0} was staged but is missing; nothing was recorded")]
+    MissingBlob(String),
 }
 
 impl PipelineError {
@@ -89,6 +105,8 @@ impl PipelineError {
             PipelineError::Render(_) => "render",
             PipelineError::Panic(_) => "panic",
             PipelineError::Db(_) | PipelineError::Schema(_) => "database",
+            PipelineError::Locked { .. } => "locked",
+            PipelineError::MissingBlob(_) => "missing_blob",
         }
     }
 }

@@ -53,7 +53,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 const CONCURRENT: usize = 16;
 
 /// Moves a model from `from` to `to` and, when it has a callback URL,
-/// queues the announcement in the same transaction and wakes the sender.
+/// queues the announcement in the same transaction (with `job`'s effect)
+/// and wakes the sender.
 pub(crate) fn set_status(
     state: &AppState,
     model: &PartnerModel,
@@ -61,10 +62,18 @@ pub(crate) fn set_status(
     to: &str,
     content_id: Option<&str>,
     error: Option<(&str, &str)>,
+    job: strata_pipeline::db::JobEffect<'_>,
 ) -> Result<bool, strata_pipeline::PipelineError> {
     let callback = announcement(state, model, from, to, error);
-    let moved =
-        state.db().set_partner_model_status(&model.id, from, to, content_id, error, callback.as_ref())?;
+    let moved = state.db().set_partner_model_status(
+        &model.id,
+        from,
+        to,
+        content_id,
+        error,
+        callback.as_ref(),
+        job,
+    )?;
     if moved && callback.is_some() {
         state.callbacks_due.notify_one();
     }

@@ -23,6 +23,7 @@ pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod callbacks;
+mod jobs;
 pub mod routes;
 pub mod state;
 
@@ -109,6 +110,9 @@ pub struct Config {
     pub allow_signup: bool,
     /// Accounts one client address may create per hour when sign-up is on.
     pub signups_per_hour: u32,
+    /// Uploads one partner may have waiting to be processed; more are
+    /// answered 503 with `Retry-After`.
+    pub queue_per_partner: u64,
 }
 
 impl Default for Config {
@@ -131,6 +135,7 @@ impl Default for Config {
             capability_url_ttl: Duration::from_secs(3600),
             allow_signup: false,
             signups_per_hour: 5,
+            queue_per_partner: 64,
         }
     }
 }
@@ -184,6 +189,7 @@ pub struct Server {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     callbacks: tokio::task::JoinHandle<()>,
+    jobs: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -201,6 +207,8 @@ impl Server {
         let state = Arc::new(state::AppState::open(config, addr)?);
         // Deliveries queued before a restart go out again from here.
         let callbacks = tokio::spawn(callbacks::run(state.clone()));
+        // Acknowledged uploads a killed process left are processed from here.
+        let jobs = tokio::spawn(jobs::run(state.clone()));
         let routes = routes::all(state);
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -238,7 +246,7 @@ impl Server {
                 });
             }
         });
-        Ok(Server { addr, shutdown: Some(tx), task, callbacks })
+        Ok(Server { addr, shutdown: Some(tx), task, callbacks, jobs })
     }
 
     /// The bound address.
@@ -255,6 +263,8 @@ impl Server {
         // An attempt cut off here is retried at the next start (its lease
         // runs out).
         self.callbacks.abort();
+        // A job cut off here is run again at the next start.
+        self.jobs.abort();
     }
 
     /// Serves until `signal` completes.

@@ -33,6 +33,19 @@ pub struct AppState {
     signups: Mutex<HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
     /// Wakes the callback sender when a delivery is queued.
     pub callbacks_due: tokio::sync::Notify,
+    /// Wakes the job runner when a job is queued.
+    pub jobs_due: tokio::sync::Notify,
+    /// Held across a partner's queue count and the enqueue it admits, so
+    /// concurrent uploads cannot all pass the count (one process owns the
+    /// data directory, so a process-wide lock is enough).
+    pub admission: Mutex<()>,
+    /// This process's name on the job leases it holds.
+    pub worker_id: String,
+    /// What the models being processed may take together (the same
+    /// estimate `strata ingest` budgets with).
+    pub memory: strata_pipeline::ingest::MemoryBudget,
+    /// The data directory is this process's alone while it runs.
+    _lock: strata_pipeline::store::DataLock,
 }
 
 /// Wrong passwords an account may get per minute (`LOGIN_WINDOW`) before logins
@@ -50,15 +63,25 @@ impl AppState {
             let p = p.to_path_buf();
             move |source| ServerError::Io { path: p, source }
         };
-        std::fs::create_dir_all(&config.data).map_err(io(&config.data))?;
+        // Before anything is cleared: a second process on the same data
+        // directory is refused here, naming the first.
+        let lock = strata_pipeline::store::DataLock::acquire(&config.data)?;
         let blobs = FsBlobStore::open(&config.data)?;
         let db = Db::open(&config.data.join("meta.db"))?;
         let uploads = config.data.join("uploads");
-        // Spooled uploads a crash left behind were never acknowledged.
-        if uploads.exists() {
-            std::fs::remove_dir_all(&uploads).map_err(io(&uploads))?;
-        }
         std::fs::create_dir_all(&uploads).map_err(io(&uploads))?;
+        // Jobs a killed process was running are due again, and the spools
+        // of acknowledged uploads stay until their jobs finish; only
+        // spools no job names (never acknowledged) are removed.
+        db.requeue_running_jobs(strata_pipeline::db::now_ms())?;
+        let keep: std::collections::HashSet<String> =
+            db.pending_jobs()?.iter().filter_map(crate::jobs::spool_of).collect();
+        for entry in std::fs::read_dir(&uploads).map_err(io(&uploads))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         let secret = load_secret(&config.data.join("secret.key"))?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.workers.max(1))
@@ -79,6 +102,13 @@ impl AppState {
             login_failures: Mutex::new(HashMap::new()),
             signups: Mutex::new(HashMap::new()),
             callbacks_due: tokio::sync::Notify::new(),
+            jobs_due: tokio::sync::Notify::new(),
+            admission: Mutex::new(()),
+            worker_id: format!("serve-{}-{}", std::process::id(), crate::auth::random_hex(4)),
+            memory: strata_pipeline::ingest::MemoryBudget::new(
+                strata_pipeline::ingest::default_memory_budget(),
+            ),
+            _lock: lock,
         })
     }
 
@@ -209,22 +239,37 @@ impl ChunkCache {
     }
 }
 
-/// Reads the server secret, creating a random one (mode 0600) at first start.
+/// Reads the server secret, creating a random one (mode 0600) at first
+/// start. Only a missing file is created, atomically (written whole and
+/// synced under a temporary name, then linked in place unless another
+/// start got there first); any other read error, or a file too short to
+/// be a secret, stops the server, since a new secret would break every
+/// upload URL in circulation.
 fn load_secret(path: &Path) -> Result<Vec<u8>, ServerError> {
     let io = |source| ServerError::Io { path: path.to_path_buf(), source };
     match std::fs::read(path) {
-        Ok(bytes) if bytes.len() >= 32 => Ok(bytes),
-        Ok(_) | Err(_) => {
-            let secret = crate::auth::random_hex(32).into_bytes();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut f = options.open(path).map_err(io)?;
-            std::io::Write::write_all(&mut f, &secret).map_err(io)?;
-            f.sync_all().map_err(io)?;
-            Ok(secret)
+        Ok(bytes) if bytes.len() >= 32 => return Ok(bytes),
+        Ok(_) => {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the server secret is shorter than 32 bytes; restore it from a backup",
+            )));
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let secret = crate::auth::random_hex(32).into_bytes();
+    let mut tmp = tempfile::Builder::new().prefix(".secret").tempfile_in(dir).map_err(io)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, &secret).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => Ok(secret),
+        // Another start made one meanwhile: that one is the secret.
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path).map_err(io),
+        Err(e) => Err(io(e.error)),
     }
 }
 

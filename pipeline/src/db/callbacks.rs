@@ -293,15 +293,31 @@ mod tests {
         let db = db_with_model();
         let cb = new_callback("c1");
         assert!(
-            db.set_partner_model_status("m1", "not-uploaded", "processing", None, None, Some(&cb))
-                .expect("set")
+            db.set_partner_model_status(
+                "m1",
+                "not-uploaded",
+                "processing",
+                None,
+                None,
+                Some(&cb),
+                crate::db::JobEffect::None
+            )
+            .expect("set")
         );
         // The compare-and-swap fails: nothing is queued for a change that
         // did not happen.
         let again = new_callback("c2");
         assert!(
-            !db.set_partner_model_status("m1", "not-uploaded", "processing", None, None, Some(&again))
-                .expect("set")
+            !db.set_partner_model_status(
+                "m1",
+                "not-uploaded",
+                "processing",
+                None,
+                None,
+                Some(&again),
+                crate::db::JobEffect::None
+            )
+            .expect("set")
         );
         let queued = db.callbacks_of("m1").expect("log");
         assert_eq!(queued.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(), ["c1"]);
@@ -317,6 +333,7 @@ mod tests {
             None,
             None,
             Some(&new_callback("c1")),
+            crate::db::JobEffect::None,
         )
         .expect("set");
         let now = now_ms();
@@ -345,7 +362,8 @@ mod tests {
                 "processed",
                 None,
                 None,
-                Some(&new_callback("c2"))
+                Some(&new_callback("c2")),
+                crate::db::JobEffect::None,
             )
             .expect("set")
         );

@@ -16,10 +16,12 @@ use serde::Serialize;
 use crate::PipelineError;
 
 mod callbacks;
+mod jobs;
 mod partners;
 mod resources;
 
 pub use callbacks::{Callback, CallbackAttempt, NewCallback};
+pub use jobs::{Job, JobEffect, JobKind, JobStatus, NewJob};
 pub use partners::{ModelQuery, ModelSort, Partner, PartnerModel, PrintToken, PrintUpdate};
 pub use resources::{ApiToken, Snapshot, SnapshotStatus};
 
@@ -52,6 +54,7 @@ CREATE INDEX models_status ON models (status);
     partners::MIGRATION_2,
     callbacks::MIGRATION_3,
     resources::MIGRATION_4,
+    jobs::MIGRATION_5,
 ];
 
 /// One model's row.

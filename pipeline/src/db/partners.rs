@@ -515,8 +515,11 @@ impl Db {
 
     /// Moves a partner model to `status`, only from `from` (a compare and
     /// swap, so two uploads cannot both start processing); whether it moved.
-    /// The callback announcing the change is queued in the same
-    /// transaction, and only when the model did move.
+    /// The callback announcing the change is queued, and `job` queued or
+    /// completed, in the same transaction, and only when the model did
+    /// move: an acknowledged upload is never without its job, and a job's
+    /// result is never recorded twice.
+    #[allow(clippy::too_many_arguments)]
     pub fn set_partner_model_status(
         &self,
         id: &str,
@@ -525,6 +528,7 @@ impl Db {
         content_id: Option<&str>,
         error: Option<(&str, &str)>,
         callback: Option<&super::NewCallback>,
+        job: super::JobEffect<'_>,
     ) -> Result<bool, PipelineError> {
         let tx = self.conn.unchecked_transaction()?;
         let now = now_ms();
@@ -533,8 +537,17 @@ impl Db {
              error = $4, updated_at = $5 WHERE id = $6 AND status = $7",
             params![status, content_id, error.map(|e| e.0), error.map(|e| e.1), now, id, from],
         )? > 0;
-        if moved && let Some(c) = callback {
-            self.queue_callback(id, c, now)?;
+        if moved {
+            if let Some(c) = callback {
+                self.queue_callback(id, c, now)?;
+            }
+            match job {
+                super::JobEffect::None => {}
+                super::JobEffect::Enqueue(j) => self.enqueue_job(j, now)?,
+                super::JobEffect::Complete(job_id, worker) => {
+                    self.complete_job(job_id, worker, now)?;
+                }
+            }
         }
         tx.commit()?;
         Ok(moved)
@@ -609,12 +622,15 @@ impl Db {
             .optional()?)
     }
 
-    /// Fills in a legacy token's upload: its model and order details.
-    pub fn attach_token(&self, t: &PrintToken) -> Result<(), PipelineError> {
+    /// Fills in a legacy token's upload: its model and order details, only
+    /// while it has none (so two racing uploads cannot both attach);
+    /// whether it was attached.
+    pub fn attach_token(&self, t: &PrintToken) -> Result<bool, PipelineError> {
         let tx = self.conn.unchecked_transaction()?;
-        self.conn.execute(
+        let attached = self.conn.execute(
             "UPDATE print_tokens SET model_id = $1, receiver_email = $2, print_value = $3, \
-             print_value_currency = $4, partner_job_id = $5, version = version + 1, updated_at = $6 WHERE token = $7",
+             print_value_currency = $4, partner_job_id = $5, version = version + 1, updated_at = $6 \
+             WHERE token = $7 AND model_id IS NULL AND revoked = 0",
             params![
                 t.model_id,
                 t.receiver_email,
@@ -624,15 +640,37 @@ impl Db {
                 now_ms(),
                 t.token
             ],
-        )?;
-        if let Some(model) = &t.model_id {
+        )? > 0;
+        if attached && let Some(model) = &t.model_id {
             self.conn.execute(
                 "UPDATE partner_models SET tokens_created = tokens_created + 1 WHERE id = $1",
                 params![model],
             )?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(attached)
+    }
+
+    /// A legacy upload, all or nothing: the token's new model (already
+    /// `processing`), the token's order details (only while it has no
+    /// model, so two racing uploads cannot both attach), and the job that
+    /// processes it. Whether it was recorded (false: the token had its
+    /// file already).
+    pub fn record_legacy_upload(
+        &self,
+        model: &PartnerModel,
+        token: &PrintToken,
+        job: &super::NewJob,
+    ) -> Result<bool, PipelineError> {
+        let tx = self.conn.unchecked_transaction()?;
+        self.create_partner_model(model)?;
+        if !self.attach_token(token)? {
+            // Dropping the transaction rolls the model back.
+            return Ok(false);
+        }
+        self.enqueue_job(job, now_ms())?;
+        tx.commit()?;
+        Ok(true)
     }
 
     /// Records a printer's report if the token is still at `expected_version`
@@ -748,11 +786,28 @@ mod tests {
         let m = PartnerModel::new("m1".into(), "p1".into(), "Logo".into(), "not-uploaded", 1);
         db.create_partner_model(&m).expect("model");
         assert!(
-            db.set_partner_model_status("m1", "not-uploaded", "processing", Some("abc"), None, None)
-                .expect("cas")
+            db.set_partner_model_status(
+                "m1",
+                "not-uploaded",
+                "processing",
+                Some("abc"),
+                None,
+                None,
+                crate::db::JobEffect::None
+            )
+            .expect("cas")
         );
         assert!(
-            !db.set_partner_model_status("m1", "not-uploaded", "processing", None, None, None).expect("cas")
+            !db.set_partner_model_status(
+                "m1",
+                "not-uploaded",
+                "processing",
+                None,
+                None,
+                None,
+                crate::db::JobEffect::None
+            )
+            .expect("cas")
         );
         let q = ModelQuery { name: Some("LOG".into()), per_page: 10, ..ModelQuery::default() };
         assert_eq!(db.partner_models("p1", &q).expect("list").len(), 1);

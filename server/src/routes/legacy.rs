@@ -225,7 +225,12 @@ async fn upload(
     if length.is_some_and(|n| n > limit.saturating_add(1024 * 1024)) {
         return Err(api::too_large(limit));
     }
-    let spool = state.uploads.join(format!("legacy-{}", auth::random_hex(8)));
+    // A key and token in the query are checked before the body is read.
+    if q.contains_key("api_key") && q.contains_key("token") {
+        check_upload(&state, &q, None)?;
+    }
+    let spool_name = format!("legacy-{}", auth::random_hex(8));
+    let spool = state.uploads.join(&spool_name);
     let mut sha256 = None;
     let result: Result<(), ApiError> = async {
         let idle = state.config.body_idle_timeout;
@@ -243,8 +248,7 @@ async fn upload(
                     check_upload(&state, &q, None)?;
                 }
                 let mut data = Box::pin(part.stream());
-                let (_, digest) = super::partners::spool_body(&spool, &mut data, limit, idle).await?;
-                sha256 = Some(digest);
+                sha256 = Some(super::partners::spool_body(&spool, &mut data, limit, idle).await?);
             } else if name.len() <= 64 {
                 let mut value = Vec::new();
                 while let Some(chunk) = api::within(idle, part.data())
@@ -272,15 +276,16 @@ async fn upload(
     }
     let checked = (|| {
         let (partner, t) = check_upload(&state, &q, Some(()))?;
-        let Some(sha256) = sha256.clone() else { return Err(missing("stl_file")) };
+        let Some((size, sha256)) = sha256.clone() else { return Err(missing("stl_file")) };
         let (email, value, currency) = super::partners::order_fields(
             q.get("receiver_email").map(String::as_str),
             q.get("print_value").map(String::as_str),
             q.get("print_value_currency").map(String::as_str).filter(|c| !c.is_empty()),
         )?;
-        Ok((partner, t, email, value, currency, sha256))
+        super::partners::admit(&state, &partner.id)?;
+        Ok((partner, t, email, value, currency, size, sha256))
     })();
-    let (partner, mut t, email, value, currency, sha256) = match checked {
+    let (partner, mut t, email, value, currency, size, sha256) = match checked {
         Ok(v) => v,
         Err(e) => {
             cleanup();
@@ -289,15 +294,32 @@ async fn upload(
     };
     let name = format!("legacy upload for token {}", t.token);
     let model = PartnerModel::new(auth::uuid_v4(), partner.id, name, "processing", now_ms());
-    state.db().create_partner_model(&model)?;
     t.model_id = Some(model.id.clone());
     t.receiver_email = email;
     t.print_value = value;
     t.print_value_currency = currency;
     t.partner_job_id = q.get("partner_job_id").cloned().filter(|j| !j.is_empty());
-    state.db().attach_token(&t)?;
-    let st = state.clone();
-    state.pool.spawn(move || super::partners::process_upload(&st, &model, &spool, Some(sha256)));
+    let job = crate::jobs::upload_job(&model, &crate::jobs::UploadJob { spool: spool_name, sha256, size });
+    let recorded = {
+        let _admission = state.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        super::partners::admit(&state, &model.partner_id)
+            .and_then(|()| state.db().record_legacy_upload(&model, &t, &job).map_err(ApiError::from))
+    };
+    match recorded {
+        Ok(true) => state.jobs_due.notify_one(),
+        Ok(false) => {
+            cleanup();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_uploaded",
+                "token already has an STL file",
+            ));
+        }
+        Err(e) => {
+            cleanup();
+            return Err(e);
+        }
+    }
     let link = format!("{}/widget?token={}", state.public_url, t.token);
     Ok(serde_json::json!({"token_link": link, "ssl_token_link": link}))
 }

@@ -499,7 +499,11 @@ fn png_response(png: Vec<u8>) -> Response {
 
 /// `PUT /uploads/{id}`: checks the signed URL, streams the body to a
 /// spool file (hashing as it goes, never holding it whole), enforces the
-/// size limit, then hands processing to the CPU pool. Any content type is
+/// size limit, syncs it, and queues its processing job in the same
+/// transaction as the model's move to `processing`: once answered 204, the
+/// upload survives a crash (see [`crate::jobs`]). A partner with
+/// `Config::queue_per_partner` jobs waiting is answered 503 with
+/// `Retry-After` before a byte is spooled. Any content type is
 /// taken: the format is read from the bytes, and clients label the same
 /// upload differently (Python's octet-stream, Ruby's Net::HTTP a form,
 /// browsers model/stl or nothing).
@@ -525,7 +529,9 @@ where
     if model.status != "not-uploaded" {
         return Err(already_uploaded(&model.status));
     }
-    let spool = state.uploads.join(format!("{id}-{}", auth::random_hex(8)));
+    admit(&state, &model.partner_id)?;
+    let spool_name = format!("{id}-{}", auth::random_hex(8));
+    let spool = state.uploads.join(&spool_name);
     let result =
         spool_body(&spool, &mut body, state.config.upload_limit, state.config.body_idle_timeout).await;
     let (size, sha256) = match result {
@@ -551,15 +557,33 @@ where
         let _ = tokio::fs::remove_file(&spool).await;
         return Err(ApiError::bad_request("empty_body", "the upload is empty"));
     }
-    // Only one upload per model starts processing (compare and swap).
-    if !crate::callbacks::set_status(&state, &model, "not-uploaded", "processing", None, None)? {
+    // Only one upload per model starts processing (compare and swap), and
+    // its job is queued in the same transaction.
+    let job = crate::jobs::upload_job(
+        &model,
+        &crate::jobs::UploadJob { spool: spool_name, sha256: sha256.clone(), size },
+    );
+    let moved = {
+        let _admission = state.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        admit(&state, &model.partner_id).and_then(|()| {
+            crate::callbacks::set_status(
+                &state,
+                &model,
+                "not-uploaded",
+                "processing",
+                None,
+                None,
+                strata_pipeline::db::JobEffect::Enqueue(&job),
+            )
+            .map_err(ApiError::from)
+        })
+    };
+    if !matches!(moved, Ok(true)) {
         let _ = tokio::fs::remove_file(&spool).await;
+        moved?;
         return Err(already_uploaded("uploaded"));
     }
-    let st = state.clone();
-    let processing = PartnerModel { status: "processing".into(), ..model };
-    let digest = sha256.clone();
-    state.pool.spawn(move || process_upload(&st, &processing, &spool, Some(digest)));
+    state.jobs_due.notify_one();
     // 204 as S3-style upload URLs answer (3DIAX clients accept 200 or 204,
     // and one only 204); the model resource tells the rest.
     let mut resp = api::empty(StatusCode::NO_CONTENT);
@@ -569,6 +593,22 @@ where
         }
     }
     Ok(resp)
+}
+
+/// 503 with `Retry-After` when `partner` already has as many jobs waiting
+/// as one partner may (admission control: uploads cannot queue unbounded
+/// work).
+pub(crate) fn admit(state: &AppState, partner: &str) -> Result<(), ApiError> {
+    let waiting = state.db().pending_jobs_of(partner)?;
+    if waiting >= state.config.queue_per_partner {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            format!("{waiting} of your uploads are waiting to be processed; send this one again shortly"),
+        )
+        .with_header("retry-after", "5"));
+    }
+    Ok(())
 }
 
 fn already_uploaded(status: &str) -> ApiError {
@@ -612,58 +652,13 @@ where
         }
     }
     file.flush().await.map_err(ApiError::internal)?;
-    Ok((size, auth::hex(&hasher.finalize())))
-}
-
-/// On the CPU pool: the spooled upload through the pipeline into the
-/// store, then the model's status (`processed`, or `error` with the
-/// processing error's code, or `store` when the store failed).
-///
-/// The spool is mapped, not read: a 500 MB upload is parsed in place
-/// instead of being copied into the heap first. `sha256` is the digest
-/// computed while spooling, when there is one.
-pub(crate) fn process_upload(
-    state: &AppState,
-    model: &PartnerModel,
-    spool: &std::path::Path,
-    sha256: Option<String>,
-) {
-    let (model_id, name) = (model.id.as_str(), model.name.as_str());
-    let options = strata_pipeline::process::ProcessOptions::default();
-    // SAFETY: the spool file is this server's own: written whole and closed
-    // by the upload handler under a random name in DATA/uploads, which
-    // nothing else writes to (it is only emptied at start-up, before any
-    // upload), and removed below only after the map is dropped.
-    let mapped = unsafe { strata_pipeline::core::ModelBytes::map(spool) };
-    let result = mapped
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| {
-            strata_pipeline::ingest::ingest_upload(
-                bytes.as_bytes(),
-                sha256,
-                name,
-                None,
-                &state.blobs,
-                &options,
-            )
-            .map_err(|e| e.to_string())
-        })
-        .and_then(|(row, report)| {
-            state.db().put_model(&row).map(|()| (row, report)).map_err(|e| e.to_string())
-        });
-    let _ = std::fs::remove_file(spool);
-    let set =
-        |to, content, error| crate::callbacks::set_status(state, model, "processing", to, content, error);
-    let moved = match &result {
-        Ok((row, report)) => match &report.error {
-            Some(e) => set("error", Some(&row.id), Some((e.code, &e.message))),
-            None => set("processed", Some(&row.id), None),
-        },
-        Err(message) => set("error", None, Some(("store", message))),
-    };
-    if let Err(e) = moved {
-        eprintln!("model {model_id}: cannot record the processing outcome: {e}");
+    // Synced, file and directory entry, before the upload is acknowledged.
+    file.sync_all().await.map_err(ApiError::internal)?;
+    if let Some(dir) = path.parent() {
+        let dir = tokio::fs::File::open(dir).await.map_err(ApiError::internal)?;
+        dir.sync_all().await.map_err(ApiError::internal)?;
     }
+    Ok((size, auth::hex(&hasher.finalize())))
 }
 
 /// `POST /token/`'s body. Fields a 3DIAX client sends beyond these are
