@@ -364,3 +364,42 @@ fn failed_models_are_skipped_unless_retried() {
     assert!(stdout.contains("core stages"), "{stdout}");
     assert!(retried["summary"]["stage_seconds"]["parse"].as_f64().is_some_and(|t| t > 0.0));
 }
+
+/// Regression (issue 16): a store that fails mid-run used to leave the
+/// workers blocked on a full channel and `strata ingest` hanging for ever.
+#[test]
+fn a_failing_store_ends_the_run_with_its_error_within_seconds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = dir.path().join("catalog");
+    // More models than the writer's channel holds, so blocked workers would show.
+    torus_catalog(&catalog, 150);
+    let data = dir.path().join("data");
+    // Every blob directory is a file: each publish fails, as on a full or
+    // broken disk (permissions would not stop root).
+    std::fs::create_dir_all(data.join("blobs")).expect("blobs");
+    for b in 0..=255u8 {
+        std::fs::write(data.join("blobs").join(format!("{b:02x}")), b"").expect("sabotage");
+    }
+    let started = std::time::Instant::now();
+    let mut child = crate::util::strata()
+        .args(["ingest", catalog.to_str().expect("utf-8"), "--data", data.to_str().expect("utf-8"), "--jobs", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ingest starts");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("ingest still running 60 s after its store failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("stderr");
+    assert!(!status.success());
+    assert!(stderr.contains("could not proceed") && stderr.contains("/blobs/"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
+}

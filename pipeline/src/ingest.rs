@@ -395,6 +395,10 @@ pub fn ingest(
     // The index whose row holds each stored hash (the lowest processed).
     let mut rows: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
 
+    // Set when the writer fails: the reader stops reading and the workers
+    // drop what is left instead of processing it for nobody.
+    let cancelled = std::sync::atomic::AtomicBool::new(false);
+    let cancelled = &cancelled;
     std::thread::scope(|scope| -> Result<(), PipelineError> {
         // The reader only reads: the I/O stage. Hashing is CPU work and
         // runs in the workers, so one reader never limits the speed-up.
@@ -402,6 +406,9 @@ pub fn ingest(
         let (budget, buffers) = (&budget, &buffers);
         scope.spawn(move || {
             for (i, path) in inputs.iter().enumerate() {
+                if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
                 // One open and one stat give the size to reserve by and
                 // the file to read.
                 let read = ModelFile::open(path).and_then(|file| {
@@ -430,6 +437,9 @@ pub fn ingest(
         scope.spawn(move || {
             pool.install(|| {
                 work_rx.into_iter().par_bridge().for_each(|(i, original, read)| {
+                    if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
                     let bytes = &original.bytes[..];
                     let size = bytes.len() as u64;
                     let clock = std::time::Instant::now();
@@ -464,51 +474,64 @@ pub fn ingest(
         // A group is also given until `COMMIT_INTERVAL` after the last one
         // began to fill up, so that fast workers do not make a commit (two
         // flushes, a transaction) out of every model or two.
-        let mut last_commit = std::time::Instant::now();
-        while let Ok(first) = out_rx.recv() {
-            let since = last_commit.elapsed();
-            if since < COMMIT_INTERVAL && out_rx.len() + 1 < GROUP_MAX {
-                std::thread::sleep(COMMIT_INTERVAL - since);
-            }
-            last_commit = std::time::Instant::now();
-            let mut group = vec![first];
-            group.extend(out_rx.try_iter().take(GROUP_MAX - 1));
-            let mut staged: Vec<BlobId> = Vec::new();
-            let mut new_rows: Vec<ModelRecord> = Vec::new();
-            let mut done = Vec::with_capacity(group.len());
-            for (i, size, outcome, mut times) in group {
-                let report = match outcome {
-                    Outcome::Stored(stored, original) => {
-                        let (row, report, blob_ids) = (*stored)?;
-                        let clock = std::time::Instant::now();
-                        staged.push(stage_original(blobs, &row.id, &original.bytes)?);
-                        times.store += clock.elapsed().as_secs_f64();
-                        staged.extend(blob_ids);
-                        // A later input that raced an earlier one with the
-                        // same bytes leaves the row to the earlier input.
-                        if rows.get(&row.id).is_none_or(|&j| i < j) {
-                            rows.insert(row.id.clone(), i);
-                            new_rows.retain(|r| r.id != row.id);
-                            new_rows.push(row);
+        // The receiver is owned here, so that when the writer stops (done,
+        // or failed on the store) it is dropped and no worker can block on
+        // a full channel: a failing store ends the run with its error
+        // instead of hanging it.
+        let out_rx = out_rx;
+        let mut write = || -> Result<(), PipelineError> {
+            let mut last_commit = std::time::Instant::now();
+            while let Ok(first) = out_rx.recv() {
+                let since = last_commit.elapsed();
+                if since < COMMIT_INTERVAL && out_rx.len() + 1 < GROUP_MAX {
+                    std::thread::sleep(COMMIT_INTERVAL - since);
+                }
+                last_commit = std::time::Instant::now();
+                let mut group = vec![first];
+                group.extend(out_rx.try_iter().take(GROUP_MAX - 1));
+                let mut staged: Vec<BlobId> = Vec::new();
+                let mut new_rows: Vec<ModelRecord> = Vec::new();
+                let mut done = Vec::with_capacity(group.len());
+                for (i, size, outcome, mut times) in group {
+                    let report = match outcome {
+                        Outcome::Stored(stored, original) => {
+                            let (row, report, blob_ids) = (*stored)?;
+                            let clock = std::time::Instant::now();
+                            staged.push(stage_original(blobs, &row.id, &original.bytes)?);
+                            times.store += clock.elapsed().as_secs_f64();
+                            staged.extend(blob_ids);
+                            // A later input that raced an earlier one with the
+                            // same bytes leaves the row to the earlier input.
+                            if rows.get(&row.id).is_none_or(|&j| i < j) {
+                                rows.insert(row.id.clone(), i);
+                                new_rows.retain(|r| r.id != row.id);
+                                new_rows.push(row);
+                            }
+                            report
                         }
-                        report
-                    }
-                    other => unstored_report(&inputs[i], other),
-                };
-                bytes_read += size;
-                stages.add(&times);
-                done.push((i, size, report));
+                        other => unstored_report(&inputs[i], other),
+                    };
+                    bytes_read += size;
+                    stages.add(&times);
+                    done.push((i, size, report));
+                }
+                let clock = std::time::Instant::now();
+                blobs.publish(&staged)?;
+                db.put_models(&new_rows)?;
+                stages.commit += clock.elapsed().as_secs_f64();
+                for (i, size, report) in done {
+                    progress.model_done(&inputs[i], size);
+                    reports[i] = Some(report);
+                }
             }
-            let clock = std::time::Instant::now();
-            blobs.publish(&staged)?;
-            db.put_models(&new_rows)?;
-            stages.commit += clock.elapsed().as_secs_f64();
-            for (i, size, report) in done {
-                progress.model_done(&inputs[i], size);
-                reports[i] = Some(report);
-            }
+            Ok(())
+        };
+        let written = write();
+        if written.is_err() {
+            cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(())
+        drop(out_rx);
+        written
     })?;
     // Inputs processed only because they raced the earlier input with the
     // same bytes are the duplicates they are.
