@@ -173,9 +173,28 @@ impl Printer {
             .out
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("print-{}", &args.token[..args.token.len().min(12)])));
+        // This printer's id, kept in the output directory: a restart resumes
+        // the same print (the server lets it pull again without using up
+        // the token), while another printer is told apart.
+        std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        let id_path = out.join("printer-id");
+        let id = match std::fs::read_to_string(&id_path) {
+            Ok(id) if !id.trim().is_empty() => id.trim().to_string(),
+            _ => {
+                let id = format!("strata-printer-{}", strata_server::auth::random_hex(8));
+                write_atomic(&id_path, id.as_bytes())?;
+                id
+            }
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "x-printer-id",
+            reqwest::header::HeaderValue::from_str(&id).map_err(|e| format!("{}: {e}", id_path.display()))?,
+        );
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
+            .default_headers(headers)
             .build()?;
         Ok(Printer {
             http,
@@ -193,7 +212,17 @@ impl Printer {
         std::fs::create_dir_all(&self.out)
             .map_err(|e| format!("cannot create {}: {e}", self.out.display()))?;
         let status = self.current_status().await?;
-        let manifest = self.manifest().await?;
+        // A print that already ended needs no stream: what this printer
+        // kept of it tells the end (the server refuses the stream to a
+        // token whose prints are used up).
+        let ended = status.as_deref().is_some_and(|s| !matches!(s, "WARMING_UP" | "PRINTING"));
+        let kept = std::fs::read(self.out.join("manifest.json"))
+            .ok()
+            .and_then(|bytes| Manifest::from_json(&bytes, &Limits::default()).ok());
+        let manifest = match kept {
+            Some(m) if ended => m,
+            _ => self.manifest().await?,
+        };
         let mut progress = self.progress(&manifest)?;
         let layers_resumed = progress.layers_printed;
         let mut summary = Summary {

@@ -382,7 +382,14 @@ fn a_failing_store_ends_the_run_with_its_error_within_seconds() {
     }
     let started = std::time::Instant::now();
     let mut child = crate::util::strata()
-        .args(["ingest", catalog.to_str().expect("utf-8"), "--data", data.to_str().expect("utf-8"), "--jobs", "2"])
+        .args([
+            "ingest",
+            catalog.to_str().expect("utf-8"),
+            "--data",
+            data.to_str().expect("utf-8"),
+            "--jobs",
+            "2",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -24,7 +24,9 @@ fn torus(dir: &Path) -> Vec<u8> {
 async fn new_token(c: &reqwest::Client, base: &str, key: &Value, model: &Value) -> String {
     let r = c
         .post(format!("{base}/tokens"))
-        .json(&json!({"api_key": key, "receiver_email": "ann@example.com", "model": model["uri"], "print_value": "4.20"}))
+        // One print: a printer killed and restarted resumes that print
+        // (issue 16: it used to be refused the stream once it had started).
+        .json(&json!({"api_key": key, "receiver_email": "ann@example.com", "model": model["uri"], "print_value": "4.20", "print_limit": 1}))
         .send()
         .await
         .expect("token");
@@ -101,8 +103,14 @@ fn the_printer_prints_resumes_after_kill_and_repairs_its_files() {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
         std::fs::write(&first, &bytes).expect("damage");
+        // Fetched as the printer (its id is in its output directory): while
+        // its print is in progress, anyone else is refused the stream.
+        let printer_id = std::fs::read_to_string(out.join("printer-id")).expect("the printer's id");
+        let other = c.get(format!("{base}/streams/{token}/chunks/1")).send().await.expect("c");
+        assert_eq!(other.status(), reqwest::StatusCode::CONFLICT, "another printer got the stream");
         let second = c
             .get(format!("{base}/streams/{token}/chunks/1"))
+            .header("x-printer-id", printer_id.trim())
             .send()
             .await
             .expect("c")

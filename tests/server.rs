@@ -658,14 +658,50 @@ fn tokens_expire_run_out_of_prints_and_can_be_revoked() {
         };
         let manifest = |t: String| c.get(format!("{base}/streams/{t}/manifest")).send();
 
-        // One print allowed: the second machine to start is refused.
+        // One print allowed (regression, issue 16): the printer that
+        // started it resumes after a restart without using the token up,
+        // and a second printer is refused, during the print and after.
         let once = token(json!({"print_limit": 1})).await;
-        let start = json!({"printing_job_status": "WARMING_UP"});
-        let r = c.post(format!("{base}/prints/{once}/status")).json(&start).send().await.expect("start");
-        assert_eq!(r.status(), StatusCode::OK);
-        let r = manifest(once.clone()).await.expect("manifest");
+        let as_printer = |id: &'static str, r: reqwest::RequestBuilder| r.header("x-printer-id", id);
+        let report = |id: &'static str, status: &'static str| {
+            let (c, once) = (c.clone(), once.clone());
+            async move {
+                let body = json!({"printing_job_status": status});
+                as_printer(id, c.post(format!("{base}/prints/{once}/status")))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("report")
+            }
+        };
+        let pull = |id: &'static str| as_printer(id, c.get(format!("{base}/streams/{once}/manifest"))).send();
+        assert_eq!(pull("printer-a").await.expect("m").status(), StatusCode::OK);
+        assert_eq!(report("printer-a", "WARMING_UP").await.status(), StatusCode::OK);
+        // Printer a restarts: it pulls the stream and warms up again.
+        assert_eq!(pull("printer-a").await.expect("m").status(), StatusCode::OK);
+        assert_eq!(report("printer-a", "WARMING_UP").await.status(), StatusCode::OK);
+        assert_eq!(report("printer-a", "PRINTING").await.status(), StatusCode::OK);
+        assert_eq!(pull("printer-a").await.expect("m").status(), StatusCode::OK);
+        let r = pull("printer-b").await.expect("m");
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "print_in_progress");
+        let r = report("printer-b", "WARMING_UP").await;
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert_eq!(report("printer-a", "SUCCESS").await.status(), StatusCode::OK);
+        let r = pull("printer-b").await.expect("m");
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "print_limit_reached");
+        let r = report("printer-b", "WARMING_UP").await;
+        assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "print_limit_reached");
+        let t: Value = c
+            .get(format!("{base}/tokens/{once}?api_key={}", p["api_key"].as_str().expect("key")))
+            .send()
+            .await
+            .expect("t")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(t["prints_started"], 1, "the resumed print counted once");
 
         // Expired: gone for printers and the widget alike.
         let brief = token(json!({"expires_in": 1})).await;
@@ -691,7 +727,12 @@ fn tokens_expire_run_out_of_prints_and_can_be_revoked() {
         assert_eq!(manifest(live.clone()).await.expect("m").status(), StatusCode::NOT_FOUND);
         let r = c.get(format!("{base}/streams/{live}/chunks/0")).send().await.expect("chunk");
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
-        let r = c.post(format!("{base}/prints/{live}/status")).json(&start).send().await.expect("status");
+        let r = c
+            .post(format!("{base}/prints/{live}/status"))
+            .json(&json!({"printing_job_status": "WARMING_UP"}))
+            .send()
+            .await
+            .expect("status");
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     });
 }

@@ -16,11 +16,13 @@
 //! - [`db`]: the metadata repository over SQLite, with portable SQL and
 //!   numbered migrations, and the durable job queue.
 //! - [`store`]: the exclusive lock on a data directory.
+//! - [`prints`]: the print-status machine and what counts as a print.
 
 pub mod blob;
 pub mod buffers;
 pub mod db;
 pub mod ingest;
+pub mod prints;
 pub mod process;
 pub mod store;
 

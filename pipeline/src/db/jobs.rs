@@ -36,6 +36,9 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_due ON jobs (status, run_after);
 CREATE INDEX jobs_by_partner ON jobs (partner_id, status);
+-- The printer of a token's current print (its X-Printer-Id), so that the
+-- same printer resuming is told apart from a second printer.
+ALTER TABLE print_tokens ADD COLUMN printer_id TEXT;
 "#;
 
 /// What a job does.

@@ -178,6 +178,8 @@ pub struct PrintToken {
     pub total_time: Option<f64>,
     /// Printer model.
     pub printer_model: Option<String>,
+    /// The printer of the current print (its `X-Printer-Id`), if it said.
+    pub printer_id: Option<String>,
     /// Bumped on every status change (the ETag).
     pub version: i64,
     /// Unix ms.
@@ -208,6 +210,7 @@ impl PrintToken {
             message: None,
             total_time: None,
             printer_model: None,
+            printer_id: None,
             version: 0,
             created_at: now,
             updated_at: now,
@@ -230,6 +233,11 @@ pub struct PrintUpdate {
     pub total_time: Option<f64>,
     /// Printer model.
     pub printer_model: Option<String>,
+    /// Whether this report starts a new print (counted against the
+    /// token's limit), by the printer `printer_id`.
+    pub new_print: bool,
+    /// The reporting printer's id, recorded when a new print starts.
+    pub printer_id: Option<String>,
 }
 
 /// A partner's model listing filter.
@@ -331,7 +339,7 @@ const MODEL_COLUMNS: &str = "id, partner_id, name, status, content_id, error_cod
 
 const TOKEN_COLUMNS: &str = "token, partner_id, model_id, receiver_email, print_value, print_value_currency, \
      partner_job_id, print_limit, prints_started, expires_at, revoked, printing_job_status, printing_percentage, \
-     minutes_left, message, total_time, printer_model, version, created_at, updated_at";
+     minutes_left, message, total_time, printer_model, version, created_at, updated_at, printer_id";
 
 impl Db {
     /// Adds a partner; `Ok(false)` when the username is taken. The
@@ -568,7 +576,7 @@ impl Db {
         self.conn.execute(
             &format!(
                 "INSERT INTO print_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-                 $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+                 $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
             ),
             params![
                 t.token,
@@ -590,7 +598,8 @@ impl Db {
                 t.printer_model,
                 t.version,
                 t.created_at,
-                t.updated_at
+                t.updated_at,
+                t.printer_id
             ],
         )?;
         if let Some(model) = &t.model_id {
@@ -627,6 +636,13 @@ impl Db {
     /// whether it was attached.
     pub fn attach_token(&self, t: &PrintToken) -> Result<bool, PipelineError> {
         let tx = self.conn.unchecked_transaction()?;
+        let attached = self.attach_token_unwrapped(t)?;
+        tx.commit()?;
+        Ok(attached)
+    }
+
+    /// [`Db::attach_token`] inside the caller's transaction.
+    fn attach_token_unwrapped(&self, t: &PrintToken) -> Result<bool, PipelineError> {
         let attached = self.conn.execute(
             "UPDATE print_tokens SET model_id = $1, receiver_email = $2, print_value = $3, \
              print_value_currency = $4, partner_job_id = $5, version = version + 1, updated_at = $6 \
@@ -647,7 +663,6 @@ impl Db {
                 params![model],
             )?;
         }
-        tx.commit()?;
         Ok(attached)
     }
 
@@ -664,7 +679,7 @@ impl Db {
     ) -> Result<bool, PipelineError> {
         let tx = self.conn.unchecked_transaction()?;
         self.create_partner_model(model)?;
-        if !self.attach_token(token)? {
+        if !self.attach_token_unwrapped(token)? {
             // Dropping the transaction rolls the model back.
             return Ok(false);
         }
@@ -675,19 +690,23 @@ impl Db {
 
     /// Records a printer's report if the token is still at `expected_version`
     /// (so two racing reports cannot both pass the state check); whether
-    /// it was recorded. A move to WARMING_UP counts a started print.
+    /// it was recorded. A report that starts a new print counts it and
+    /// records its printer. (SQLite numbers `$n` parameters in the order
+    /// they first appear, not by their digits, so every statement here
+    /// names them in that order.)
     pub fn update_print(
         &self,
         token: &str,
         expected_version: i64,
         u: &PrintUpdate,
     ) -> Result<bool, PipelineError> {
-        let started = i64::from(u.status == "WARMING_UP");
+        let started = i64::from(u.new_print);
         Ok(self.conn.execute(
             "UPDATE print_tokens SET printing_job_status = $1, printing_percentage = $2, minutes_left = $3, \
              message = COALESCE($4, message), total_time = COALESCE($5, total_time), \
              printer_model = COALESCE($6, printer_model), prints_started = prints_started + $7, \
-             version = version + 1, updated_at = $8 WHERE token = $9 AND version = $10",
+             printer_id = CASE WHEN $7 = 1 THEN $8 ELSE printer_id END, \
+             version = version + 1, updated_at = $9 WHERE token = $10 AND version = $11",
             params![
                 u.status,
                 u.percentage,
@@ -696,6 +715,7 @@ impl Db {
                 u.total_time,
                 u.printer_model,
                 started,
+                u.printer_id,
                 now_ms(),
                 token,
                 expected_version
@@ -750,6 +770,7 @@ fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<PrintToken> {
         version: r.get(17)?,
         created_at: r.get(18)?,
         updated_at: r.get(19)?,
+        printer_id: r.get(20)?,
     })
 }
 
@@ -825,10 +846,18 @@ mod tests {
             message: None,
             total_time: None,
             printer_model: Some("MK4".into()),
+            new_print: true,
+            printer_id: Some("printer-a".into()),
         };
         assert!(db.update_print("t1", 0, &u).expect("update"));
         assert!(!db.update_print("t1", 0, &u).expect("stale"), "a stale version is refused");
         let now = db.token("t1").expect("q").expect("token");
         assert_eq!((now.version, now.prints_started, now.print_value.as_deref()), (1, 1, Some("10.56")));
+        assert_eq!(now.printer_id.as_deref(), Some("printer-a"));
+        // A report within the same print counts nothing and keeps the printer.
+        let more = PrintUpdate { status: "PRINTING".into(), new_print: false, printer_id: None, ..u };
+        assert!(db.update_print("t1", 1, &more).expect("update"));
+        let now = db.token("t1").expect("q").expect("token");
+        assert_eq!((now.prints_started, now.printer_id.as_deref()), (1, Some("printer-a")));
     }
 }

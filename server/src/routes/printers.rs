@@ -14,17 +14,19 @@ use crate::api::{self, ApiError, finish, parse_json, read_limited};
 use crate::state::AppState;
 use strata_pipeline::blob::BlobId;
 use strata_pipeline::db::{PrintToken, PrintUpdate};
+use strata_pipeline::prints::{self, PrintRefusal, PrintStatus};
 
 /// The printer and token-status routes.
 pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let s = || with_state(state.clone());
-    let manifest = warp::path!("streams" / String / "manifest")
-        .and(warp::get())
-        .and(s())
-        .map(|token: String, st: Arc<AppState>| finish(manifest(&st, &token)));
+    let printer = || warp::header::optional::<String>("x-printer-id");
+    let manifest = warp::path!("streams" / String / "manifest").and(warp::get()).and(s()).and(printer()).map(
+        |token: String, st: Arc<AppState>, id: Option<String>| finish(manifest(&st, &token, id.as_deref())),
+    );
     let chunk = warp::path!("streams" / String / "chunks" / String)
         .and(warp::get())
         .and(s())
+        .and(printer())
         .and(warp::header::optional::<String>("range"))
         .and(warp::header::optional::<String>("if-none-match"))
         .and(warp::header::optional::<String>("if-range"))
@@ -32,24 +34,26 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
             |token: String,
              index: String,
              st: Arc<AppState>,
+             id: Option<String>,
              range: Option<String>,
              inm: Option<String>,
              if_range: Option<String>| async move {
                 let cond = Conditions { if_none_match: inm, if_range };
-                finish(chunk(&st, &token, &index, range.as_deref(), &cond).await)
+                finish(chunk(&st, &token, &index, id.as_deref(), range.as_deref(), &cond).await)
             },
         );
     let status = warp::path!("prints" / String / "status")
         .and(warp::post())
         .and(s())
+        .and(printer())
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::stream())
-        .then(|token: String, st: Arc<AppState>, ct: Option<String>, body| async move {
+        .then(|token: String, st: Arc<AppState>, id: Option<String>, ct: Option<String>, body| async move {
             let body = match read_limited(Box::pin(body), 16 * 1024, st.config.body_idle_timeout).await {
                 Ok(b) => b,
                 Err(e) => return finish(Err(e)),
             };
-            finish(report_status(&st, &token, ct.as_deref(), &body))
+            finish(report_status(&st, &token, id.as_deref(), ct.as_deref(), &body))
         });
     let tokens = || either("token", "tokens").and(warp::path::param::<String>()).and(warp::path::end());
     let read = tokens()
@@ -88,17 +92,32 @@ fn stream_of(state: &AppState, t: &PrintToken) -> Result<(String, String), ApiEr
     }
 }
 
-fn manifest(state: &AppState, token: &str) -> Result<Response, ApiError> {
-    let t = live_token(state, token)?;
-    if let Some(limit) = t.print_limit
-        && t.prints_started >= limit
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "print_limit_reached",
-            format!("this token allows {limit} print(s)"),
-        ));
+/// A refusal of the print rules as an answer: 403 once the prints are
+/// used up, 409 for another printer's print or an illegal transition.
+fn refused(r: PrintRefusal) -> ApiError {
+    let status = match r {
+        PrintRefusal::LimitReached(_) => StatusCode::FORBIDDEN,
+        _ => StatusCode::CONFLICT,
+    };
+    let mut e = ApiError::new(status, r.code(), r.to_string());
+    if let PrintRefusal::IllegalTransition { from, .. } = r {
+        let from_status = PrintStatus::parse(from);
+        let allowed: Vec<&str> = PrintStatus::allowed_next(from_status).iter().map(|s| s.as_str()).collect();
+        e.message = format!("{}; allowed: {}", e.message, allowed.join(", "));
+        e = e.with_details(serde_json::json!({"from": from, "allowed": allowed}));
     }
+    e
+}
+
+/// The printer's id, when it sent a usable one (1 to 128 visible ASCII
+/// characters); anything else counts as no id.
+fn printer_id(id: Option<&str>) -> Option<&str> {
+    id.map(str::trim).filter(|i| !i.is_empty() && i.len() <= 128 && i.bytes().all(|b| b.is_ascii_graphic()))
+}
+
+fn manifest(state: &AppState, token: &str, printer: Option<&str>) -> Result<Response, ApiError> {
+    let t = live_token(state, token)?;
+    prints::may_pull(&t, printer_id(printer)).map_err(refused)?;
     let (model_id, blob) = stream_of(state, &t)?;
     state.db().count_stream_pull(&model_id)?;
     let mut resp = super::blob_response(state, &blob, "application/json", None)?;
@@ -122,10 +141,12 @@ async fn chunk(
     state: &AppState,
     token: &str,
     index: &str,
+    printer: Option<&str>,
     range: Option<&str>,
     cond: &Conditions,
 ) -> Result<Response, ApiError> {
     let t = live_token(state, token)?;
+    prints::may_pull(&t, printer_id(printer)).map_err(refused)?;
     let (_, manifest) = stream_of(state, &t)?;
     let index: usize = index.parse().map_err(|_| ApiError::not_found("chunk"))?;
     let manifest_id = BlobId::parse(&manifest).ok_or_else(|| ApiError::not_found("chunk"))?;
@@ -216,19 +237,6 @@ pub(crate) fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
     (start < end && start < len).then_some((start, end))
 }
 
-/// The status machine: which statuses may follow `from` (`None`: no print
-/// yet). Repeating a status is allowed (progress updates).
-pub(crate) fn allowed_next(from: Option<&str>) -> &'static [&'static str] {
-    match from {
-        None => &["WARMING_UP"],
-        Some("WARMING_UP") => &["WARMING_UP", "PRINTING", "FAILURE"],
-        Some("PRINTING") => &["PRINTING", "SUCCESS", "FAILURE"],
-        Some("SUCCESS") => &["CONFIRMED_SUCCESS", "CONFIRMED_FAILURE"],
-        Some("FAILURE") => &["CONFIRMED_FAILURE"],
-        _ => &[],
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StatusReport {
@@ -240,18 +248,23 @@ struct StatusReport {
     printer_model: Option<String>,
 }
 
-fn report_status(state: &AppState, token: &str, ct: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
+fn report_status(
+    state: &AppState,
+    token: &str,
+    printer: Option<&str>,
+    ct: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let t = live_token(state, token)?;
     let r: StatusReport = parse_json(ct, body)?;
-    const ALL: [&str; 6] =
-        ["WARMING_UP", "PRINTING", "SUCCESS", "FAILURE", "CONFIRMED_SUCCESS", "CONFIRMED_FAILURE"];
-    if !ALL.contains(&r.printing_job_status.as_str()) {
+    let Some(next) = PrintStatus::parse(&r.printing_job_status) else {
+        let all: Vec<&str> = PrintStatus::ALL.iter().map(|s| s.as_str()).collect();
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_status",
-            format!("printing_job_status is one of {}", ALL.join(", ")),
+            format!("printing_job_status is one of {}", all.join(", ")),
         ));
-    }
+    };
     let bad_number =
         |v: Option<f64>, max: f64| v.is_some_and(|v| !v.is_finite() || !(0.0..=max).contains(&v));
     if bad_number(r.printing_percentage, 100.0)
@@ -273,38 +286,17 @@ fn report_status(state: &AppState, token: &str, ct: Option<&str>, body: &[u8]) -
             "message or printer_model is too long",
         ));
     }
-    let allowed = allowed_next(t.printing_job_status.as_deref());
-    if !allowed.contains(&r.printing_job_status.as_str()) {
-        let from = t.printing_job_status.as_deref().unwrap_or("none");
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "illegal_transition",
-            format!(
-                "cannot go from {from} to {}; allowed: {}",
-                r.printing_job_status,
-                if allowed.is_empty() { "none (final)".to_string() } else { allowed.join(", ") }
-            ),
-        )
-        .with_details(serde_json::json!({"from": from, "allowed": allowed})));
-    }
-    if r.printing_job_status == "WARMING_UP"
-        && t.printing_job_status.is_none()
-        && let Some(limit) = t.print_limit
-        && t.prints_started >= limit
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "print_limit_reached",
-            format!("this token allows {limit} print(s)"),
-        ));
-    }
+    let printer = printer_id(printer);
+    let new_print = prints::report(&t, next, printer).map_err(refused)?;
     let update = PrintUpdate {
-        status: r.printing_job_status,
+        status: next.as_str().to_string(),
         percentage: r.printing_percentage,
         minutes_left: r.minutes_left,
         message: r.message,
         total_time: r.total_time,
         printer_model: r.printer_model,
+        new_print,
+        printer_id: printer.map(str::to_string),
     };
     if !state.db().update_print(token, t.version, &update)? {
         return Err(ApiError::new(
@@ -358,15 +350,7 @@ pub(crate) fn token_json(state: &AppState, t: &PrintToken) -> serde_json::Value 
 /// The words people see for a status (the widget shows them); clients
 /// compare the code itself.
 pub(crate) fn status_label(s: &str) -> &'static str {
-    match s {
-        "WARMING_UP" => "Warming up",
-        "PRINTING" => "Printing",
-        "SUCCESS" => "Success",
-        "FAILURE" => "Failure",
-        "CONFIRMED_SUCCESS" => "Confirmed success",
-        "CONFIRMED_FAILURE" => "Confirmed failure",
-        _ => "Unknown",
-    }
+    PrintStatus::parse(s).map_or("Unknown", PrintStatus::label)
 }
 
 /// The token's status with its ETag (the version) and Retry-After hint.
@@ -450,11 +434,10 @@ mod tests {
     }
 
     #[test]
-    fn the_status_machine() {
-        assert_eq!(allowed_next(None), ["WARMING_UP"]);
-        assert!(allowed_next(Some("PRINTING")).contains(&"SUCCESS"));
-        assert!(!allowed_next(Some("PRINTING")).contains(&"CONFIRMED_SUCCESS"));
-        assert!(allowed_next(Some("SUCCESS")).contains(&"CONFIRMED_SUCCESS"));
-        assert!(allowed_next(Some("CONFIRMED_SUCCESS")).is_empty());
+    fn printer_ids_are_short_visible_ascii_or_none() {
+        assert_eq!(printer_id(Some(" mk4-1 ")), Some("mk4-1"));
+        for bad in ["", " ", "a b", "é", &"x".repeat(129)] {
+            assert_eq!(printer_id(Some(bad)), None, "{bad:?}");
+        }
     }
 }
