@@ -68,6 +68,15 @@ pub(crate) enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print a partner's callback signing secret (`whsec_...`), e.g. for a
+    /// partner made before callbacks were signed.
+    CallbackSecret {
+        /// The partner's username.
+        username: String,
+        /// The data directory.
+        #[arg(long, env = "STRATA_DATA", default_value = crate::ingest::DEFAULT_DATA)]
+        data: PathBuf,
+    },
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -117,7 +126,10 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
 }
 
 pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
-    let AdminCommand::CreatePartner { name, email, data, json } = command;
+    let (name, email, data, json) = match command {
+        AdminCommand::CreatePartner { name, email, data, json } => (name, email, data, json),
+        AdminCommand::CallbackSecret { username, data } => return callback_secret(username, data),
+    };
     let result = (|| -> Result<(String, String, String, String), String> {
         std::fs::create_dir_all(data).map_err(|e| format!("{}: {e}", data.display()))?;
         let db = strata_server::pipeline::db::Db::open(&data.join("meta.db")).map_err(|e| e.to_string())?;
@@ -160,6 +172,35 @@ pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
                 "username: {username}\npassword: {password}\napi_key:  {api_key}\ncallback_secret: {callback_secret}"
             );
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn callback_secret(username: &str, data: &std::path::Path) -> ExitCode {
+    let db = match strata_server::pipeline::db::Db::open(&data.join("meta.db")) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("error: {}: {e}", data.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // A partner made before callbacks were signed gets one here too.
+    if let Err(e) = db.backfill_callback_secrets(strata_server::callbacks::new_secret) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    match db.callback_secret_of(username) {
+        Ok(Some(secret)) => {
+            println!("{secret}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("error: no partner {username:?} in {}", data.display());
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -275,22 +275,42 @@ pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PipelineError> 
     Ok(out)
 }
 
+/// The model files under `dir`, in sorted order, following links to
+/// directories (a catalog is often assembled from links) but never into a
+/// loop: a link back to a directory being walked is skipped (walkdir
+/// detects it), where a hand-written walk recursed until the stack
+/// overflowed.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PipelineError> {
-    let io = |e| PipelineError::Io { path: dir.to_path_buf(), source: e };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(io)?;
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else {
-            let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
-            if matches!(ext.as_deref(), Some("stl" | "obj" | "3mf")) {
-                out.push(p);
+    for entry in walkdir::WalkDir::new(dir).follow_links(true).sort_by_file_name() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if e.loop_ancestor().is_some() => continue,
+            // A dangling link is listed like a file: reading it fails, and
+            // the model is recorded as failed with the reason.
+            Err(e)
+                if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+                    && e.path().is_some() =>
+            {
+                let p = e.path().map(Path::to_path_buf).unwrap_or_default();
+                let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+                if matches!(ext.as_deref(), Some("stl" | "obj" | "3mf")) {
+                    out.push(p);
+                }
+                continue;
             }
+            Err(e) => {
+                let path = e.path().unwrap_or(dir).to_path_buf();
+                let source = e.into_io_error().unwrap_or_else(|| std::io::Error::other("cannot walk"));
+                return Err(PipelineError::Io { path, source });
+            }
+        };
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let p = entry.into_path();
+        let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+        if matches!(ext.as_deref(), Some("stl" | "obj" | "3mf")) {
+            out.push(p);
         }
     }
     Ok(())
@@ -719,6 +739,23 @@ pub fn ingest_upload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_walk_follows_directory_links_but_not_around_a_loop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("catalog");
+        std::fs::create_dir_all(root.join("a/b")).expect("dirs");
+        std::fs::write(root.join("a/b/part.STL"), b"x").expect("write");
+        std::fs::write(root.join("a/notes.txt"), b"x").expect("write");
+        // A link back up (a loop), and a link to a directory elsewhere.
+        std::os::unix::fs::symlink(&root, root.join("a/b/up")).expect("loop");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).expect("dir");
+        std::fs::write(elsewhere.join("z.obj"), b"x").expect("write");
+        std::os::unix::fs::symlink(&elsewhere, root.join("linked")).expect("link");
+        let found = collect_inputs(std::slice::from_ref(&root)).expect("walked");
+        assert_eq!(found, vec![root.join("a/b/part.STL"), root.join("linked/z.obj")]);
+    }
 
     #[test]
     fn a_reservation_waits_until_enough_is_returned() {

@@ -72,9 +72,29 @@ impl ApiError {
 }
 
 impl From<strata_pipeline::PipelineError> for ApiError {
+    /// A store failure as an answer a client can act on: a busy database
+    /// is 503 with `Retry-After`, a full disk 507, anything else 500 with
+    /// the failure's stable code (the details go to the log).
     fn from(e: strata_pipeline::PipelineError) -> ApiError {
-        ApiError::internal(e)
+        use strata_pipeline::PipelineError as P;
+        let busy = matches!(&e, P::Db(rusqlite_error) if is_busy(rusqlite_error));
+        let full = matches!(&e, P::Io { source, .. } if source.raw_os_error() == Some(28));
+        eprintln!("store error: {e}");
+        if busy {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the store is busy; try again shortly")
+                .with_header("retry-after", "1")
+        } else if full {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", "the server's storage is full")
+        } else {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), "internal error")
+        }
     }
+}
+
+/// Whether a database error means "busy or locked, try again".
+fn is_busy(e: &impl std::fmt::Display) -> bool {
+    let text = e.to_string();
+    text.contains("database is locked") || text.contains("database is busy")
 }
 
 impl Reply for ApiError {
@@ -137,7 +157,9 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
         ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required", "a Content-Length is required")
     } else {
-        ApiError::bad_request("bad_request", format!("{rejection:?}"))
+        // Never the rejection's Debug text: it is for the log.
+        eprintln!("unhandled rejection: {rejection:?}");
+        ApiError::bad_request("bad_request", "the request could not be read")
     };
     Ok(e.into_response())
 }

@@ -235,23 +235,22 @@ async fn send(
             .map_err(|e| format!("cannot resolve {host}: {e}"))?
             .collect(),
     };
-    let addr = *addrs.first().ok_or_else(|| format!("{host} has no address"))?;
-    if !state.config.allow_private_callbacks
-        && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip()))
-    {
+    if addrs.is_empty() {
+        return Err(format!("{host} has no address"));
+    }
+    // Checked here for a clear message; the client's resolver checks again
+    // when it connects, so a name that changes its answer in between
+    // (rebinding) cannot slip through, and the connection goes to an
+    // address that passed. The partner is never told what an internal name
+    // resolves to.
+    if !state.config.allow_private_callbacks && addrs.iter().any(|a| !is_public(a.ip())) {
+        let what = if bare.parse::<IpAddr>().is_ok() { "is" } else { "resolves to an address that is" };
         return Err(format!(
-            "refused: {host} resolves to {}, which is not a public address \
-             (start the server with --allow-private-callbacks to allow it)",
-            bad.ip()
+            "refused: {host} {what} not a public address \
+             (start the server with --allow-private-callbacks to allow it)"
         ));
     }
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(ATTEMPT_TIMEOUT)
-        .resolve(bare, addr)
-        .user_agent(concat!("strata-callbacks/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = &state.callback_http;
     let timestamp = now_ms() / 1000;
     let signature = signature(secret, &c.id, timestamp, &c.body);
     let method = if c.method == "PUT" { reqwest::Method::PUT } else { reqwest::Method::POST };
@@ -266,22 +265,72 @@ async fn send(
         .send()
         .await
         .map_err(|e| describe(&e))?;
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let retry_after =
+        response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(retry_after_secs);
     Ok((response.status().as_u16(), retry_after))
+}
+
+/// A `Retry-After` value in seconds: delay-seconds, or an HTTP date
+/// (RFC 9110 10.2.3; a date in the past is no wait).
+fn retry_after_secs(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(std::time::SystemTime::now()).map_or(0, |d| d.as_secs()))
+}
+
+/// The one HTTP client callbacks go out through: no redirects, a timeout
+/// per attempt, and a resolver that refuses names with a private address
+/// unless they are allowed (so connections go only to checked addresses).
+pub(crate) fn client(allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(ATTEMPT_TIMEOUT)
+        .dns_resolver(Arc::new(CheckedResolver { allow_private }))
+        .user_agent(concat!("strata-callbacks/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Resolves with the system resolver, then refuses the name if any of its
+/// addresses is not public (unless private ones are allowed).
+#[derive(Debug)]
+struct CheckedResolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if !allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
+                let refused: Box<dyn std::error::Error + Send + Sync> =
+                    format!("refused: {host} resolves to an address that is not public").into();
+                return Err(refused);
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
 }
 
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
-        format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())
-    } else if e.is_connect() {
-        "cannot connect".to_string()
-    } else {
-        e.to_string()
+        return format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs());
     }
+    // The resolver's refusal is somewhere in the chain of causes.
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if text.starts_with("refused:") {
+            return text;
+        }
+        source = s.source();
+    }
+    if e.is_connect() { "cannot connect".to_string() } else { e.to_string() }
 }
 
 /// Whether `ip` is an address on the public internet.
@@ -347,6 +396,19 @@ pub(crate) fn log_json(state: &AppState, model_id: &str) -> Result<serde_json::V
         })
         .collect();
     Ok(serde_json::json!({"callbacks": deliveries}))
+}
+
+#[cfg(test)]
+mod retry_tests {
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        assert_eq!(super::retry_after_secs(" 120 "), Some(120));
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        let secs = super::retry_after_secs(&httpdate::fmt_http_date(later)).expect("a date");
+        assert!((3590..=3600).contains(&secs), "{secs}");
+        assert_eq!(super::retry_after_secs("Wed, 21 Oct 2015 07:28:00 GMT"), Some(0), "past: no wait");
+        assert_eq!(super::retry_after_secs("soon"), None);
+    }
 }
 
 #[cfg(test)]

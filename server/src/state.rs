@@ -33,6 +33,9 @@ pub struct AppState {
     signups: Mutex<HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
     /// Wakes the callback sender when a delivery is queued.
     pub callbacks_due: tokio::sync::Notify,
+    /// The one client callbacks are sent with (its resolver checks every
+    /// address; see [`crate::callbacks`]).
+    pub callback_http: reqwest::Client,
     /// Wakes the job runner when a job is queued.
     pub jobs_due: tokio::sync::Notify,
     /// Held across a partner's queue count and the enqueue it admits, so
@@ -83,6 +86,15 @@ impl AppState {
             }
         }
         let secret = load_secret(&config.data.join("secret.key"))?;
+        // Partners made before callbacks were signed get their secret now,
+        // or every callback of theirs would fail until given up.
+        for username in db.backfill_callback_secrets(crate::callbacks::new_secret)? {
+            eprintln!(
+                "partner {username}: callbacks are now signed; `strata admin callback-secret {username}` prints the secret"
+            );
+        }
+        let callback_http = crate::callbacks::client(config.allow_private_callbacks)
+            .map_err(|e| ServerError::Pool(format!("cannot build the callback client: {e}")))?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.workers.max(1))
             .thread_name(|i| format!("strata-cpu-{i}"))
@@ -102,6 +114,7 @@ impl AppState {
             login_failures: Mutex::new(HashMap::new()),
             signups: Mutex::new(HashMap::new()),
             callbacks_due: tokio::sync::Notify::new(),
+            callback_http,
             jobs_due: tokio::sync::Notify::new(),
             admission: Mutex::new(()),
             worker_id: format!("serve-{}-{}", std::process::id(), crate::auth::random_hex(4)),

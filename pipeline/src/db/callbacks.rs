@@ -244,16 +244,30 @@ impl Db {
         Ok(out)
     }
 
-    /// A partner's callback signing secret, setting `fresh` first when it
-    /// has none (partners created before callbacks existed).
-    pub fn callback_secret(&self, partner_id: &str, fresh: &str) -> Result<Option<String>, PipelineError> {
-        self.conn.execute(
-            "UPDATE partners SET callback_secret = $1 WHERE id = $2 AND callback_secret IS NULL",
-            params![fresh, partner_id],
-        )?;
+    /// Gives every partner without a callback secret (made before
+    /// callbacks were signed) a fresh one from `fresh`; their usernames.
+    pub fn backfill_callback_secrets(
+        &self,
+        fresh: impl Fn() -> String,
+    ) -> Result<Vec<String>, PipelineError> {
+        let mut stmt =
+            self.conn.prepare("SELECT id, username FROM partners WHERE callback_secret IS NULL")?;
+        let missing: Vec<(String, String)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        for (id, _) in &missing {
+            self.conn.execute(
+                "UPDATE partners SET callback_secret = $1 WHERE id = $2 AND callback_secret IS NULL",
+                params![fresh(), id],
+            )?;
+        }
+        Ok(missing.into_iter().map(|(_, username)| username).collect())
+    }
+
+    /// A partner's callback signing secret, by username.
+    pub fn callback_secret_of(&self, username: &str) -> Result<Option<String>, PipelineError> {
         Ok(self
             .conn
-            .query_row("SELECT callback_secret FROM partners WHERE id = $1", params![partner_id], |r| {
+            .query_row("SELECT callback_secret FROM partners WHERE username = $1", params![username], |r| {
                 r.get(0)
             })
             .optional()?
@@ -286,6 +300,16 @@ mod tests {
             body: "{}".into(),
             give_up_at: i64::MAX,
         }
+    }
+
+    #[test]
+    fn partners_without_a_callback_secret_get_one_once() {
+        let db = db_with_model();
+        db.conn.execute("UPDATE partners SET callback_secret = NULL", []).expect("an old partner");
+        assert_eq!(db.backfill_callback_secrets(|| "whsec_new".into()).expect("backfill"), ["shop"]);
+        assert_eq!(db.callback_secret_of("shop").expect("q").as_deref(), Some("whsec_new"));
+        assert!(db.backfill_callback_secrets(|| "whsec_other".into()).expect("again").is_empty());
+        assert_eq!(db.callback_secret_of("shop").expect("q").as_deref(), Some("whsec_new"));
     }
 
     #[test]
