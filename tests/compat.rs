@@ -99,6 +99,13 @@ fn authentise_services_python_session_upload_status_and_download() {
         let got = python(c.get(content)).send().await.expect("download");
         assert_eq!(got.status(), StatusCode::OK);
         assert_eq!(got.bytes().await.expect("bytes").to_vec(), cube, "the download is the upload");
+        // Streamed from its file, so a broken download resumes with a Range.
+        let part = c.get(content).header("range", "bytes=100-").send().await.expect("range");
+        assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(header(&part, "content-range"), format!("bytes 100-{}/{}", cube.len() - 1, cube.len()));
+        assert_eq!(part.bytes().await.expect("bytes").to_vec(), cube[100..].to_vec());
+        let past = c.get(content).header("range", format!("bytes={}-", cube.len())).send().await.expect("416");
+        assert_eq!(past.status(), StatusCode::RANGE_NOT_SATISFIABLE);
         // The capability is for that one path and expires: a changed
         // signature or another model's path is refused.
         let forged = format!("{}0", content.trim_end_matches(|ch: char| ch.is_ascii_hexdigit()));

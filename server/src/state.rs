@@ -17,7 +17,11 @@ pub struct AppState {
     pub config: Config,
     /// Blobs (originals, snapshots, manifests, chunks).
     pub blobs: FsBlobStore,
-    db: Mutex<Db>,
+    /// A few connections (SQLite in WAL mode reads concurrently; writes
+    /// take turns under the busy timeout), so requests do not queue behind
+    /// one mutex.
+    dbs: Vec<Mutex<Db>>,
+    next_db: std::sync::atomic::AtomicUsize,
     /// CPU work: processing uploads and rendering snapshots.
     pub pool: rayon::ThreadPool,
     /// Signs upload URLs; kept in the data directory so URLs survive a
@@ -56,6 +60,9 @@ pub struct AppState {
 pub const LOGIN_FAILURES_PER_MINUTE: u32 = 20;
 const LOGIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Database connections per server.
+const DB_CONNECTIONS: usize = 4;
+
 /// Manifests whose chunk digests are kept in memory (a few KB each).
 const CHUNK_DIGEST_CACHE: usize = 4096;
 
@@ -93,6 +100,10 @@ impl AppState {
                 "partner {username}: callbacks are now signed; `strata admin callback-secret {username}` prints the secret"
             );
         }
+        let mut dbs = vec![Mutex::new(db)];
+        for _ in 1..DB_CONNECTIONS {
+            dbs.push(Mutex::new(Db::open(&config.data.join("meta.db"))?));
+        }
         let callback_http = crate::callbacks::client(config.allow_private_callbacks)
             .map_err(|e| ServerError::Pool(format!("cannot build the callback client: {e}")))?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -104,7 +115,8 @@ impl AppState {
         Ok(AppState {
             config,
             blobs,
-            db: Mutex::new(db),
+            dbs,
+            next_db: std::sync::atomic::AtomicUsize::new(0),
             pool,
             secret,
             public_url,
@@ -210,9 +222,19 @@ impl AppState {
         Ok(())
     }
 
-    /// The database (short calls only: it is one connection).
+    /// A database connection (short calls only): the first free one of
+    /// the pool, or the next in turn when all are busy.
     pub fn db(&self) -> MutexGuard<'_, Db> {
-        self.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        let n = self.dbs.len();
+        let start = self.next_db.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        for i in 0..n {
+            match self.dbs[(start + i) % n].try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.dbs[start].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

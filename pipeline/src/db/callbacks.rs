@@ -145,7 +145,7 @@ impl Db {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<(Callback, Option<String>)>, PipelineError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.begin()?;
         let due: Vec<(Callback, Option<String>)> = {
             let mut stmt = self.conn.prepare(&format!(
                 "SELECT {}, p.callback_secret FROM callbacks c \
@@ -185,7 +185,7 @@ impl Db {
         delivered: bool,
         retry_at: Option<i64>,
     ) -> Result<(), PipelineError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.begin()?;
         self.conn.execute(
             "INSERT INTO callback_attempts (callback_id, attempt, at, status_code, error, duration_ms) \
              VALUES ($1, $2, $3, $4, $5, $6)",

@@ -244,7 +244,7 @@ impl Db {
         retry_at: Option<i64>,
         now: i64,
     ) -> Result<Option<JobStatus>, PipelineError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.begin()?;
         let job = self
             .conn
             .query_row(

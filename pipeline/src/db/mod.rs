@@ -132,6 +132,15 @@ impl Db {
         Ok(db)
     }
 
+    /// Starts a write transaction that takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): with several connections in WAL mode, a
+    /// deferred transaction that reads and then writes fails at once with
+    /// `SQLITE_BUSY` when another connection wrote in between, where an
+    /// immediate one waits its turn under the busy timeout.
+    fn begin(&self) -> Result<rusqlite::Transaction<'_>, PipelineError> {
+        Ok(rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)?)
+    }
+
     /// An in-memory database (tests).
     pub fn open_in_memory() -> Result<Db, PipelineError> {
         let db = Db { conn: Connection::open_in_memory()? };
@@ -154,7 +163,7 @@ impl Db {
             )));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-            let tx = self.conn.unchecked_transaction()?;
+            let tx = self.begin()?;
             tx.execute_batch(sql)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
@@ -184,7 +193,7 @@ impl Db {
         &self,
         rows: impl IntoIterator<Item = &'a ModelRecord>,
     ) -> Result<(), PipelineError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.begin()?;
         for m in rows {
             self.put_model(m)?;
         }

@@ -538,7 +538,7 @@ impl Db {
         callback: Option<&super::NewCallback>,
         job: super::JobEffect<'_>,
     ) -> Result<bool, PipelineError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.begin()?;
         let now = now_ms();
         let moved = self.conn.execute(
             "UPDATE partner_models SET status = $1, content_id = COALESCE($2, content_id), error_code = $3, \
@@ -572,7 +572,7 @@ impl Db {
 
     /// Adds a print token (and counts it on its model).
     pub fn create_token(&self, t: &PrintToken) -> Result<(), PipelineError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.begin()?;
         self.conn.execute(
             &format!(
                 "INSERT INTO print_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
@@ -635,7 +635,7 @@ impl Db {
     /// while it has none (so two racing uploads cannot both attach);
     /// whether it was attached.
     pub fn attach_token(&self, t: &PrintToken) -> Result<bool, PipelineError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.begin()?;
         let attached = self.attach_token_unwrapped(t)?;
         tx.commit()?;
         Ok(attached)
@@ -677,7 +677,7 @@ impl Db {
         token: &PrintToken,
         job: &super::NewJob,
     ) -> Result<bool, PipelineError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.begin()?;
         self.create_partner_model(model)?;
         if !self.attach_token_unwrapped(token)? {
             // Dropping the transaction rolls the model back.

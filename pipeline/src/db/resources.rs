@@ -123,7 +123,7 @@ impl Db {
     /// Records that `child` derives from each of `parents` (all the same
     /// partner's; the caller checks).
     pub fn add_lineage(&self, child: &str, parents: &[String]) -> Result<(), PipelineError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.begin()?;
         let now = now_ms();
         for parent in parents {
             self.conn.execute(

@@ -324,6 +324,64 @@ pub(crate) fn blob_response(
     Ok(resp)
 }
 
+/// A large blob (a model's STL) as a download streamed from its file,
+/// never read whole, with a strong ETag, `Accept-Ranges` and single
+/// `bytes=` ranges (206, or 416 naming the size), so a client resumes a
+/// broken download.
+pub(crate) async fn blob_stream(
+    state: &AppState,
+    id: &str,
+    content_type: &'static str,
+    attachment: Option<&str>,
+    range: Option<&str>,
+) -> Result<Response, ApiError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    use warp::Reply;
+    let blob = strata_pipeline::blob::BlobId::parse(id).ok_or_else(|| ApiError::not_found("artefact"))?;
+    let mut file = tokio::fs::File::open(state.blobs.path_of(&blob))
+        .await
+        .map_err(|_| ApiError::not_found("artefact"))?;
+    let len = file.metadata().await.map_err(ApiError::internal)?.len();
+    let (status, start, end) = match range {
+        None => (StatusCode::OK, 0, len),
+        Some(r) => match printers::parse_range(r, len) {
+            Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b),
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range_not_satisfiable",
+                    format!("the file has {len} bytes"),
+                )
+                .with_header("content-range", format!("bytes */{len}")));
+            }
+        },
+    };
+    file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
+    let body = tokio_util::io::ReaderStream::with_capacity(file.take(end - start), 256 * 1024);
+    let mut resp = warp::reply::stream(body).into_response();
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(end - start));
+    h.insert(http::header::ACCEPT_RANGES, http::HeaderValue::from_static("bytes"));
+    h.insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = http::HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))
+    {
+        h.insert(http::header::CONTENT_RANGE, v);
+    }
+    if let Ok(etag) = http::HeaderValue::from_str(&format!("\"{id}\"")) {
+        h.insert(http::header::ETAG, etag);
+    }
+    if let Some(name) = attachment {
+        let safe: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).collect();
+        if let Ok(v) = http::HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
+            h.insert(http::header::CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok(resp)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

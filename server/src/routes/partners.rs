@@ -97,9 +97,17 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .and(s())
         .and(credentials())
         .and(warp::query::<ArtefactQuery>())
-        .then(|id: String, what: String, st: Arc<AppState>, c: Credentials, q: ArtefactQuery| async move {
-            finish(artefact(st, &c, &id, &what, q).await)
-        });
+        .and(warp::header::optional::<String>("range"))
+        .then(
+            |id: String,
+             what: String,
+             st: Arc<AppState>,
+             c: Credentials,
+             q: ArtefactQuery,
+             range: Option<String>| async move {
+                finish(artefact(st, &c, &id, &what, q, range.as_deref()).await)
+            },
+        );
     let upload = warp::path!("uploads" / String)
         .and(warp::put())
         .and(s())
@@ -396,6 +404,7 @@ async fn artefact(
     id: &str,
     what: &str,
     q: ArtefactQuery,
+    range: Option<&str>,
 ) -> Result<Response, ApiError> {
     if !matches!(what, "content" | "snapshot" | "manifest" | "callbacks") {
         return Err(ApiError::not_found("route"));
@@ -427,7 +436,7 @@ async fn artefact(
                 .repaired_blob
                 .or(content.original_blob)
                 .ok_or_else(|| ApiError::not_found("artefact"))?;
-            super::blob_response(&state, &blob, "model/stl", Some(&format!("{}.stl", m.name)))
+            super::blob_stream(&state, &blob, "model/stl", Some(&format!("{}.stl", m.name)), range).await
         }
         "manifest" => {
             let blob = content.manifest_blob.ok_or_else(|| ApiError::not_found("artefact"))?;
