@@ -10,6 +10,7 @@ mod render;
 mod repair;
 mod serve;
 mod stream;
+mod upload;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,10 @@ enum Command {
     Models(ingest::ModelsCommand),
     /// Serve the partner API, printer streams and the widget over HTTP.
     Serve(serve::ServeArgs),
+    /// Upload a catalog to a Strata server: skip what it has (by SHA-256),
+    /// upload the rest with bounded concurrency, follow each to the end,
+    /// report every file (resumes when run again).
+    Upload(upload::UploadArgs),
     /// Act as a printer holding a print token: pull the stream, verify
     /// and decode it, and report the print's progress (resumable).
     Printer(printer::PrinterArgs),
@@ -132,6 +137,7 @@ fn main() -> ExitCode {
         Command::Models(command) => ingest::models(&command),
         Command::Serve(args) => serve::serve(&args),
         Command::Printer(args) => printer::run(&args),
+        Command::Upload(args) => upload::run(&args),
         Command::Admin(command) => serve::admin(&command),
         Command::Generate(args) => generate(&args),
     }

@@ -51,5 +51,8 @@ mod callbacks;
 // process per data directory, bounded queues, checks before spooling.
 mod lifecycle;
 
+// `strata upload`: a catalog into a remote server, copies once, resumable.
+mod upload;
+
 // The widget in headless Chromium: live status, 400x400 frame, screenshot.
 mod widget;

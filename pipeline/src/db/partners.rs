@@ -248,6 +248,8 @@ pub struct ModelQuery {
     pub name: Option<String>,
     /// Exact status.
     pub status: Option<String>,
+    /// The uploaded bytes' SHA-256 (hex), exactly.
+    pub sha256: Option<String>,
     /// Sort keys in order, each ascending or not; newest first when empty.
     pub sort: Vec<(ModelSort, bool)>,
     /// Zero-based page.
@@ -316,6 +318,10 @@ impl ModelQuery {
         if let Some(status) = &self.status {
             args.push(status.clone());
             sql.push_str(&format!(" AND status = ${}", args.len() + 1));
+        }
+        if let Some(sha) = &self.sha256 {
+            args.push(sha.to_ascii_lowercase());
+            sql.push_str(&format!(" AND content_id = ${}", args.len() + 1));
         }
         (sql, args)
     }

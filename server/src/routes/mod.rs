@@ -62,13 +62,18 @@ pub(crate) struct Credentials {
     pub(crate) cookie: Option<String>,
     /// The `Authorization` header.
     pub(crate) authorization: Option<String>,
+    /// The `X-Api-Key` header: the partner's API key (what
+    /// `strata admin create-partner` prints), for scripts such as
+    /// `strata upload`.
+    pub(crate) api_key: Option<String>,
 }
 
 /// The request's [`Credentials`].
 pub(crate) fn credentials() -> impl Filter<Extract = (Credentials,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("cookie")
         .and(warp::header::optional::<String>("authorization"))
-        .map(|cookie, authorization| Credentials { cookie, authorization })
+        .and(warp::header::optional::<String>("x-api-key"))
+        .map(|cookie, authorization, api_key| Credentials { cookie, authorization, api_key })
 }
 
 /// Matches the first path segment `a` or `b` (the 3DIAX singular names
@@ -81,10 +86,14 @@ fn basic_refused(message: &str) -> ApiError {
     ApiError::unauthenticated(message.to_string()).with_header("www-authenticate", "Basic realm=\"strata\"")
 }
 
-/// The partner a request's credentials name, or 401: HTTP Basic with an
-/// API token when an `Authorization` header is sent, else the session
-/// cookie.
+/// The partner a request's credentials name, or 401: the API key of an
+/// `X-Api-Key` header, HTTP Basic with an API token when an
+/// `Authorization` header is sent, else the session cookie.
 pub(crate) fn partner_of(state: &AppState, c: &Credentials) -> Result<Partner, ApiError> {
+    if let Some(key) = &c.api_key {
+        return api_key_partner(state, key.trim())
+            .map_err(|_| ApiError::unauthenticated("unknown API key in X-Api-Key"));
+    }
     if let Some(header) = &c.authorization {
         let Some((id, secret)) = crate::auth::basic_credentials(header) else {
             return Err(basic_refused(

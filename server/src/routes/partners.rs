@@ -262,6 +262,7 @@ fn create_model(
 struct ListQuery {
     name: Option<String>,
     status: Option<String>,
+    sha256: Option<String>,
     sort: Option<String>,
     page: Option<u32>,
     per_page: Option<u32>,
@@ -289,6 +290,7 @@ impl ListQuery {
         Ok(ListQuery {
             name: q.get("name").cloned(),
             status: q.get("status").cloned().filter(|s| !s.is_empty()),
+            sha256: q.get("sha256").cloned().filter(|s| !s.is_empty()),
             sort: q.get("sort").cloned(),
             page: number("page")?,
             per_page: number("per_page")?,
@@ -347,6 +349,7 @@ fn list_models(state: &AppState, c: &Credentials, q: ListQuery, shape: Shape) ->
     let query = ModelQuery {
         name: q.name.filter(|n| !n.is_empty()),
         status: q.status.clone(),
+        sha256: q.sha256.clone(),
         sort,
         page: page - 1,
         per_page,
@@ -580,7 +583,10 @@ where
                 &model,
                 "not-uploaded",
                 "processing",
-                None,
+                // The bytes' digest from the start, so a client can find
+                // what it uploaded (`GET /model/?sha256=`) while it is
+                // processed.
+                Some(&sha256),
                 None,
                 strata_pipeline::db::JobEffect::Enqueue(&job),
             )
