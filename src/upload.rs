@@ -117,9 +117,7 @@ pub(crate) fn run(args: &UploadArgs) -> ExitCode {
     let (files, bytes) = rt
         .block_on(async {
             // A first call says at once whether the server and key work.
-            if let Err(e) = client.find("0".repeat(64).as_str()).await {
-                return Err(e);
-            }
+            client.find("0".repeat(64).as_str()).await?;
             let slots = Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
             // Hash every file first (bounded), so that copies of the same bytes
             // in the catalog are uploaded once and share the outcome.
