@@ -50,6 +50,10 @@ pub(crate) struct ServeArgs {
     /// answered 503 with Retry-After.
     #[arg(long, default_value_t = 64)]
     queue_per_partner: u64,
+    /// How log lines (to stderr) are written: text, or one JSON object per
+    /// line with the request id, route and partner (STRATA_LOG filters).
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -87,6 +91,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
+    let format = if args.log_format == "json" {
+        strata_server::observe::LogFormat::Json
+    } else {
+        strata_server::observe::LogFormat::Text
+    };
+    strata_server::observe::init_logging(format);
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -54,5 +54,8 @@ mod lifecycle;
 // `strata upload`: a catalog into a remote server, copies once, resumable.
 mod upload;
 
+// Logs (JSON, request spans, no secrets), metrics and readiness.
+mod observe;
+
 // The widget in headless Chromium: live status, 400x400 frame, screenshot.
 mod widget;

@@ -727,13 +727,32 @@ pub fn ingest_upload(
     blobs: &dyn BlobStore,
     options: &ProcessOptions,
 ) -> Result<(ModelRecord, ModelReport), PipelineError> {
+    ingest_upload_timed(bytes, sha256, name, owner, blobs, options).map(|(row, report, _)| (row, report))
+}
+
+/// [`ingest_upload`], with the time spent in each stage.
+pub fn ingest_upload_timed(
+    bytes: &[u8],
+    sha256: Option<String>,
+    name: &str,
+    owner: Option<String>,
+    blobs: &dyn BlobStore,
+    options: &ProcessOptions,
+) -> Result<(ModelRecord, ModelReport, StageTimes), PipelineError> {
+    let mut times = StageTimes::default();
+    let clock = std::time::Instant::now();
     let sha = sha256.unwrap_or_else(|| strata_core::stream::sha256_hex(bytes));
-    let result = process_timed(bytes, &sha, options, &mut StageTimes::default());
+    times.hash = clock.elapsed().as_secs_f64();
+    let result = process_timed(bytes, &sha, options, &mut times);
+    let clock = std::time::Instant::now();
     let original = stage_original(blobs, &sha, bytes)?;
     let (row, report, mut staged) = store(blobs, Path::new(name), bytes, sha, result, owner)?;
     staged.push(original);
+    times.store = clock.elapsed().as_secs_f64();
+    let clock = std::time::Instant::now();
     blobs.publish(&staged)?;
-    Ok((row, report))
+    times.commit = clock.elapsed().as_secs_f64();
+    Ok((row, report, times))
 }
 
 #[cfg(test)]

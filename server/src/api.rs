@@ -54,7 +54,7 @@ impl ApiError {
 
     /// 500 `internal`: the details go to the log, not the client.
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
-        eprintln!("internal error: {e}");
+        tracing::error!(error = %e, "internal error");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 
@@ -79,7 +79,7 @@ impl From<strata_pipeline::PipelineError> for ApiError {
         use strata_pipeline::PipelineError as P;
         let busy = matches!(&e, P::Db(rusqlite_error) if is_busy(rusqlite_error));
         let full = matches!(&e, P::Io { source, .. } if source.raw_os_error() == Some(28));
-        eprintln!("store error: {e}");
+        tracing::error!(error = %e, code = e.code(), "store error");
         if busy {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "the store is busy; try again shortly")
                 .with_header("retry-after", "1")
@@ -158,7 +158,7 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
         ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required", "a Content-Length is required")
     } else {
         // Never the rejection's Debug text: it is for the log.
-        eprintln!("unhandled rejection: {rejection:?}");
+        tracing::warn!(rejection = ?rejection, "unhandled rejection");
         ApiError::bad_request("bad_request", "the request could not be read")
     };
     Ok(e.into_response())
@@ -211,14 +211,34 @@ where
             })
             .map(str::to_string)
             .unwrap_or_else(|| crate::auth::random_hex(8));
-        let fut = hyper::service::Service::call(&inner, req);
+        let route = crate::observe::route_label(req.uri().path());
+        let method = req.method().clone();
+        let span = tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = %method,
+            route = %route,
+            partner = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let fut = {
+            let _entered = span.enter();
+            hyper::service::Service::call(&inner, req)
+        };
+        use tracing::Instrument;
         async move {
             let mut resp = fut.await?;
+            let status = resp.status().as_u16();
+            let seconds = started.elapsed().as_secs_f64();
+            metrics::counter!("strata_http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
+            metrics::histogram!("strata_http_request_duration_seconds", "route" => route.clone()).record(seconds);
+            tracing::info!(status, ms = (seconds * 1000.0).round() as u64, "request");
             if let Ok(v) = HeaderValue::from_str(&id) {
                 resp.headers_mut().insert("x-request-id", v);
             }
             Ok(resp)
         }
+        .instrument(span)
     })
 }
 

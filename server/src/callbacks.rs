@@ -129,7 +129,7 @@ pub(crate) async fn run(state: Arc<AppState>) {
                     });
                 }
             }
-            Err(e) => eprintln!("callbacks: cannot read the queue: {e}"),
+            Err(e) => tracing::error!(error = %e, "callbacks: cannot read the queue"),
         }
         // Sleep until the next delivery is due, a new one is queued, or a
         // second has passed (a lease may have run out meanwhile).
@@ -169,6 +169,14 @@ async fn deliver(state: &AppState, c: strata_pipeline::db::Callback, secret: Opt
     };
     let delivered = error.is_none();
     let gone = status_code == Some(410);
+    let outcome = if delivered {
+        "delivered"
+    } else if gone {
+        "gone"
+    } else {
+        "failed"
+    };
+    metrics::counter!("strata_callback_deliveries_total", "outcome" => outcome).increment(1);
     let wait =
         backoff(state, attempt).max(retry_after.map_or(0, |s| s.min(MAX_BACKOFF.as_secs()) as i64 * 1000));
     let retry_at = (!delivered && !gone).then(|| now_ms() + wait).filter(|t| *t <= c.give_up_at);
@@ -180,7 +188,7 @@ async fn deliver(state: &AppState, c: strata_pipeline::db::Callback, secret: Opt
         duration_ms: started.elapsed().as_millis() as i64,
     };
     if let Err(e) = state.db().record_callback_attempt(&c.id, &record, delivered, retry_at) {
-        eprintln!("callbacks: cannot record attempt {attempt} of {}: {e}", c.id);
+        tracing::error!(delivery = %c.id, attempt, error = %e, "callbacks: cannot record the attempt");
     }
 }
 

@@ -83,7 +83,7 @@ pub(crate) async fn run(state: Arc<AppState>) {
             }
             Err(e) => {
                 drop(permit);
-                eprintln!("jobs: cannot claim: {e}");
+                tracing::error!(error = %e, "jobs: cannot claim");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -97,7 +97,7 @@ fn recover_orphans(state: &AppState) {
     let orphans = match state.db().processing_without_job() {
         Ok(ids) => ids,
         Err(e) => {
-            eprintln!("jobs: cannot list interrupted models: {e}");
+            tracing::error!(error = %e, "jobs: cannot list interrupted models");
             return;
         }
     };
@@ -114,12 +114,13 @@ fn recover_orphans(state: &AppState) {
             Some(error),
             JobEffect::None,
         ) {
-            eprintln!("model {id}: cannot record the interruption: {e}");
+            tracing::error!(model = %id, error = %e, "cannot record the interruption");
         }
     }
 }
 
 async fn run_one(state: Arc<AppState>, job: Job) {
+    let started = std::time::Instant::now();
     let (tx, mut done) = tokio::sync::oneshot::channel();
     let st = state.clone();
     let running = job.clone();
@@ -131,11 +132,15 @@ async fn run_one(state: Arc<AppState>, job: Job) {
     beat.tick().await;
     loop {
         tokio::select! {
-            _ = &mut done => break,
+            _ = &mut done => {
+                metrics::histogram!("strata_job_duration_seconds", "kind" => job.kind.as_str())
+                    .record(started.elapsed().as_secs_f64());
+                break;
+            }
             _ = beat.tick() => {
                 let until = now_ms() + LEASE_MS;
                 if !matches!(state.db().heartbeat_job(&job.id, &state.worker_id, until), Ok(true)) {
-                    eprintln!("job {}: lost its lease", job.id);
+                    tracing::warn!(job = %job.id, "lost its lease");
                 }
             }
         }
@@ -152,16 +157,11 @@ fn process_upload(state: &AppState, job: &Job) {
         let retry_at = now_ms() + RETRY_BASE_MS.saturating_mul(1 << job.attempts.min(16).saturating_sub(1));
         match state.db().fail_job(&job.id, &state.worker_id, &message, Some(retry_at), now_ms()) {
             Ok(Some(JobStatus::Queued)) => {
-                eprintln!(
-                    "job {} (model {}): {message}; retried in {} s",
-                    job.id,
-                    job.subject,
-                    (retry_at - now_ms()) / 1000
-                )
+                tracing::warn!(job = %job.id, model = %job.subject, error = %message, retry_in_s = (retry_at - now_ms()) / 1000, "job failed; retried")
             }
             Ok(Some(_)) => finish_model(state, job, None, Some(("store", &message)), false),
             Ok(None) => {}
-            Err(e) => eprintln!("job {}: cannot record its failure: {e}", job.id),
+            Err(e) => tracing::error!(job = %job.id, error = %e, "cannot record the job's failure"),
         }
     };
     let Ok(upload) = serde_json::from_str::<UploadJob>(&job.payload) else {
@@ -202,7 +202,7 @@ fn process_upload(state: &AppState, job: &Job) {
     // this map is dropped.
     let mapped = unsafe { strata_pipeline::core::ModelBytes::map(&spool) };
     let result = mapped.map_err(|e| e.to_string()).and_then(|bytes| {
-        strata_pipeline::ingest::ingest_upload(
+        strata_pipeline::ingest::ingest_upload_timed(
             bytes.as_bytes(),
             Some(upload.sha256.clone()),
             &model.name,
@@ -211,6 +211,21 @@ fn process_upload(state: &AppState, job: &Job) {
             &options,
         )
         .map_err(|e| e.to_string())
+    });
+    let result = result.map(|(row, report, times)| {
+        for (stage, seconds) in [
+            ("hash", times.hash),
+            ("parse", times.parse),
+            ("repair", times.repair),
+            ("render", times.render),
+            ("slice", times.slice),
+            ("encode", times.encode),
+            ("store", times.store),
+            ("commit", times.commit),
+        ] {
+            metrics::histogram!("strata_pipeline_stage_seconds", "stage" => stage).record(seconds);
+        }
+        (row, report)
     });
     let (row, report) = match result.and_then(|(row, report)| {
         state.db().put_model(&row).map(|()| (row, report)).map_err(|e| e.to_string())
@@ -245,7 +260,7 @@ fn finish_model(
                 let _ = state.db().complete_job(&job.id, &state.worker_id, now_ms());
             }
         }
-        Err(e) => eprintln!("model {}: cannot record the processing outcome: {e}", job.subject),
+        Err(e) => tracing::error!(model = %job.subject, error = %e, "cannot record the processing outcome"),
     }
     if let Ok(u) = serde_json::from_str::<UploadJob>(&job.payload)
         && error.is_some_and(|(code, _)| code != "store")

@@ -24,6 +24,7 @@ pub mod api;
 pub mod auth;
 pub mod callbacks;
 mod jobs;
+pub mod observe;
 pub mod routes;
 pub mod state;
 
@@ -202,6 +203,8 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
+        // The metrics recorder, before anything counts.
+        observe::metrics();
         let header_timeout = config.header_read_timeout;
         let per_ip = ConnectionCounts::new(config.max_connections_per_ip);
         let state = Arc::new(state::AppState::open(config, addr)?);

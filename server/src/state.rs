@@ -96,8 +96,9 @@ impl AppState {
         // Partners made before callbacks were signed get their secret now,
         // or every callback of theirs would fail until given up.
         for username in db.backfill_callback_secrets(crate::callbacks::new_secret)? {
-            eprintln!(
-                "partner {username}: callbacks are now signed; `strata admin callback-secret {username}` prints the secret"
+            tracing::warn!(
+                partner = %username,
+                "callbacks are now signed; `strata admin callback-secret {username}` prints the secret"
             );
         }
         let mut dbs = vec![Mutex::new(db)];

@@ -23,10 +23,29 @@ pub fn all(state: Arc<AppState>) -> Routes {
     let health = warp::path!("healthz")
         .and(warp::get())
         .map(|| api::json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+    let st = state.clone();
+    let ready = warp::path!("readyz").and(warp::get()).map(move || readiness(&st));
+    let st = state.clone();
+    let metrics = warp::path!("metrics").and(warp::get()).map(move || {
+        // Gauges read from the store when scraped.
+        if let Ok(n) = st.db().pending_jobs().map(|j| j.len()) {
+            metrics::gauge!("strata_jobs_pending").set(n as f64);
+        }
+        let mut resp = Response::new(crate::observe::metrics().render().into());
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        resp
+    });
     let openapi = warp::path!("openapi.json")
         .and(warp::get())
         .map(|| api::json(StatusCode::OK, &crate::routes::widget::openapi()));
     health
+        .or(ready)
+        .unify()
+        .or(metrics)
+        .unify()
         .or(openapi)
         .unify()
         .or(accounts::routes(state.clone()))
@@ -44,6 +63,22 @@ pub fn all(state: Arc<AppState>) -> Routes {
         .recover(api::recover)
         .unify()
         .boxed()
+}
+
+/// `GET /readyz`: 200 when the database answers and the blob store's
+/// directory takes a file; 503 naming what does not.
+fn readiness(state: &AppState) -> Response {
+    let database = state.db().pending_jobs_of("").map(|_| ()).map_err(|e| e.to_string());
+    let probe = state.config.data.join("tmp").join(format!(".ready-{}", crate::auth::random_hex(4)));
+    let store =
+        std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe)).map_err(|e| e.to_string());
+    let word =
+        |r: &Result<(), String>| r.as_ref().map_or_else(|e| format!("failing: {e}"), |()| "ok".to_string());
+    let ok = database.is_ok() && store.is_ok();
+    api::json(
+        if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+        &serde_json::json!({"status": if ok { "ok" } else { "unavailable" }, "database": word(&database), "store": word(&store)}),
+    )
 }
 
 /// The state, for handlers.
@@ -90,6 +125,12 @@ fn basic_refused(message: &str) -> ApiError {
 /// `X-Api-Key` header, HTTP Basic with an API token when an
 /// `Authorization` header is sent, else the session cookie.
 pub(crate) fn partner_of(state: &AppState, c: &Credentials) -> Result<Partner, ApiError> {
+    let partner = authenticate(state, c)?;
+    tracing::Span::current().record("partner", partner.id.as_str());
+    Ok(partner)
+}
+
+fn authenticate(state: &AppState, c: &Credentials) -> Result<Partner, ApiError> {
     if let Some(key) = &c.api_key {
         return api_key_partner(state, key.trim())
             .map_err(|_| ApiError::unauthenticated("unknown API key in X-Api-Key"));
@@ -366,6 +407,7 @@ pub(crate) async fn blob_stream(
         },
     };
     file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
+    metrics::counter!("strata_content_bytes_total").increment(end - start);
     let body = tokio_util::io::ReaderStream::with_capacity(file.take(end - start), 256 * 1024);
     let mut resp = warp::reply::stream(body).into_response();
     *resp.status_mut() = status;

@@ -655,6 +655,7 @@ where
         let mut chunk =
             chunk.map_err(|e| ApiError::bad_request("bad_body", format!("the upload broke off: {e}")))?;
         size += chunk.remaining() as u64;
+        metrics::counter!("strata_upload_bytes_total").increment(chunk.remaining() as u64);
         if size > limit {
             return Err(api::too_large(limit));
         }

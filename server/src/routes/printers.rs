@@ -184,6 +184,7 @@ async fn chunk(
         },
     };
     headers.push((http::header::CONTENT_TYPE, "application/zstd".to_string()));
+    metrics::counter!("strata_stream_bytes_total").increment(end - start);
     let resp = Response::new(bytes.slice(start as usize..end as usize).into());
     Ok(with_headers(resp, status, headers))
 }

@@ -216,7 +216,7 @@ fn create(
             Err(e) => st.db().finish_snapshot(&sid, Err(e.as_str())),
         };
         if let Err(e) = outcome {
-            eprintln!("snapshot {sid}: cannot record the outcome: {e}");
+            tracing::error!(snapshot = %sid, error = %e, "cannot record the snapshot's outcome");
         }
     });
     let mut resp = api::json(StatusCode::CREATED, &snapshot_json(state, &m, &snap));
