@@ -54,6 +54,10 @@ mod lifecycle;
 // `strata upload`: a catalog into a remote server, copies once, resumable.
 mod upload;
 
+// Backward compatibility: a v1 stream and meta.db files of every earlier
+// schema.
+mod compat_store;
+
 // Logs (JSON, request spans, no secrets), metrics and readiness.
 mod observe;
 
