@@ -58,8 +58,8 @@ const CONCURRENT: usize = 16;
 pub(crate) fn set_status(
     state: &AppState,
     model: &PartnerModel,
-    from: &str,
-    to: &str,
+    from: strata_pipeline::db::ModelStatus,
+    to: strata_pipeline::db::ModelStatus,
     content_id: Option<&str>,
     error: Option<(&str, &str)>,
     job: strata_pipeline::db::JobEffect<'_>,
@@ -83,8 +83,8 @@ pub(crate) fn set_status(
 fn announcement(
     state: &AppState,
     model: &PartnerModel,
-    from: &str,
-    to: &str,
+    from: strata_pipeline::db::ModelStatus,
+    to: strata_pipeline::db::ModelStatus,
     error: Option<(&str, &str)>,
 ) -> Option<NewCallback> {
     let url = model.callback_url.clone()?;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::state::AppState;
-use strata_pipeline::db::{Job, JobEffect, JobKind, JobStatus, NewJob, PartnerModel, now_ms};
+use strata_pipeline::db::{Job, JobEffect, JobKind, JobStatus, ModelStatus, NewJob, PartnerModel, now_ms};
 
 /// How long a claimed job is its holder's without a heartbeat.
 const LEASE_MS: i64 = 5 * 60_000;
@@ -108,8 +108,8 @@ fn recover_orphans(state: &AppState) {
         if let Err(e) = crate::callbacks::set_status(
             state,
             &model,
-            "processing",
-            "error",
+            ModelStatus::Processing,
+            ModelStatus::Error,
             None,
             Some(error),
             JobEffect::None,
@@ -174,7 +174,7 @@ fn process_upload(state: &AppState, job: &Job) {
         );
     };
     let model = match state.db().partner_model(&job.subject) {
-        Ok(Some(m)) if m.status == "processing" => m,
+        Ok(Some(m)) if m.status == ModelStatus::Processing => m,
         // Finished by an earlier holder, or gone: nothing left to do.
         Ok(_) => {
             let _ = state.db().complete_job(&job.id, &state.worker_id, now_ms());
@@ -250,9 +250,9 @@ fn finish_model(
     complete: bool,
 ) {
     let Ok(Some(model)) = state.db().partner_model(&job.subject) else { return };
-    let to = if error.is_some() { "error" } else { "processed" };
+    let to = if error.is_some() { ModelStatus::Error } else { ModelStatus::Processed };
     let effect = if complete { JobEffect::Complete(&job.id, &state.worker_id) } else { JobEffect::None };
-    match crate::callbacks::set_status(state, &model, "processing", to, content, error, effect) {
+    match crate::callbacks::set_status(state, &model, ModelStatus::Processing, to, content, error, effect) {
         Ok(true) => {}
         // Already finished: the job is done either way.
         Ok(false) => {

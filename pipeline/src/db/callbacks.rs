@@ -285,7 +285,13 @@ mod tests {
         let p =
             Partner { id: "p1".into(), name: "Shop".into(), email: "a@b.c".into(), username: "shop".into() };
         db.create_partner(&p, "hash", "key", "secret").expect("partner");
-        let mut m = PartnerModel::new("m1".into(), "p1".into(), "Cube".into(), "not-uploaded", 0);
+        let mut m = PartnerModel::new(
+            "m1".into(),
+            "p1".into(),
+            "Cube".into(),
+            crate::db::ModelStatus::NotUploaded,
+            0,
+        );
         m.callback_url = Some("http://example.com/hook".into());
         m.callback_method = Some("POST".into());
         db.create_partner_model(&m).expect("model");
@@ -319,8 +325,8 @@ mod tests {
         assert!(
             db.set_partner_model_status(
                 "m1",
-                "not-uploaded",
-                "processing",
+                crate::db::ModelStatus::NotUploaded,
+                crate::db::ModelStatus::Processing,
                 None,
                 None,
                 Some(&cb),
@@ -334,8 +340,8 @@ mod tests {
         assert!(
             !db.set_partner_model_status(
                 "m1",
-                "not-uploaded",
-                "processing",
+                crate::db::ModelStatus::NotUploaded,
+                crate::db::ModelStatus::Processing,
                 None,
                 None,
                 Some(&again),
@@ -352,8 +358,8 @@ mod tests {
         let db = db_with_model();
         db.set_partner_model_status(
             "m1",
-            "not-uploaded",
-            "processing",
+            crate::db::ModelStatus::NotUploaded,
+            crate::db::ModelStatus::Processing,
             None,
             None,
             Some(&new_callback("c1")),
@@ -382,8 +388,8 @@ mod tests {
         assert!(
             db.set_partner_model_status(
                 "m1",
-                "processing",
-                "processed",
+                crate::db::ModelStatus::Processing,
+                crate::db::ModelStatus::Processed,
                 None,
                 None,
                 Some(&new_callback("c2")),

@@ -83,6 +83,64 @@ pub struct Partner {
     pub username: String,
 }
 
+/// Where a partner's model stands (seed 000's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ModelStatus {
+    /// Created; its bytes have not been uploaded.
+    #[serde(rename = "not-uploaded")]
+    NotUploaded,
+    /// Uploaded and acknowledged; being processed.
+    #[serde(rename = "processing")]
+    Processing,
+    /// Printable: its stream, snapshot and content are stored.
+    #[serde(rename = "processed")]
+    Processed,
+    /// Processing failed; the error says why.
+    #[serde(rename = "error")]
+    Error,
+}
+
+impl ModelStatus {
+    /// Every status.
+    pub const ALL: [ModelStatus; 4] =
+        [ModelStatus::NotUploaded, ModelStatus::Processing, ModelStatus::Processed, ModelStatus::Error];
+
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelStatus::NotUploaded => "not-uploaded",
+            ModelStatus::Processing => "processing",
+            ModelStatus::Processed => "processed",
+            ModelStatus::Error => "error",
+        }
+    }
+
+    /// A status by its name.
+    pub fn parse(s: &str) -> Option<ModelStatus> {
+        ModelStatus::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ModelStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::types::ToSql for ModelStatus {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for ModelStatus {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<ModelStatus> {
+        let s = v.as_str()?;
+        ModelStatus::parse(s)
+            .ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("model status {s:?}").into()))
+    }
+}
+
 /// A model a partner created (`POST /models`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PartnerModel {
@@ -92,8 +150,8 @@ pub struct PartnerModel {
     pub partner_id: String,
     /// Name given at creation.
     pub name: String,
-    /// `not-uploaded`, `processing`, `processed` or `error`.
-    pub status: String,
+    /// Where it stands.
+    pub status: ModelStatus,
     /// The content's id in `models` once uploaded.
     pub content_id: Option<String>,
     /// Why processing failed.
@@ -120,12 +178,12 @@ pub struct PartnerModel {
 
 impl PartnerModel {
     /// A new model of `partner_id`'s in `status`, with no content yet.
-    pub fn new(id: String, partner_id: String, name: String, status: &str, now: i64) -> PartnerModel {
+    pub fn new(id: String, partner_id: String, name: String, status: ModelStatus, now: i64) -> PartnerModel {
         PartnerModel {
             id,
             partner_id,
             name,
-            status: status.to_string(),
+            status,
             content_id: None,
             error_code: None,
             error: None,
@@ -247,7 +305,7 @@ pub struct ModelQuery {
     /// name must match, without them a part the name contains (3DIAX).
     pub name: Option<String>,
     /// Exact status.
-    pub status: Option<String>,
+    pub status: Option<ModelStatus>,
     /// The uploaded bytes' SHA-256 (hex), exactly.
     pub sha256: Option<String>,
     /// Sort keys in order, each ascending or not; newest first when empty.
@@ -316,7 +374,7 @@ impl ModelQuery {
             sql.push_str(&format!(" AND LOWER(name) LIKE ${} ESCAPE '\\'", args.len() + 1));
         }
         if let Some(status) = &self.status {
-            args.push(status.clone());
+            args.push(status.as_str().to_string());
             sql.push_str(&format!(" AND status = ${}", args.len() + 1));
         }
         if let Some(sha) = &self.sha256 {
@@ -476,7 +534,7 @@ impl Db {
     /// What a printer needs to reach a partner model's stream, in one
     /// query (the chunk path runs it on every request): the model's status
     /// and its stream manifest's blob id, once processed.
-    pub fn model_stream(&self, id: &str) -> Result<Option<(String, Option<String>)>, PipelineError> {
+    pub fn model_stream(&self, id: &str) -> Result<Option<(ModelStatus, Option<String>)>, PipelineError> {
         Ok(self
             .conn
             .prepare_cached(
@@ -537,8 +595,8 @@ impl Db {
     pub fn set_partner_model_status(
         &self,
         id: &str,
-        from: &str,
-        status: &str,
+        from: ModelStatus,
+        status: ModelStatus,
         content_id: Option<&str>,
         error: Option<(&str, &str)>,
         callback: Option<&super::NewCallback>,
@@ -810,13 +868,19 @@ mod tests {
     fn status_moves_only_from_the_expected_state_and_tokens_count() {
         let db = Db::open_in_memory().expect("db");
         db.create_partner(&partner("p1", "shop"), "h", "k", "s").expect("create");
-        let m = PartnerModel::new("m1".into(), "p1".into(), "Logo".into(), "not-uploaded", 1);
+        let m = PartnerModel::new(
+            "m1".into(),
+            "p1".into(),
+            "Logo".into(),
+            crate::db::ModelStatus::NotUploaded,
+            1,
+        );
         db.create_partner_model(&m).expect("model");
         assert!(
             db.set_partner_model_status(
                 "m1",
-                "not-uploaded",
-                "processing",
+                crate::db::ModelStatus::NotUploaded,
+                crate::db::ModelStatus::Processing,
                 Some("abc"),
                 None,
                 None,
@@ -827,8 +891,8 @@ mod tests {
         assert!(
             !db.set_partner_model_status(
                 "m1",
-                "not-uploaded",
-                "processing",
+                crate::db::ModelStatus::NotUploaded,
+                crate::db::ModelStatus::Processing,
                 None,
                 None,
                 None,

@@ -270,8 +270,14 @@ mod tests {
     fn lineage_runs_both_ways() {
         let db = setup();
         for id in ["a", "b", "c"] {
-            db.create_partner_model(&PartnerModel::new(id.into(), "p1".into(), id.into(), "processed", 1))
-                .expect("model");
+            db.create_partner_model(&PartnerModel::new(
+                id.into(),
+                "p1".into(),
+                id.into(),
+                crate::db::ModelStatus::Processed,
+                1,
+            ))
+            .expect("model");
         }
         db.add_lineage("c", &["a".into(), "b".into()]).expect("link");
         db.add_lineage("c", &["a".into()]).expect("twice is a no-op");
@@ -295,13 +301,17 @@ mod tests {
     #[test]
     fn listing_filters_by_wildcards_literally_and_sorts_by_several_keys() {
         let db = setup();
-        let names = [("m1", "Logo 50%", "processed"), ("m2", "logo_a", "error"), ("m3", "Box", "processed")];
+        let names = [
+            ("m1", "Logo 50%", crate::db::ModelStatus::Processed),
+            ("m2", "logo_a", crate::db::ModelStatus::Error),
+            ("m3", "Box", crate::db::ModelStatus::Processed),
+        ];
         for (i, (id, name, status)) in names.iter().enumerate() {
             db.create_partner_model(&PartnerModel::new(
                 (*id).into(),
                 "p1".into(),
                 (*name).into(),
-                status,
+                *status,
                 i as i64,
             ))
             .expect("model");

@@ -25,7 +25,7 @@ use super::with_state;
 use crate::api::{self, ApiError};
 use crate::auth;
 use crate::state::AppState;
-use strata_pipeline::db::{Partner, PartnerModel, PrintToken, now_ms};
+use strata_pipeline::db::{ModelStatus, Partner, PartnerModel, PrintToken, now_ms};
 
 type Params = HashMap<String, String>;
 
@@ -293,7 +293,7 @@ async fn upload(
         }
     };
     let name = format!("legacy upload for token {}", t.token);
-    let model = PartnerModel::new(auth::uuid_v4(), partner.id, name, "processing", now_ms());
+    let model = PartnerModel::new(auth::uuid_v4(), partner.id, name, ModelStatus::Processing, now_ms());
     t.model_id = Some(model.id.clone());
     t.receiver_email = email;
     t.print_value = value;

@@ -298,7 +298,7 @@ pub(crate) fn model_json(state: &AppState, m: &PartnerModel) -> Result<serde_jso
     };
     let (parents, children) = state.db().lineage(&m.id)?;
     let uris = |ids: Vec<String>| ids.iter().map(|id| model_uri(state, id)).collect::<Vec<_>>();
-    let processed = m.status == "processed";
+    let processed = m.status == strata_pipeline::db::ModelStatus::Processed;
     let report: Option<serde_json::Value> =
         content.as_ref().and_then(|c| c.report.as_deref()).and_then(|r| serde_json::from_str(r).ok());
     // The report of the printable mesh: after repair when repaired.

@@ -17,7 +17,7 @@ use super::{Credentials, Signed, credentials, either, model_json, owned_model, p
 use crate::api::{self, ApiError, finish, loose_bool, parse_body, read_limited};
 use crate::auth;
 use crate::state::AppState;
-use strata_pipeline::db::{ModelQuery, ModelSort, PartnerModel, PrintToken, now_ms};
+use strata_pipeline::db::{ModelQuery, ModelSort, ModelStatus, PartnerModel, PrintToken, now_ms};
 
 /// JSON bodies are small; uploads have their own limit.
 const JSON_LIMIT: usize = 64 * 1024;
@@ -232,7 +232,7 @@ fn create_model(
         callback_method,
         allowed_resize,
         allowed_rotation,
-        ..PartnerModel::new(auth::uuid_v4(), partner.id, name.to_string(), "not-uploaded", now)
+        ..PartnerModel::new(auth::uuid_v4(), partner.id, name.to_string(), ModelStatus::NotUploaded, now)
     };
     state.db().create_partner_model(&m)?;
     if !parents.is_empty() {
@@ -332,14 +332,15 @@ fn parse_sort(sort: &str) -> Result<Vec<(ModelSort, bool)>, ApiError> {
 
 fn list_models(state: &AppState, c: &Credentials, q: ListQuery, shape: Shape) -> Result<Response, ApiError> {
     let partner = partner_of(state, c)?;
-    if let Some(s) = &q.status
-        && !["not-uploaded", "processing", "processed", "error"].contains(&s.as_str())
-    {
-        return Err(ApiError::bad_request(
-            "invalid_status",
-            "status is one of not-uploaded, processing, processed, error",
-        ));
-    }
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(ModelStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_status",
+                "status is one of not-uploaded, processing, processed, error",
+            )
+        })?),
+    };
     let sort = match q.sort.as_deref().map(str::trim) {
         Some(s) if !s.is_empty() => parse_sort(s)?,
         _ => Vec::new(),
@@ -348,7 +349,7 @@ fn list_models(state: &AppState, c: &Credentials, q: ListQuery, shape: Shape) ->
     let per_page = q.per_page.unwrap_or(50).clamp(1, 200);
     let query = ModelQuery {
         name: q.name.filter(|n| !n.is_empty()),
-        status: q.status.clone(),
+        status,
         sha256: q.sha256.clone(),
         sort,
         page: page - 1,
@@ -423,8 +424,10 @@ async fn artefact(
     if what == "callbacks" {
         return Ok(api::json(StatusCode::OK, &crate::callbacks::log_json(&state, &m.id)?));
     }
-    let content = match (&m.content_id, m.status.as_str()) {
-        (Some(c), "processed") => state.db().model(c)?.ok_or_else(|| ApiError::not_found("artefact"))?,
+    let content = match (&m.content_id, m.status) {
+        (Some(c), ModelStatus::Processed) => {
+            state.db().model(c)?.ok_or_else(|| ApiError::not_found("artefact"))?
+        }
         _ => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -538,8 +541,8 @@ where
         e
     })?;
     let model = state.db().partner_model(id)?.ok_or_else(|| ApiError::not_found("model"))?;
-    if model.status != "not-uploaded" {
-        return Err(already_uploaded(&model.status));
+    if model.status != ModelStatus::NotUploaded {
+        return Err(already_uploaded(model.status.as_str()));
     }
     admit(&state, &model.partner_id)?;
     let spool_name = format!("{id}-{}", auth::random_hex(8));
@@ -581,8 +584,8 @@ where
             crate::callbacks::set_status(
                 &state,
                 &model,
-                "not-uploaded",
-                "processing",
+                ModelStatus::NotUploaded,
+                ModelStatus::Processing,
                 // The bytes' digest from the start, so a client can find
                 // what it uploaded (`GET /model/?sha256=`) while it is
                 // processed.
@@ -771,7 +774,7 @@ fn create_token(
     // The model may be given as its URI (either name, trailing slash or
     // not) or its id.
     let model = owned_model(state, &partner, super::model_ref_id(&t.model))?;
-    if model.status != "processed" {
+    if model.status != ModelStatus::Processed {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "model_not_processed",

@@ -13,7 +13,7 @@ use super::{Credentials, credentials, either, live_token, with_state};
 use crate::api::{self, ApiError, finish, parse_json, read_limited};
 use crate::state::AppState;
 use strata_pipeline::blob::BlobId;
-use strata_pipeline::db::{PrintToken, PrintUpdate};
+use strata_pipeline::db::{ModelStatus, PrintToken, PrintUpdate};
 use strata_pipeline::prints::{self, PrintRefusal, PrintStatus};
 
 /// The printer and token-status routes.
@@ -84,9 +84,9 @@ fn stream_of(state: &AppState, t: &PrintToken) -> Result<(String, String), ApiEr
     let model_id = t.model_id.clone().ok_or_else(|| ApiError::not_found("stream"))?;
     let (status, manifest) =
         state.db().model_stream(&model_id)?.ok_or_else(|| ApiError::not_found("stream"))?;
-    match (status.as_str(), manifest) {
-        ("processed", Some(m)) => Ok((model_id, m)),
-        ("processed", None) => Err(ApiError::not_found("stream")),
+    match (status, manifest) {
+        (ModelStatus::Processed, Some(m)) => Ok((model_id, m)),
+        (ModelStatus::Processed, None) => Err(ApiError::not_found("stream")),
         _ => Err(ApiError::new(StatusCode::CONFLICT, "not_processed", format!("the model is {status}"))
             .with_header("retry-after", "5")),
     }

@@ -174,8 +174,10 @@ fn create(
     let size = pixels(&q.size, "size")?;
     let width = pixels(&q.width, "width")?.or(size).unwrap_or(256);
     let height = pixels(&q.height, "height")?.or(size).unwrap_or(width);
-    let content = match (&m.content_id, m.status.as_str()) {
-        (Some(c), "processed") => state.db().model(c)?.ok_or_else(|| ApiError::not_found("model"))?,
+    let content = match (&m.content_id, m.status) {
+        (Some(c), strata_pipeline::db::ModelStatus::Processed) => {
+            state.db().model(c)?.ok_or_else(|| ApiError::not_found("model"))?
+        }
         _ => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

@@ -55,7 +55,7 @@ fn print_view(state: &AppState, token: &str, if_none_match: Option<&str>) -> Res
         StatusCode::OK,
         &serde_json::json!({
             "name": model.as_ref().map(|m| m.name.clone()),
-            "model_status": model.as_ref().map(|m| m.status.clone()),
+            "model_status": model.as_ref().map(|m| m.status),
             "print_value": value,
             "print_value_currency": t.print_value_currency,
             "printing_job_status": t.printing_job_status,
