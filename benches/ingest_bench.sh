@@ -47,20 +47,7 @@ if [ -n "${SWEEP:-}" ]; then
 fi
 strata="$root/target/release/strata"
 cat="$work/catalog"
-if [ ! -f "$cat/.complete-$files" ]; then
-  rm -rf "$cat"; mkdir -p "$cat/generated"
-  cp -r "$datasets" "$cat/dataset" 2>/dev/null || true
-  sizes=(2000 5000 10000 20000 30000 40000 60000)
-  for i in $(seq 1 "$files"); do
-    n=${sizes[$((i % ${#sizes[@]}))]}
-    f="$cat/generated/torus_$i.stl"
-    "$strata" generate torus "$f" --triangles "$n"
-    # A distinct header per file: distinct bytes, so no input is a
-    # duplicate of another (the work per file is real).
-    printf 'bench torus %06d' "$i" | dd of="$f" bs=1 seek=0 conv=notrunc status=none
-  done
-  touch "$cat/.complete-$files"
-fi
+"$here/make_catalog.sh" "$files" "$work" "$strata"
 echo "catalog: $(find "$cat" -type f \( -iname '*.stl' -o -iname '*.obj' -o -iname '*.3mf' \) | wc -l) files, $(du -sm "$cat" | cut -f1) MB"
 find "$cat" -type f -exec cat {} + > /dev/null   # the catalog in the page cache
 
