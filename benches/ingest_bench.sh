@@ -38,7 +38,6 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 files="${1:-1000}"
 work="${2:-/tmp/strata-ingest-bench}"
-datasets="${STRATA_DATASETS:-$root/../shared/datasets}"
 repeat="${REPEAT:-3}"
 (cd "$root" && cargo build --release --quiet && cargo build --release --quiet -p strata-pipeline --example core_only)
 if [ -n "${SWEEP:-}" ]; then

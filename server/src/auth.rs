@@ -31,7 +31,7 @@ pub fn random_u64() -> u64 {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    ::hex::encode(bytes)
 }
 
 /// SHA-256 hex of a secret (API key, session id) for storage and lookup.
@@ -75,10 +75,11 @@ pub fn verify(key: &[u8], message: &str, signature_hex: &str) -> bool {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || s.len() > 128 {
+    // Signatures are 32 bytes; anything much longer is not one.
+    if s.len() > 128 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    ::hex::decode(s).ok()
 }
 
 /// The message a capability URL signs: its method, its path and its
@@ -115,9 +116,12 @@ pub fn basic_credentials(header: &str) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// The value of cookie `name` in a `Cookie` header.
-pub fn cookie<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
-    header?.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+/// The value of cookie `name` in a `Cookie` header (parsed by `headers`).
+pub fn cookie(header: Option<&str>, name: &str) -> Option<String> {
+    use headers::Header;
+    let value = http::HeaderValue::from_str(header?).ok()?;
+    let cookies = headers::Cookie::decode(&mut std::iter::once(&value)).ok()?;
+    cookies.get(name).map(str::to_string)
 }
 
 #[cfg(test)]
@@ -170,7 +174,7 @@ mod tests {
 
     #[test]
     fn cookies_are_found_by_exact_name() {
-        assert_eq!(cookie(Some("a=1; session=xyz; b=2"), "session"), Some("xyz"));
+        assert_eq!(cookie(Some("a=1; session=xyz; b=2"), "session").as_deref(), Some("xyz"));
         assert_eq!(cookie(Some("mysession=xyz"), "session"), None);
         assert_eq!(cookie(None, "session"), None);
         assert_eq!(random_hex(16).len(), 32);

@@ -174,7 +174,7 @@ fn current_user(state: &AppState, c: &Credentials) -> Result<Response, ApiError>
 fn logout(state: &AppState, c: &Credentials) -> Result<Response, ApiError> {
     super::session_partner(state, c.cookie.as_deref())?;
     if let Some(id) = auth::cookie(c.cookie.as_deref(), "session") {
-        state.db().delete_session(&auth::secret_hash(id))?;
+        state.db().delete_session(&auth::secret_hash(&id))?;
     }
     let mut resp = api::empty(StatusCode::NO_CONTENT);
     if let Ok(v) = http::HeaderValue::from_str("session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0") {

@@ -161,7 +161,7 @@ pub(crate) fn session_partner(state: &AppState, cookie: Option<&str>) -> Result<
     };
     state
         .db()
-        .session_partner(&crate::auth::secret_hash(id), strata_pipeline::db::now_ms())?
+        .session_partner(&crate::auth::secret_hash(&id), strata_pipeline::db::now_ms())?
         .ok_or_else(|| ApiError::unauthenticated("the session has expired or ended; log in again"))
 }
 
@@ -268,21 +268,11 @@ pub(crate) fn live_token(state: &AppState, token: &str) -> Result<PrintToken, Ap
     Ok(t)
 }
 
-/// RFC 3339-ish UTC time of unix milliseconds (no date crate needed).
+/// RFC 3339 UTC time (whole seconds) of unix milliseconds.
 pub(crate) fn iso8601(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    jiff::Timestamp::from_millisecond(ms.div_euclid(1000) * 1000)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
 }
 
 /// The public JSON of a partner model: Strata's fields and the 3DIAX

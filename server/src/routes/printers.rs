@@ -222,6 +222,9 @@ fn with_headers(
 
 /// One `bytes=` range as a half-open `[start, end)` within `len`, or
 /// `None` when it cannot be satisfied (multiple ranges are not offered).
+/// Kept here rather than taken from `headers::Range`: that one drops a
+/// suffix range longer than the content, which RFC 9110 14.1.3 says
+/// selects all of it.
 pub(crate) fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
     let spec = header.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {

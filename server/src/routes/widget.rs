@@ -185,7 +185,9 @@ pub fn openapi() -> serde_json::Value {
     let snap_param = serde_json::json!([param("id"), param("snapshot")]);
     let partner = "session cookie or HTTP Basic (API token uuid:secret)";
     let mut paths = serde_json::json!({
-        "/healthz": {"get": op("Readiness", "none")},
+        "/healthz": {"get": op("Liveness", "none")},
+        "/readyz": {"get": op("Readiness: {status, database, store}; 503 naming what fails", "none")},
+        "/metrics": {"get": op("Prometheus metrics (text format)", "none")},
         "/openapi.json": {"get": op("This document", "none")},
         "/sessions/": {
             "post": op("Log in with {username, password} (JSON or form); sets the session cookie; answers the user resource {uri, uuid, username, name, email}", "none"),
