@@ -63,7 +63,15 @@ pub(crate) fn spool_of(job: &Job) -> Option<String> {
 pub(crate) async fn run(state: Arc<AppState>) {
     recover_orphans(&state);
     let slots = Arc::new(tokio::sync::Semaphore::new(state.config.workers.max(1)));
+    let mut last_sweep = std::time::Instant::now() - Duration::from_secs(3600);
     loop {
+        // Housekeeping, once a minute: expired sessions go.
+        if last_sweep.elapsed() >= Duration::from_secs(60) {
+            last_sweep = std::time::Instant::now();
+            if let Err(e) = state.db().delete_expired_sessions(now_ms()) {
+                tracing::warn!(error = %e, "cannot remove expired sessions");
+            }
+        }
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let claimed = state.db().claim_job(&state.worker_id, &[JobKind::ProcessUpload], now_ms(), LEASE_MS);
         match claimed {

@@ -252,6 +252,26 @@ impl Db {
         Ok(if rows.len() == 1 { rows.into_iter().next() } else { None })
     }
 
+    /// The models with these exact ids (a page of a listing in one query).
+    pub fn models_by_id(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, ModelRecord>, PipelineError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let mut stmt =
+            self.conn.prepare(&format!("SELECT {COLUMNS} FROM models WHERE id IN ({})", marks.join(", ")))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(ids), row_to_model)?;
+        let mut out = std::collections::HashMap::new();
+        for row in rows {
+            let row = row?;
+            out.insert(row.id.clone(), row);
+        }
+        Ok(out)
+    }
+
     /// All models, by file name.
     pub fn models(&self) -> Result<Vec<ModelRecord>, PipelineError> {
         let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM models ORDER BY file_name, id"))?;

@@ -477,16 +477,21 @@ impl Db {
 
     /// The partner of a live session (expired ones are deleted on sight).
     pub fn session_partner(&self, id_hash: &str, now: i64) -> Result<Option<Partner>, PipelineError> {
-        self.conn.execute("DELETE FROM sessions WHERE expires_at <= $1", params![now])?;
+        // A read only: expired sessions are removed by `delete_expired_sessions`,
+        // not by a write on every authenticated request.
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT p.id, p.name, p.email, p.username FROM sessions s JOIN partners p ON p.id = s.partner_id \
-                 WHERE s.id_hash = $1",
-                params![id_hash],
-                row_to_partner,
-            )
+                 WHERE s.id_hash = $1 AND s.expires_at > $2",
+            )?
+            .query_row(params![id_hash, now], row_to_partner)
             .optional()?)
+    }
+
+    /// Removes the sessions that have expired; how many.
+    pub fn delete_expired_sessions(&self, now: i64) -> Result<usize, PipelineError> {
+        Ok(self.conn.execute("DELETE FROM sessions WHERE expires_at <= $1", params![now])?)
     }
 
     /// Ends a session; whether it existed.
@@ -859,6 +864,7 @@ mod tests {
         db.create_session("s1", "p1", 1_000).expect("session");
         assert!(db.session_partner("s1", 999).expect("q").is_some());
         assert!(db.session_partner("s1", 1_000).expect("q").is_none(), "expired");
+        assert_eq!(db.delete_expired_sessions(1_000).expect("clean"), 1);
         db.create_session("s2", "p1", i64::MAX).expect("session");
         assert!(db.delete_session("s2").expect("delete"));
         assert!(db.session_partner("s2", 0).expect("q").is_none());

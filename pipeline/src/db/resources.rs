@@ -116,6 +116,9 @@ pub struct Snapshot {
     pub updated_at: i64,
 }
 
+/// A model's parents and children (ids).
+pub type Lineage = (Vec<String>, Vec<String>);
+
 const SNAPSHOT_COLUMNS: &str =
     "id, model_id, view, width, height, status, blob, error, created_at, updated_at";
 
@@ -148,6 +151,40 @@ impl Db {
             ids("SELECT parent_id FROM model_lineage WHERE child_id = $1 ORDER BY created_at, parent_id")?,
             ids("SELECT child_id FROM model_lineage WHERE parent_id = $1 ORDER BY created_at, child_id")?,
         ))
+    }
+
+    /// [`Db::lineage`] of several models at once (a page of a listing in
+    /// two queries): each id's parents and children, oldest link first.
+    pub fn lineages(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Lineage>, PipelineError> {
+        let mut out: std::collections::HashMap<String, Lineage> =
+            ids.iter().map(|id| ((*id).to_string(), Default::default())).collect();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let marks = marks.join(", ");
+        let mut parents = self.conn.prepare(&format!(
+            "SELECT child_id, parent_id FROM model_lineage WHERE child_id IN ({marks}) ORDER BY created_at, parent_id"
+        ))?;
+        for row in
+            parents.query_map(rusqlite::params_from_iter(ids), |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?
+        {
+            let (child, parent) = row?;
+            out.entry(child).or_default().0.push(parent);
+        }
+        let mut children = self.conn.prepare(&format!(
+            "SELECT parent_id, child_id FROM model_lineage WHERE parent_id IN ({marks}) ORDER BY created_at, child_id"
+        ))?;
+        for row in children
+            .query_map(rusqlite::params_from_iter(ids), |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?
+        {
+            let (parent, child) = row?;
+            out.entry(parent).or_default().1.push(child);
+        }
+        Ok(out)
     }
 
     /// Adds an API token.
@@ -283,6 +320,10 @@ mod tests {
         db.add_lineage("c", &["a".into()]).expect("twice is a no-op");
         assert_eq!(db.lineage("c").expect("q"), (vec!["a".to_string(), "b".to_string()], vec![]));
         assert_eq!(db.lineage("a").expect("q"), (vec![], vec!["c".to_string()]));
+        let all = db.lineages(&["a", "c", "b"]).expect("batch");
+        for id in ["a", "b", "c"] {
+            assert_eq!(all[id], db.lineage(id).expect("q"), "{id}");
+        }
     }
 
     #[test]

@@ -281,16 +281,42 @@ pub(crate) fn iso8601(ms: i64) -> String {
 /// `snapshot_content`), with `content`, `snapshot` and `manifest` as signed
 /// URLs a client may fetch without its session.
 pub(crate) fn model_json(state: &AppState, m: &PartnerModel) -> Result<serde_json::Value, ApiError> {
-    let uri = model_uri(state, &m.id);
-    let content = match &m.content_id {
-        Some(id) => state.db().model(id)?,
-        None => None,
+    Ok(models_json(state, std::slice::from_ref(m))?.pop().unwrap_or_default())
+}
+
+/// [`model_json`] of a page of models, in three queries whatever its size.
+pub(crate) fn models_json(
+    state: &AppState,
+    page: &[PartnerModel],
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    let content_ids: Vec<&str> = page.iter().filter_map(|m| m.content_id.as_deref()).collect();
+    let ids: Vec<&str> = page.iter().map(|m| m.id.as_str()).collect();
+    let (contents, lineages) = {
+        let db = state.db();
+        (db.models_by_id(&content_ids)?, db.lineages(&ids)?)
     };
-    let (parents, children) = state.db().lineage(&m.id)?;
+    Ok(page
+        .iter()
+        .map(|m| {
+            let content = m.content_id.as_ref().and_then(|c| contents.get(c));
+            let (parents, children) = lineages.get(&m.id).cloned().unwrap_or_default();
+            one_model_json(state, m, content, parents, children)
+        })
+        .collect())
+}
+
+fn one_model_json(
+    state: &AppState,
+    m: &PartnerModel,
+    content: Option<&strata_pipeline::db::ModelRecord>,
+    parents: Vec<String>,
+    children: Vec<String>,
+) -> serde_json::Value {
+    let uri = model_uri(state, &m.id);
     let uris = |ids: Vec<String>| ids.iter().map(|id| model_uri(state, id)).collect::<Vec<_>>();
     let processed = m.status == strata_pipeline::db::ModelStatus::Processed;
     let report: Option<serde_json::Value> =
-        content.as_ref().and_then(|c| c.report.as_deref()).and_then(|r| serde_json::from_str(r).ok());
+        content.and_then(|c| c.report.as_deref()).and_then(|r| serde_json::from_str(r).ok());
     // The report of the printable mesh: after repair when repaired.
     let printable = report.as_ref().map(|r| if r["after"].is_object() { &r["after"] } else { &r["before"] });
     let manifold = printable.and_then(|r| r["is_volume"].as_bool());
@@ -299,7 +325,7 @@ pub(crate) fn model_json(state: &AppState, m: &PartnerModel) -> Result<serde_jso
     };
     let artefact = |what: &str| processed.then(|| capability_url(state, &format!("/model/{}/{what}", m.id)));
     let snapshot = artefact("snapshot");
-    Ok(serde_json::json!({
+    serde_json::json!({
         "id": m.id,
         "uuid": m.id,
         "uri": uri,
@@ -310,8 +336,8 @@ pub(crate) fn model_json(state: &AppState, m: &PartnerModel) -> Result<serde_jso
         "validation": printable,
         "validation_before_repair": report.as_ref().map(|r| r["before"].clone()),
         "repair_log": report.as_ref().map(|r| r["repair"].clone()),
-        "repaired": content.as_ref().map(|c| c.repaired_blob.is_some()),
-        "layers": content.as_ref().and_then(|c| c.layers),
+        "repaired": content.map(|c| c.repaired_blob.is_some()),
+        "layers": content.and_then(|c| c.layers),
         "analyses": {"manifold": manifold},
         "analyses.manifold": manifold,
         "allowed_transformations": {"resize": m.allowed_resize, "rotation": m.allowed_rotation},
@@ -328,7 +354,7 @@ pub(crate) fn model_json(state: &AppState, m: &PartnerModel) -> Result<serde_jso
         "created": iso8601(m.created_at),
         "updated": iso8601(m.updated_at),
         "popularity": {"tokens_created": m.tokens_created, "streams_pulled": m.streams_pulled},
-    }))
+    })
 }
 
 /// Whether an `If-None-Match` header matches `etag` (weak comparison, as

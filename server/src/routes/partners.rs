@@ -356,7 +356,7 @@ fn list_models(state: &AppState, c: &Credentials, q: ListQuery, shape: Shape) ->
         per_page,
     };
     let rows = state.db().partner_models(&partner.id, &query)?;
-    let models = rows.iter().map(|m| model_json(state, m)).collect::<Result<Vec<_>, _>>()?;
+    let models = super::models_json(state, &rows)?;
     if shape == Shape::Strata {
         return Ok(api::json(
             StatusCode::OK,
