@@ -23,7 +23,7 @@ mod resources;
 pub use callbacks::{Callback, CallbackAttempt, NewCallback};
 pub use jobs::{Job, JobEffect, JobKind, JobStatus, NewJob};
 pub use partners::{ModelQuery, ModelSort, ModelStatus, Partner, PartnerModel, PrintToken, PrintUpdate};
-pub use resources::{ApiToken, Snapshot, SnapshotStatus};
+pub use resources::{ApiToken, Lineage, Snapshot, SnapshotStatus};
 
 /// The migrations, in order; never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[
