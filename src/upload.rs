@@ -155,10 +155,13 @@ pub(crate) fn run(args: &UploadArgs) -> ExitCode {
                 let (client, slots, bar) = (client.clone(), slots.clone(), bar.clone());
                 let (sha, path) = (sha.clone(), path.clone());
                 tasks.push(tokio::spawn(async move {
-                    let Ok(_slot) = slots.acquire_owned().await else {
+                    let Ok(slot) = slots.acquire_owned().await else {
                         return (sha.clone(), failed(&path, Some(sha), "cancelled"), 0);
                     };
-                    let (report, sent) = one(&client, &path, &sha).await;
+                    // The slot bounds the uploads in flight; following a
+                    // model to its end holds none, so the next upload
+                    // starts while the server processes this one.
+                    let (report, sent) = one(&client, &path, &sha, slot).await;
                     bar.inc(1);
                     bar.set_message(report.status.clone());
                     (sha, report, sent)
@@ -244,7 +247,12 @@ fn failed(path: &Path, sha256: Option<String>, error: &str) -> FileReport {
 
 /// One distinct file (bytes hashing to `sha`): find or upload, follow to
 /// its end; and the bytes sent.
-async fn one(client: &Client, path: &Path, sha: &str) -> (FileReport, u64) {
+async fn one(
+    client: &Client,
+    path: &Path,
+    sha: &str,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> (FileReport, u64) {
     let sha = sha.to_string();
     let found = match client.find(&sha).await {
         Ok(found) => found,
@@ -264,6 +272,7 @@ async fn one(client: &Client, path: &Path, sha: &str) -> (FileReport, u64) {
             }
         }
     };
+    drop(slot);
     match client.follow(&uri).await {
         Ok((status, error)) => (
             FileReport {
@@ -309,25 +318,23 @@ impl Client {
     async fn upload(&self, path: &Path, bytes: &[u8], sha: &str) -> Result<String, String> {
         let name =
             path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        for attempt in 0..120u32 {
-            let r = self
-                .http
-                .post(format!("{}/model/", self.base))
-                .header("x-api-key", &self.key)
-                .json(&serde_json::json!({"name": name}))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if r.status() != reqwest::StatusCode::CREATED {
-                let status = r.status();
-                let body: serde_json::Value = r.json().await.unwrap_or_default();
-                return Err(format!(
-                    "creating the model: {status}: {}",
-                    body["message"].as_str().unwrap_or("")
-                ));
-            }
-            let uri = header(&r, "location")?;
-            let upload = header(&r, "x-upload-location")?;
+        let r = self
+            .http
+            .post(format!("{}/model/", self.base))
+            .header("x-api-key", &self.key)
+            .json(&serde_json::json!({"name": name}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status() != reqwest::StatusCode::CREATED {
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            return Err(format!("creating the model: {status}: {}", body["message"].as_str().unwrap_or("")));
+        }
+        let uri = header(&r, "location")?;
+        let upload = header(&r, "x-upload-location")?;
+        // The same model (and its upload URL) while the queue is full.
+        for attempt in 0..600u32 {
             let r = self
                 .http
                 .put(&upload)
@@ -345,12 +352,10 @@ impl Client {
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(5)
+                        .unwrap_or(1)
                         .clamp(1, 60);
-                    tokio::time::sleep(
-                        Duration::from_secs(wait) + Duration::from_millis(u64::from(attempt % 7) * 100),
-                    )
-                    .await;
+                    let jitter = Duration::from_millis(u64::from(attempt % 7) * 50);
+                    tokio::time::sleep(Duration::from_secs(wait) + jitter).await;
                 }
                 status => {
                     let body: serde_json::Value = r.json().await.unwrap_or_default();

@@ -624,7 +624,7 @@ pub(crate) fn admit(state: &AppState, partner: &str) -> Result<(), ApiError> {
             "queue_full",
             format!("{waiting} of your uploads are waiting to be processed; send this one again shortly"),
         )
-        .with_header("retry-after", "5"));
+        .with_header("retry-after", "1"));
     }
     Ok(())
 }
