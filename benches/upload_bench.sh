@@ -46,6 +46,7 @@ STRATA_API_KEY="$key" "$strata" upload "$cat" --server "$base" --jobs "$jobs" --
 summary "$work/upload-1.json" "first upload (jobs $jobs)"
 STRATA_API_KEY="$key" "$strata" upload "$cat" --server "$base" --jobs "$jobs" --report "$work/upload-2.json" > /dev/null
 summary "$work/upload-2.json" "second run (all there)"
-kill -INT "$server"; wait "$server" || true
+# GNU time ignores SIGINT while it waits: the signal goes to the server.
+pkill -INT -P "$server" || true; wait "$server" || true
 echo "server peak RSS: $(awk -F: '/Maximum resident/ {gsub(/ /, "", $2); print $2}' "$work/upload-serve-$$.time") KB"
 rm -rf "$data" "$log" "$work/upload-serve-$$.out" "$work/upload-serve-$$.time"
