@@ -33,21 +33,43 @@ pub(crate) struct Receiver {
 
 impl Receiver {
     pub(crate) fn start(script: &[&'static str]) -> Receiver {
+        Receiver::serve(script, false)
+    }
+
+    /// Answers the first attempt of the n-th distinct delivery (by
+    /// `webhook-id`) with `script[n]`, and every retry with 204: what a
+    /// test of one delivery's fate needs whatever order they arrive in.
+    fn per_delivery(script: &[&'static str]) -> Receiver {
+        Receiver::serve(script, true)
+    }
+
+    fn serve(script: &[&'static str], per_delivery: bool) -> Receiver {
         let script = script.to_vec();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
         std::thread::spawn(move || {
+            let mut deliveries: Vec<String> = Vec::new();
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let Some(req) = read_request(&mut stream) else { continue };
+                let id = req.headers.get("webhook-id").cloned().unwrap_or_default();
                 let n = {
                     let mut log = log.lock().expect("lock");
                     log.push(req);
                     log.len()
                 };
-                let status = script.get(n - 1).copied().unwrap_or("204 No Content");
+                let status = if per_delivery {
+                    if deliveries.contains(&id) {
+                        "204 No Content"
+                    } else {
+                        deliveries.push(id);
+                        script.get(deliveries.len() - 1).copied().unwrap_or("204 No Content")
+                    }
+                } else {
+                    script.get(n - 1).copied().unwrap_or("204 No Content")
+                };
                 let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             }
         });
@@ -274,8 +296,9 @@ fn callbacks_to_private_addresses_are_refused_by_default() {
 
 #[test]
 fn gone_stops_deliveries_and_retry_after_is_honoured() {
-    // First request: 503 asking for 2 s; second: 410 Gone.
-    let receiver = Receiver::start(&["503 Service Unavailable\r\nretry-after: 2", "410 Gone"]);
+    // The first delivery: 503 asking for 2 s; the second: 410 Gone
+    // (whichever of its retry and the second delivery arrives first).
+    let receiver = Receiver::per_delivery(&["503 Service Unavailable\r\nretry-after: 2", "410 Gone"]);
     let s = serve(&["--allow-private-callbacks", "--callback-retry-base-ms", "100"]);
     let p = partner(&s.data, "Print Shop");
     rt().block_on(async {
@@ -294,8 +317,8 @@ fn gone_stops_deliveries_and_retry_after_is_honoured() {
         let retry = seen[1..].iter().find(|r| id_of(r) == busy).expect("the 503 was retried");
         let waited = retry.at - seen[0].at;
         assert!(waited >= Duration::from_millis(1900), "retried after {waited:?}");
-        // Request 2 got 410 Gone: its delivery failed at once, for good.
-        let gone_id = id_of(&seen[1]);
+        // The second delivery got 410 Gone: it failed at once, for good.
+        let gone_id = seen.iter().map(id_of).find(|i| *i != busy).expect("a second delivery");
         assert_ne!(gone_id, busy, "{seen:#?}");
         let find = |id: &str| {
             log["callbacks"]
