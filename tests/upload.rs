@@ -95,6 +95,7 @@ fn a_killed_upload_is_finished_by_the_next_run_without_duplicates() {
         .spawn()
         .expect("upload starts");
     std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().expect("wait").is_none(), "the first run ended before it could be interrupted");
     let _ = child.kill();
     let _ = child.wait();
     let (out, report) = upload(&s.base, key, &dir, &work.path().join("r.json"));

@@ -292,8 +292,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PipelineError> {
                     && e.path().is_some() =>
             {
                 let p = e.path().map(Path::to_path_buf).unwrap_or_default();
-                let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
-                if matches!(ext.as_deref(), Some("stl" | "obj" | "3mf")) {
+                if is_model_file(&p) {
                     out.push(p);
                 }
                 continue;
@@ -308,12 +307,17 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), PipelineError> {
             continue;
         }
         let p = entry.into_path();
-        let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
-        if matches!(ext.as_deref(), Some("stl" | "obj" | "3mf")) {
+        if is_model_file(&p) {
             out.push(p);
         }
     }
     Ok(())
+}
+
+/// Whether a walk takes `p`: `.stl`, `.obj` or `.3mf`, any case.
+fn is_model_file(p: &Path) -> bool {
+    let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+    matches!(ext.as_deref(), Some("stl" | "obj" | "3mf"))
 }
 
 /// What travels from the reader or a worker to the writer.

@@ -60,8 +60,7 @@ pub fn check(account: &NewAccount) -> Result<(), AccountError> {
     if !crate::routes::partners::valid_email(&account.email) {
         return Err(AccountError::Invalid(format!("{:?} is not an e-mail address", account.email)));
     }
-    let name = account.name.trim();
-    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+    if !crate::api::valid_name(&account.name) {
         return Err(AccountError::Invalid("name is 1 to 256 characters without control characters".into()));
     }
     Ok(())

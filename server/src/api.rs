@@ -304,6 +304,30 @@ pub async fn within<T>(
     })
 }
 
+/// A display name's rule (models, accounts, API tokens): 1 to 256
+/// characters, trimmed, without control characters.
+pub fn valid_name(name: &str) -> bool {
+    let name = name.trim();
+    !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)
+}
+
+/// 422 `invalid_name`, stating [`valid_name`]'s rule.
+pub fn invalid_name() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_name",
+        "name must be 1 to 256 characters without control characters",
+    )
+}
+
+/// Adds `Location: uri` to a 201.
+pub fn with_location(mut resp: Response, uri: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(uri) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    resp
+}
+
 /// An answer without a body (204, 304).
 pub fn empty(status: StatusCode) -> Response {
     let mut resp = Response::new(Vec::new().into());

@@ -236,13 +236,10 @@ async fn signup(
     let mut answer = user_json(state, &made.partner);
     answer["api_key"] = serde_json::Value::String(made.api_key);
     answer["callback_secret"] = serde_json::Value::String(made.callback_secret);
-    let mut resp = api::json(StatusCode::CREATED, &answer);
-    if let Some(uri) = answer["uri"].as_str()
-        && let Ok(v) = http::HeaderValue::from_str(uri)
-    {
-        resp.headers_mut().insert(http::header::LOCATION, v);
-    }
-    Ok(resp)
+    Ok(api::with_location(
+        api::json(StatusCode::CREATED, &answer),
+        answer["uri"].as_str().unwrap_or_default(),
+    ))
 }
 
 fn api_token_json(state: &AppState, t: &ApiToken) -> serde_json::Value {
@@ -265,12 +262,8 @@ fn create_api_token(
     let partner = partner_of(state, c)?;
     let body = parse_body(ct, body)?;
     let name = text(&body, "name")?;
-    if name.trim().is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_name",
-            "name must be 1 to 256 characters without control characters",
-        ));
+    if !api::valid_name(&name) {
+        return Err(api::invalid_name());
     }
     let secret = auth::random_hex(32);
     let token = ApiToken {
@@ -282,13 +275,10 @@ fn create_api_token(
     state.db().create_api_token(&token, &auth::secret_hash(&secret))?;
     let mut answer = api_token_json(state, &token);
     answer["secret"] = serde_json::Value::String(secret);
-    let mut resp = api::json(StatusCode::CREATED, &answer);
-    if let Some(uri) = answer["uri"].as_str()
-        && let Ok(v) = http::HeaderValue::from_str(uri)
-    {
-        resp.headers_mut().insert(http::header::LOCATION, v);
-    }
-    Ok(resp)
+    Ok(api::with_location(
+        api::json(StatusCode::CREATED, &answer),
+        answer["uri"].as_str().unwrap_or_default(),
+    ))
 }
 
 fn list_api_tokens(state: &AppState, c: &Credentials) -> Result<Response, ApiError> {

@@ -375,7 +375,14 @@ pub(crate) fn blob_response(
     let bytes = strata_pipeline::blob::BlobStore::get(&state.blobs, &blob)
         .map_err(|_| ApiError::not_found("artefact"))?;
     let mut resp = Response::new(bytes.into());
-    let h = resp.headers_mut();
+    download_headers(resp.headers_mut(), id, content_type, attachment);
+    Ok(resp)
+}
+
+/// What every blob download says: its fixed content type, `nosniff`, its
+/// strong ETag (the blob id) and, when named, an attachment file name
+/// reduced to safe characters.
+fn download_headers(h: &mut http::HeaderMap, id: &str, content_type: &'static str, attachment: Option<&str>) {
     h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     h.insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
     if let Ok(etag) = http::HeaderValue::from_str(&format!("\"{id}\"")) {
@@ -387,7 +394,6 @@ pub(crate) fn blob_response(
             h.insert(http::header::CONTENT_DISPOSITION, v);
         }
     }
-    Ok(resp)
 }
 
 /// A large blob (a model's STL) as a download streamed from its file,
@@ -428,23 +434,13 @@ pub(crate) async fn blob_stream(
     let mut resp = warp::reply::stream(body).into_response();
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    download_headers(h, id, content_type, attachment);
     h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(end - start));
     h.insert(http::header::ACCEPT_RANGES, http::HeaderValue::from_static("bytes"));
-    h.insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
     if status == StatusCode::PARTIAL_CONTENT
         && let Ok(v) = http::HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))
     {
         h.insert(http::header::CONTENT_RANGE, v);
-    }
-    if let Ok(etag) = http::HeaderValue::from_str(&format!("\"{id}\"")) {
-        h.insert(http::header::ETAG, etag);
-    }
-    if let Some(name) = attachment {
-        let safe: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).collect();
-        if let Ok(v) = http::HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
-            h.insert(http::header::CONTENT_DISPOSITION, v);
-        }
     }
     Ok(resp)
 }

@@ -176,11 +176,8 @@ fn create_model(
     let ignored: Vec<&str> =
         fields.keys().map(String::as_str).filter(|k| !MODEL_FIELDS.contains(k)).collect();
     let name = opt_text(&new, "name", "invalid_name")?.unwrap_or("").trim();
-    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
-        return Err(unprocessable(
-            "invalid_name",
-            "name must be 1 to 256 characters without control characters",
-        ));
+    if !api::valid_name(name) {
+        return Err(api::invalid_name());
     }
     let callback = &new["callback"];
     let url = opt_text(callback, "url", "invalid_callback")?.unwrap_or("");

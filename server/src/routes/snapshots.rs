@@ -221,11 +221,8 @@ fn create(
             tracing::error!(snapshot = %sid, error = %e, "cannot record the snapshot's outcome");
         }
     });
-    let mut resp = api::json(StatusCode::CREATED, &snapshot_json(state, &m, &snap));
-    if let Ok(v) = http::HeaderValue::from_str(&format!("{}{}", state.public_url, snapshot_path(&m, &snap))) {
-        resp.headers_mut().insert(http::header::LOCATION, v);
-    }
-    Ok(resp)
+    let location = format!("{}{}", state.public_url, snapshot_path(&m, &snap));
+    Ok(api::with_location(api::json(StatusCode::CREATED, &snapshot_json(state, &m, &snap)), &location))
 }
 
 /// The PNG of a rendered snapshot: by its signed URL, or with the owner's
