@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::callbacks::Receiver;
-use crate::server::{client, get_json_as, login, multipart, partner, rt, serve, serve_in};
+use crate::server::{client, create_model, get_json_as, login, multipart, partner, rt, serve, serve_in};
 
 /// A distinct closed model of about `2 * rings * 120` faces.
 fn torus(rings: usize) -> Vec<u8> {
@@ -25,16 +25,13 @@ async fn acknowledged_upload(
     callback: &str,
     bytes: Vec<u8>,
 ) -> String {
-    let r = c
-        .post(format!("{base}/model/"))
-        .header("cookie", cookie)
-        .json(&json!({"name": "torus", "callback": {"url": callback, "method": "POST"}}))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let uri = r.headers()["location"].to_str().expect("ascii").to_string();
-    let upload = r.headers()["x-upload-location"].to_str().expect("ascii").to_string();
+    let (uri, upload, _) = create_model(
+        c,
+        base,
+        cookie,
+        json!({"name": "torus", "callback": {"url": callback, "method": "POST"}}),
+    )
+    .await;
     let r = c.put(&upload).body(bytes).send().await.expect("upload");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     uri
@@ -159,15 +156,7 @@ fn a_partner_over_its_queue_gets_503_and_no_acknowledged_upload_is_lost() {
         let cookie = login(&c, base, &p).await;
         let mut uploads = Vec::new();
         for _ in 0..100 {
-            let r = c
-                .post(format!("{base}/model/"))
-                .header("cookie", &cookie)
-                .json(&json!({"name": "t"}))
-                .send()
-                .await
-                .expect("create");
-            let uri = r.headers()["location"].to_str().expect("ascii").to_string();
-            let upload = r.headers()["x-upload-location"].to_str().expect("ascii").to_string();
+            let (uri, upload, _) = create_model(&c, base, &cookie, json!({"name": "t"})).await;
             uploads.push((uri, upload));
         }
         let body = torus(60);
