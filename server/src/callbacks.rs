@@ -397,7 +397,7 @@ pub(crate) fn log_json(state: &AppState, model_id: &str) -> Result<serde_json::V
                     "error": a.error,
                     "duration_ms": a.duration_ms,
                 })).collect::<Vec<_>>(),
-                "next_attempt": (c.state == "pending").then(|| iso(c.next_attempt_at)),
+                "next_attempt": (c.state == strata_pipeline::db::CallbackState::Pending).then(|| iso(c.next_attempt_at)),
                 "give_up_at": iso(c.give_up_at),
                 "created": iso(c.created_at),
             })

@@ -43,6 +43,18 @@ CREATE TABLE callback_attempts (
 );
 "#;
 
+super::vocab::text_enum! {
+    /// Where a delivery stands.
+    pub enum CallbackState ("callback state") {
+        /// Not delivered yet; attempted again at `next_attempt_at`.
+        Pending = "pending",
+        /// The endpoint answered 2xx.
+        Delivered = "delivered",
+        /// Given up: the retry window closed, or the endpoint answered 410.
+        Failed = "failed",
+    }
+}
+
 /// A delivery to queue with a status change.
 #[derive(Debug, Clone)]
 pub struct NewCallback {
@@ -71,8 +83,8 @@ pub struct Callback {
     pub method: String,
     /// The JSON body.
     pub body: String,
-    /// `pending`, `delivered` or `failed`.
-    pub state: String,
+    /// Where it stands.
+    pub state: CallbackState,
     /// Attempts made so far.
     pub attempts: i64,
     /// Unix ms of the next attempt (while pending).
@@ -192,9 +204,9 @@ impl Db {
             params![id, a.attempt, a.at, a.status_code, a.error, a.duration_ms],
         )?;
         let state = match (delivered, retry_at) {
-            (true, _) => "delivered",
-            (false, Some(_)) => "pending",
-            (false, None) => "failed",
+            (true, _) => CallbackState::Delivered,
+            (false, Some(_)) => CallbackState::Pending,
+            (false, None) => CallbackState::Failed,
         };
         self.conn.execute(
             "UPDATE callbacks SET state = $1, attempts = $2, next_attempt_at = COALESCE($3, next_attempt_at), \
@@ -380,7 +392,7 @@ mod tests {
             CallbackAttempt { attempt: 2, at: now + 10, status_code: Some(204), error: None, duration_ms: 2 };
         db.record_callback_attempt("c1", &ok, true, None).expect("record");
         let log = db.callbacks_of("m1").expect("log");
-        assert_eq!(log[0].0.state, "delivered");
+        assert_eq!(log[0].0.state, CallbackState::Delivered);
         assert_eq!(log[0].0.attempts, 2);
         assert_eq!(log[0].1, vec![failed.clone(), ok.clone()]);
         assert!(db.claim_due_callbacks(i64::MAX, 1, 10).expect("claim").is_empty(), "delivered is final");

@@ -41,63 +41,26 @@ CREATE INDEX jobs_by_partner ON jobs (partner_id, status);
 ALTER TABLE print_tokens ADD COLUMN printer_id TEXT;
 "#;
 
-/// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    /// Process an acknowledged upload (its spool file) into the store and
-    /// set its model's status.
-    ProcessUpload,
-}
-
-impl JobKind {
-    /// The name stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::ProcessUpload => "process_upload",
-        }
-    }
-
-    fn parse(s: &str) -> Option<JobKind> {
-        match s {
-            "process_upload" => Some(JobKind::ProcessUpload),
-            _ => None,
-        }
+super::vocab::text_enum! {
+    /// What a job does.
+    pub enum JobKind ("job kind") {
+        /// Process an acknowledged upload (its spool file) into the store
+        /// and set its model's status.
+        ProcessUpload = "process_upload",
     }
 }
 
-/// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    /// Waiting to be claimed (from `run_after` on).
-    Queued,
-    /// Claimed; its holder renews the lease.
-    Running,
-    /// Finished.
-    Done,
-    /// Given up.
-    Failed,
-}
-
-impl JobStatus {
-    /// The name stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Done => "done",
-            JobStatus::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> JobStatus {
-        match s {
-            "queued" => JobStatus::Queued,
-            "running" => JobStatus::Running,
-            "done" => JobStatus::Done,
-            _ => JobStatus::Failed,
-        }
+super::vocab::text_enum! {
+    /// Where a job stands.
+    pub enum JobStatus ("job status") {
+        /// Waiting to be claimed (from `run_after` on).
+        Queued = "queued",
+        /// Claimed; its holder renews the lease.
+        Running = "running",
+        /// Finished.
+        Done = "done",
+        /// Given up.
+        Failed = "failed",
     }
 }
 
@@ -156,20 +119,13 @@ const JOB_COLUMNS: &str =
     "id, kind, subject, partner_id, payload, status, attempts, max_attempts, last_error";
 
 fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
-    let kind: String = r.get(1)?;
     Ok(Job {
         id: r.get(0)?,
-        kind: JobKind::parse(&kind).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                1,
-                rusqlite::types::Type::Text,
-                format!("job kind {kind}").into(),
-            )
-        })?,
+        kind: r.get(1)?,
         subject: r.get(2)?,
         partner_id: r.get(3)?,
         payload: r.get(4)?,
-        status: JobStatus::parse(&r.get::<_, String>(5)?),
+        status: r.get(5)?,
         attempts: u32::try_from(r.get::<_, i64>(6)?).unwrap_or(u32::MAX),
         max_attempts: u32::try_from(r.get::<_, i64>(7)?).unwrap_or(u32::MAX),
         last_error: r.get(8)?,

@@ -19,8 +19,9 @@ mod callbacks;
 mod jobs;
 mod partners;
 mod resources;
+mod vocab;
 
-pub use callbacks::{Callback, CallbackAttempt, NewCallback};
+pub use callbacks::{Callback, CallbackAttempt, CallbackState, NewCallback};
 pub use jobs::{Job, JobEffect, JobKind, JobStatus, NewJob};
 pub use partners::{ModelQuery, ModelSort, ModelStatus, Partner, PartnerModel, PrintToken, PrintUpdate};
 pub use resources::{ApiToken, Lineage, Snapshot, SnapshotStatus};

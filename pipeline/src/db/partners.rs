@@ -83,61 +83,17 @@ pub struct Partner {
     pub username: String,
 }
 
-/// Where a partner's model stands (seed 000's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum ModelStatus {
-    /// Created; its bytes have not been uploaded.
-    #[serde(rename = "not-uploaded")]
-    NotUploaded,
-    /// Uploaded and acknowledged; being processed.
-    #[serde(rename = "processing")]
-    Processing,
-    /// Printable: its stream, snapshot and content are stored.
-    #[serde(rename = "processed")]
-    Processed,
-    /// Processing failed; the error says why.
-    #[serde(rename = "error")]
-    Error,
-}
-
-impl ModelStatus {
-    /// Every status.
-    pub const ALL: [ModelStatus; 4] =
-        [ModelStatus::NotUploaded, ModelStatus::Processing, ModelStatus::Processed, ModelStatus::Error];
-
-    /// The name stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModelStatus::NotUploaded => "not-uploaded",
-            ModelStatus::Processing => "processing",
-            ModelStatus::Processed => "processed",
-            ModelStatus::Error => "error",
-        }
-    }
-
-    /// A status by its name.
-    pub fn parse(s: &str) -> Option<ModelStatus> {
-        ModelStatus::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for ModelStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl rusqlite::types::ToSql for ModelStatus {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl rusqlite::types::FromSql for ModelStatus {
-    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<ModelStatus> {
-        let s = v.as_str()?;
-        ModelStatus::parse(s)
-            .ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("model status {s:?}").into()))
+super::vocab::text_enum! {
+    /// Where a partner's model stands (seed 000's names).
+    pub enum ModelStatus ("model status") {
+        /// Created; its bytes have not been uploaded.
+        NotUploaded = "not-uploaded",
+        /// Uploaded and acknowledged; being processed.
+        Processing = "processing",
+        /// Printable: its stream, snapshot and content are stored.
+        Processed = "processed",
+        /// Processing failed; the error says why.
+        Error = "error",
     }
 }
 

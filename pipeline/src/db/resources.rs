@@ -60,34 +60,15 @@ pub struct ApiToken {
     pub created_at: i64,
 }
 
-/// The status of a snapshot resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SnapshotStatus {
-    /// Being rendered.
-    Processing,
-    /// Rendered; the PNG is stored.
-    Processed,
-    /// Rendering failed.
-    Error,
-}
-
-impl SnapshotStatus {
-    /// The name stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SnapshotStatus::Processing => "processing",
-            SnapshotStatus::Processed => "processed",
-            SnapshotStatus::Error => "error",
-        }
-    }
-
-    fn parse(s: &str) -> SnapshotStatus {
-        match s {
-            "processed" => SnapshotStatus::Processed,
-            "processing" => SnapshotStatus::Processing,
-            _ => SnapshotStatus::Error,
-        }
+super::vocab::text_enum! {
+    /// The status of a snapshot resource.
+    pub enum SnapshotStatus ("snapshot status") {
+        /// Being rendered.
+        Processing = "processing",
+        /// Rendered; the PNG is stored.
+        Processed = "processed",
+        /// Rendering failed.
+        Error = "error",
     }
 }
 
@@ -279,7 +260,7 @@ impl Db {
                     view: r.get(2)?,
                     width: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
                     height: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
-                    status: SnapshotStatus::parse(&r.get::<_, String>(5)?),
+                    status: r.get(5)?,
                     blob: r.get(6)?,
                     error: r.get(7)?,
                     created_at: r.get(8)?,
