@@ -140,29 +140,16 @@ pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
         AdminCommand::CreatePartner { name, email, data, json } => (name, email, data, json),
         AdminCommand::CallbackSecret { username, data } => return callback_secret(username, data),
     };
-    let result = (|| -> Result<(String, String, String, String), String> {
-        std::fs::create_dir_all(data).map_err(|e| format!("{}: {e}", data.display()))?;
-        let db = strata_server::pipeline::db::Db::open(&data.join("meta.db")).map_err(|e| e.to_string())?;
-        let base: String =
-            name.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect::<String>();
-        let base = if base.len() < 3 { format!("{base}partner") } else { base };
-        let password = strata_server::auth::random_hex(12);
-        for attempt in 0..100 {
-            let username = if attempt == 0 { base.clone() } else { format!("{base}{attempt}") };
-            let account = strata_server::accounts::NewAccount {
-                name: name.clone(),
-                email: email.clone(),
-                username: username.clone(),
-                password: password.clone(),
-            };
-            match strata_server::accounts::create(&db, &account) {
-                Ok(made) => return Ok((username, password, made.api_key, made.callback_secret)),
-                Err(strata_server::accounts::AccountError::UsernameTaken(_)) => continue,
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        Err("no free username; choose another name".into())
-    })();
+    let result = std::fs::create_dir_all(data)
+        .map_err(|e| format!("{}: {e}", data.display()))
+        .and_then(|()| {
+            strata_server::pipeline::db::Db::open(&data.join("meta.db"))
+                .map_err(|e| format!("{}: {e}", data.display()))
+        })
+        .and_then(|db| {
+            strata_server::accounts::provision_partner(&db, name, email).map_err(|e| e.to_string())
+        })
+        .map(|(made, password)| (made.partner.username, password, made.api_key, made.callback_secret));
     match result {
         Ok((username, password, api_key, callback_secret)) if *json => {
             println!(

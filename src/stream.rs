@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 use strata_core::RepairOptions;
 use strata_core::slice::{Layer, NM_PER_UNIT, SliceOptions};
-use strata_core::stream::{self, BoundingBox, EncodeOptions, Limits, Manifest, ModelInfo, StreamError};
+use strata_core::stream::{self, EncodeOptions, Limits, Manifest, StreamError};
 
 use crate::files::write_dir_atomically;
 
@@ -115,21 +115,19 @@ fn slice_inner(args: &SliceArgs) -> Result<ExitCode, String> {
         layer_height: args.layer_height,
         first_layer: args.first_layer.unwrap_or(args.layer_height),
     };
-    let layers = strata_core::slice::slice(&mesh, &options).map_err(|e| format!("{name}: {e}"))?;
-    clock.done("slice");
-    let bbox = inspection
-        .report
-        .bbox_min
-        .zip(inspection.report.bbox_max)
-        .map(|(lo, hi)| BoundingBox { min: lo.map(f64::from), max: hi.map(f64::from) });
-    let encoded = stream::encode(
-        &layers,
-        &ModelInfo { sha256: sha256.clone(), bbox },
+    let mut times = strata_pipeline::process::StageTimes::default();
+    let (layers, encoded) = strata_pipeline::process::stream_of(
+        &mesh,
+        &inspection.report,
+        &sha256,
         &options,
         &EncodeOptions { chunk_target: args.chunk_size.max(1), ..EncodeOptions::default() },
+        &mut times,
     )
     .map_err(|e| format!("{name}: {e}"))?;
-    clock.done("encode (chunks, zstd, SHA-256)");
+    clock.report("slice", times.slice);
+    clock.report("encode (chunks, zstd, SHA-256)", times.encode);
+    clock.done_silently();
     let manifest_json = encoded.manifest.to_json();
     let files = encoded
         .manifest
@@ -390,6 +388,18 @@ struct Phases {
 impl Phases {
     fn new(on: bool) -> Phases {
         Phases { on, last: std::time::Instant::now() }
+    }
+
+    /// A phase timed elsewhere.
+    fn report(&self, phase: &str, seconds: f64) {
+        if self.on {
+            eprintln!("timing: {phase}: {:.1} ms", seconds * 1e3);
+        }
+    }
+
+    /// Starts the next phase's clock without printing.
+    fn done_silently(&mut self) {
+        self.last = std::time::Instant::now();
     }
 
     fn done(&mut self, phase: &str) {

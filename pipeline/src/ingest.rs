@@ -26,9 +26,9 @@ use rayon::iter::{ParallelBridge, ParallelIterator};
 use serde::Serialize;
 
 use crate::PipelineError;
-use crate::blob::{BlobId, BlobStore, FsBlobStore};
+use crate::blob::{BlobId, BlobStore};
 use crate::buffers::{BufferPool, ModelBuf, ModelFile};
-use crate::db::{Db, ModelRecord, now_ms};
+use crate::db::{ModelRecord, now_ms};
 use crate::process::{ProcessOptions, Processed, StageTimes, Summary, process_timed};
 
 /// How to run an ingest.
@@ -386,11 +386,12 @@ pub fn ingest(
     progress: &dyn Progress,
 ) -> Result<Report, PipelineError> {
     let started = std::time::Instant::now();
-    // Before the blob store clears its temporary files: they may be
-    // another process's.
-    let _lock = crate::store::DataLock::acquire(data_dir)?;
-    let blobs = FsBlobStore::open(data_dir)?;
-    let db = Db::open(&data_dir.join("meta.db"))?;
+    // The one way to open a data directory for writing: the lock first
+    // (its temporary files may be another process's), then the blobs, the
+    // database and the recovery of an interrupted server's jobs.
+    let (opened, _recovered) = crate::store::Store::open(data_dir, 1)?;
+    let blobs = opened.blobs();
+    let db = opened.db();
     let known = db.model_ids(options.retry_failed)?;
     let jobs = options.jobs.max(1);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -457,7 +458,7 @@ pub fn ingest(
             }
         });
         let worker_out = out_tx.clone();
-        let (blobs, owners, known) = (&blobs, &owners, &known);
+        let (owners, known) = (&owners, &known);
         scope.spawn(move || {
             pool.install(|| {
                 work_rx.into_iter().par_bridge().for_each(|(i, original, read)| {
@@ -816,7 +817,7 @@ mod tests {
     #[test]
     fn an_upload_stores_its_original_and_every_artefact_it_names() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let blobs = FsBlobStore::open(dir.path()).expect("store");
+        let blobs = crate::blob::FsBlobStore::open(dir.path()).expect("store");
         let bytes = strata_core::synth::to_binary_stl("cube", &strata_core::synth::cube_facets());
         let (row, report) = ingest_upload(&bytes, None, "cube.stl", None, &blobs, &ProcessOptions::default())
             .expect("stored");

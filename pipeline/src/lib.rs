@@ -15,13 +15,21 @@
 //!   the store writes originals straight from them.
 //! - [`db`]: the metadata repository over SQLite, with portable SQL and
 //!   numbered migrations, and the durable job queue.
-//! - [`store`]: the exclusive lock on a data directory.
+//! - [`store`]: the data directory, opened by one process at a time
+//!   ([`store::Store`]: lock, blobs, database connections, upload spool,
+//!   recovery of a killed process's work).
+//! - [`lifecycle`]: the partner model's lifecycle over the store: uploads
+//!   accepted with their jobs, jobs run, status changes written with their
+//!   model rows, callbacks and job completions in one transaction.
+//! - [`ids`]: random ids and secrets.
 //! - [`prints`]: the print-status machine and what counts as a print.
 
 pub mod blob;
 pub mod buffers;
 pub mod db;
+pub mod ids;
 pub mod ingest;
+pub mod lifecycle;
 pub mod prints;
 pub mod process;
 pub mod store;

@@ -214,16 +214,35 @@ fn process_inner(
     let render = RenderOptions { cull_back_faces: true, ..options.render };
     let snapshot_png = strata_core::render::render(&mesh, &render)?.image.to_png()?;
     timings.render += lap();
-    let layers = strata_core::slice::slice(&mesh, &options.slice)?;
-    timings.slice += lap();
-    let bbox = before
+    let (_, stream) = stream_of(&mesh, &before, sha256, &options.slice, &options.encode, timings)?;
+    Ok(Processed { format: ins.format, before, repair, repaired_stl, snapshot_png, stream })
+}
+
+/// A mesh's print stream: its layers (`slice`) packed into checksummed,
+/// compressed chunks (`encode`), named by the original's digest and the
+/// bounding box of `report`; the layers are returned too. The path every
+/// stream takes (a processed upload, `strata ingest`, `strata slice`);
+/// the time of each step is added to `timings`.
+pub fn stream_of(
+    mesh: &strata_core::IndexedMesh,
+    report: &ValidationReport,
+    sha256: &str,
+    slice: &SliceOptions,
+    encode: &EncodeOptions,
+    timings: &mut StageTimes,
+) -> Result<(Vec<strata_core::slice::Layer>, EncodedStream), PipelineError> {
+    let clock = std::time::Instant::now();
+    let layers = strata_core::slice::slice(mesh, slice)?;
+    timings.slice += clock.elapsed().as_secs_f64();
+    let clock = std::time::Instant::now();
+    let bbox = report
         .bbox_min
-        .zip(before.bbox_max)
+        .zip(report.bbox_max)
         .map(|(lo, hi)| BoundingBox { min: lo.map(f64::from), max: hi.map(f64::from) });
     let model = ModelInfo { sha256: sha256.to_string(), bbox };
-    let stream = strata_core::stream::encode(&layers, &model, &options.slice, &options.encode)?;
-    timings.encode += lap();
-    Ok(Processed { format: ins.format, before, repair, repaired_stl, snapshot_png, stream })
+    let stream = strata_core::stream::encode(&layers, &model, slice, encode)?;
+    timings.encode += clock.elapsed().as_secs_f64();
+    Ok((layers, stream))
 }
 
 /// A snapshot of a stored mesh (`bytes`: the printable STL) from `view`,

@@ -1,5 +1,14 @@
 //! The data directory's owner: one process at a time.
 //!
+//! [`Store::open`] is the one way a process that writes the store opens
+//! it: it takes the [`DataLock`], opens the blob store (clearing its
+//! temporary files, which are now this process's alone), the metadata
+//! database (migrating it) and the upload spool, and recovers what a
+//! killed process left: running jobs are due again, spools of
+//! acknowledged uploads are kept until their jobs finish, other spools
+//! (never acknowledged) go, and partners made before callbacks were signed
+//! get a secret. No other code clears files in the data directory.
+//!
 //! A process that writes blobs or clears temporary files (`strata serve`,
 //! `strata ingest`) takes an exclusive lock on `DATA/lock` first and holds
 //! it for its life, so a second such process on the same directory is
@@ -12,8 +21,122 @@
 
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use crate::PipelineError;
+use crate::blob::FsBlobStore;
+use crate::db::{Db, now_ms};
+
+/// A data directory, opened for writing: its blobs, a few database
+/// connections and the upload spool, held under the [`DataLock`].
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    blobs: FsBlobStore,
+    uploads: PathBuf,
+    dbs: Vec<Mutex<Db>>,
+    next_db: std::sync::atomic::AtomicUsize,
+    _lock: DataLock,
+}
+
+/// What [`Store::open`] found and recovered.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Jobs a killed process was running, due again.
+    pub requeued: usize,
+    /// Spools of acknowledged uploads kept for their jobs.
+    pub spools_kept: usize,
+    /// Spools no job names (never acknowledged), removed.
+    pub spools_removed: usize,
+    /// Partners given a callback secret (made before callbacks were
+    /// signed), by username.
+    pub secrets_backfilled: Vec<String>,
+}
+
+impl Store {
+    /// Opens (creating) the store under `dir` with `connections` database
+    /// connections (SQLite in WAL mode reads concurrently; writes take
+    /// turns under the busy timeout). Fails with [`PipelineError::Locked`]
+    /// when another process holds it, before anything is touched.
+    pub fn open(dir: &Path, connections: usize) -> Result<(Store, Recovered), PipelineError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| PipelineError::Io { path, source }
+        };
+        // Before anything is cleared: a second process on the same data
+        // directory is refused here, naming the first.
+        let lock = DataLock::acquire(dir)?;
+        let blobs = FsBlobStore::open(dir)?;
+        let db = Db::open(&dir.join("meta.db"))?;
+        let uploads = dir.join("uploads");
+        std::fs::create_dir_all(&uploads).map_err(io(&uploads))?;
+        let mut recovered =
+            Recovered { requeued: db.requeue_running_jobs(now_ms())?, ..Recovered::default() };
+        let keep: std::collections::HashSet<String> =
+            db.pending_jobs()?.iter().filter_map(crate::lifecycle::spool_of).collect();
+        for entry in std::fs::read_dir(&uploads).map_err(io(&uploads))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if keep.contains(&name) {
+                recovered.spools_kept += 1;
+            } else if std::fs::remove_file(entry.path()).is_ok() {
+                recovered.spools_removed += 1;
+            }
+        }
+        recovered.secrets_backfilled = db.backfill_callback_secrets(crate::ids::callback_secret)?;
+        let mut dbs = vec![Mutex::new(db)];
+        for _ in 1..connections.max(1) {
+            dbs.push(Mutex::new(Db::open(&dir.join("meta.db"))?));
+        }
+        let store = Store {
+            dir: dir.to_path_buf(),
+            blobs,
+            uploads,
+            dbs,
+            next_db: std::sync::atomic::AtomicUsize::new(0),
+            _lock: lock,
+        };
+        Ok((store, recovered))
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The blobs.
+    pub fn blobs(&self) -> &FsBlobStore {
+        &self.blobs
+    }
+
+    /// Where acknowledged uploads are spooled until their jobs finish.
+    pub fn uploads(&self) -> &Path {
+        &self.uploads
+    }
+
+    /// A new spool file's path for an upload to `model_id` (a random name,
+    /// so concurrent uploads never share one), with that name.
+    pub fn new_spool(&self, model_id: &str) -> (String, PathBuf) {
+        let name = format!("{model_id}-{}", crate::ids::random_hex(8));
+        let path = self.uploads.join(&name);
+        (name, path)
+    }
+
+    /// A database connection (for short calls): the first free one, or
+    /// the next in turn when all are busy. Blocks while it waits, so
+    /// async callers take it on a blocking thread.
+    pub fn db(&self) -> MutexGuard<'_, Db> {
+        let n = self.dbs.len();
+        let start = self.next_db.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        for i in 0..n {
+            match self.dbs[(start + i) % n].try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.dbs[start].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// The exclusive hold on a data directory; released when dropped.
 #[derive(Debug)]

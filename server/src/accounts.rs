@@ -85,6 +85,31 @@ pub fn create(db: &Db, account: &NewAccount) -> Result<Provisioned, AccountError
     Ok(Provisioned { partner, api_key, callback_secret })
 }
 
+/// An operator-made partner (`strata admin create-partner`): its username
+/// is derived from `name` (lower-case letters and digits, a number added
+/// while it is taken) and its password is random; both are returned with
+/// the account, since only the password's hash is kept.
+pub fn provision_partner(db: &Db, name: &str, email: &str) -> Result<(Provisioned, String), AccountError> {
+    let base: String = name.to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect();
+    let base = if base.len() < 3 { format!("{base}partner") } else { base };
+    let password = crate::auth::random_hex(12);
+    for attempt in 0..100 {
+        let username = if attempt == 0 { base.clone() } else { format!("{base}{attempt}") };
+        let account = NewAccount {
+            name: name.to_string(),
+            email: email.to_string(),
+            username,
+            password: password.clone(),
+        };
+        match create(db, &account) {
+            Ok(made) => return Ok((made, password)),
+            Err(AccountError::UsernameTaken(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(AccountError::Invalid("no free username for this name; choose another name".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +142,18 @@ mod tests {
         ] {
             assert!(matches!(create(&db, &bad), Err(AccountError::Invalid(_))), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn provisioned_partners_get_a_free_username_from_their_name() {
+        let db = Db::open_in_memory().expect("db");
+        let (first, password) = provision_partner(&db, "Print Shop!", "ops@shop.example").expect("first");
+        assert_eq!(first.partner.username, "printshop");
+        let (_, hash) = db.partner_login("printshop").expect("q").expect("stored");
+        assert!(crate::auth::verify_password(&password, &hash));
+        let (second, _) = provision_partner(&db, "print shop", "b@shop.example").expect("second");
+        assert_eq!(second.partner.username, "printshop1");
+        let (short, _) = provision_partner(&db, "X", "x@shop.example").expect("short name");
+        assert_eq!(short.partner.username, "xpartner");
     }
 }

@@ -91,6 +91,40 @@ impl From<strata_pipeline::PipelineError> for ApiError {
     }
 }
 
+impl From<strata_pipeline::lifecycle::AcceptError> for ApiError {
+    /// A full queue is 503 with `Retry-After` (admission control: uploads
+    /// cannot queue unbounded work); a model already uploaded is 409.
+    fn from(e: strata_pipeline::lifecycle::AcceptError) -> ApiError {
+        use strata_pipeline::lifecycle::AcceptError as A;
+        match e {
+            A::QueueFull { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e.to_string())
+                    .with_header("retry-after", "1")
+            }
+            A::AlreadyUploaded => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_uploaded",
+                "the model is already uploaded; create a new model",
+            ),
+            A::Store(e) => ApiError::from(e),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"),
+        }
+    }
+}
+
+impl From<crate::ServerError> for ApiError {
+    /// A blocking task that could not run (the runtime is shutting down).
+    fn from(e: crate::ServerError) -> ApiError {
+        tracing::error!(error = %e, "server error");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is shutting down; try again",
+        )
+        .with_header("retry-after", "1")
+    }
+}
+
 /// Whether a database error means "busy or locked, try again".
 fn is_busy(e: &impl std::fmt::Display) -> bool {
     let text = e.to_string();

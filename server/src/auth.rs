@@ -11,18 +11,7 @@ use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-/// `n` random bytes from the OS generator.
-pub fn random_bytes(n: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; n];
-    // The OS generator failing is not something to go on from.
-    getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("the OS random generator failed: {e}"));
-    bytes
-}
-
-/// `n` random bytes as lower-case hex (2n digits) from the OS generator.
-pub fn random_hex(n: usize) -> String {
-    hex(&random_bytes(n))
-}
+pub use strata_pipeline::ids::{random_bytes, random_hex, uuid_v4};
 
 /// A random number from the OS generator (for jitter, not for secrets).
 pub fn random_u64() -> u64 {
@@ -92,15 +81,6 @@ pub fn capability_message(method: &str, path: &str, expires: i64) -> String {
 /// The message an upload URL signs (a capability to `PUT /uploads/{id}`).
 pub fn upload_message(model_id: &str, expires: i64) -> String {
     capability_message("PUT", &format!("/uploads/{model_id}"), expires)
-}
-
-/// A random UUID (version 4), the form 3DIAX gives its resource ids.
-pub fn uuid_v4() -> String {
-    let mut b = random_bytes(16);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 /// The user name and password of an `Authorization: Basic` header.

@@ -37,7 +37,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strata_pipeline::db::{CallbackAttempt, NewCallback, PartnerModel, now_ms};
+use strata_pipeline::db::{CallbackAttempt, now_ms};
 
 use crate::auth;
 use crate::state::AppState;
@@ -51,63 +51,6 @@ const LEASE_MS: i64 = 60_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Deliveries sent at once.
 const CONCURRENT: usize = 16;
-
-/// Moves a model from `from` to `to` and, when it has a callback URL,
-/// queues the announcement in the same transaction (with `job`'s effect)
-/// and wakes the sender.
-pub(crate) fn set_status(
-    state: &AppState,
-    model: &PartnerModel,
-    from: strata_pipeline::db::ModelStatus,
-    to: strata_pipeline::db::ModelStatus,
-    content_id: Option<&str>,
-    error: Option<(&str, &str)>,
-    job: strata_pipeline::db::JobEffect<'_>,
-) -> Result<bool, strata_pipeline::PipelineError> {
-    let callback = announcement(state, model, from, to, error);
-    let moved = state.db().set_partner_model_status(
-        &model.id,
-        from,
-        to,
-        content_id,
-        error,
-        callback.as_ref(),
-        job,
-    )?;
-    if moved && callback.is_some() {
-        state.callbacks_due.notify_one();
-    }
-    Ok(moved)
-}
-
-fn announcement(
-    state: &AppState,
-    model: &PartnerModel,
-    from: strata_pipeline::db::ModelStatus,
-    to: strata_pipeline::db::ModelStatus,
-    error: Option<(&str, &str)>,
-) -> Option<NewCallback> {
-    let url = model.callback_url.clone()?;
-    let now = now_ms();
-    let id = auth::random_hex(16);
-    let body = serde_json::json!({
-        "event": "model.status",
-        "uri": crate::routes::model_uri(state, &model.id),
-        "id": model.id,
-        "name": model.name,
-        "status": to,
-        "previous_status": from,
-        "error": error.map(|(code, message)| serde_json::json!({"code": code, "message": message})),
-        "changed": crate::routes::iso8601(now),
-    });
-    Some(NewCallback {
-        id,
-        url,
-        method: model.callback_method.clone().unwrap_or_else(|| "POST".to_string()),
-        body: body.to_string(),
-        give_up_at: now.saturating_add(state.config.callback_give_up.as_millis() as i64),
-    })
-}
 
 /// The sender: runs for the server's life, claiming due deliveries and
 /// sending them, at most [`CONCURRENT`] at a time.
@@ -217,8 +160,7 @@ pub fn signature(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
 
 /// A new callback secret: `whsec_` and 32 random bytes in base64.
 pub fn new_secret() -> String {
-    use base64::Engine;
-    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(auth::random_bytes(32)))
+    strata_pipeline::ids::callback_secret()
 }
 
 /// One attempt: the HTTP status and its `Retry-After` in seconds, or why

@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use strata_pipeline::blob::{BlobId, FsBlobStore};
 use strata_pipeline::db::Db;
+use strata_pipeline::lifecycle::{Lifecycle, LifecycleConfig};
 
 use crate::{Config, ServerError};
 
@@ -15,13 +16,9 @@ use crate::{Config, ServerError};
 pub struct AppState {
     /// Settings.
     pub config: Config,
-    /// Blobs (originals, snapshots, manifests, chunks).
-    pub blobs: FsBlobStore,
-    /// A few connections (SQLite in WAL mode reads concurrently; writes
-    /// take turns under the busy timeout), so requests do not queue behind
-    /// one mutex.
-    dbs: Vec<Mutex<Db>>,
-    next_db: std::sync::atomic::AtomicUsize,
+    /// The model lifecycle over the store (the data directory, this
+    /// process's alone while it runs).
+    pub life: Lifecycle,
     /// CPU work: processing uploads and rendering snapshots.
     pub pool: rayon::ThreadPool,
     /// Signs upload URLs; kept in the data directory so URLs survive a
@@ -29,8 +26,6 @@ pub struct AppState {
     pub secret: Vec<u8>,
     /// Scheme, host and port of this server, for links.
     pub public_url: String,
-    /// Where uploads are spooled before processing.
-    pub uploads: PathBuf,
     chunk_digests: Mutex<hashlink::LruCache<BlobId, Arc<[String]>>>,
     chunk_bytes: Mutex<ChunkCache>,
     login_failures: Mutex<HashMap<String, (std::time::Instant, u32)>>,
@@ -42,17 +37,8 @@ pub struct AppState {
     pub callback_http: reqwest::Client,
     /// Wakes the job runner when a job is queued.
     pub jobs_due: tokio::sync::Notify,
-    /// Held across a partner's queue count and the enqueue it admits, so
-    /// concurrent uploads cannot all pass the count (one process owns the
-    /// data directory, so a process-wide lock is enough).
-    pub admission: Mutex<()>,
     /// This process's name on the job leases it holds.
     pub worker_id: String,
-    /// What the models being processed may take together (the same
-    /// estimate `strata ingest` budgets with).
-    pub memory: strata_pipeline::ingest::MemoryBudget,
-    /// The data directory is this process's alone while it runs.
-    _lock: strata_pipeline::store::DataLock,
 }
 
 /// Wrong passwords an account may get per minute (`LOGIN_WINDOW`) before logins
@@ -69,42 +55,31 @@ const CHUNK_DIGEST_CACHE: usize = 4096;
 impl AppState {
     /// Opens the store under `config.data` (creating it).
     pub fn open(config: Config, addr: SocketAddr) -> Result<AppState, ServerError> {
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| ServerError::Io { path: p, source }
+        let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        let life_config = LifecycleConfig {
+            public_url: public_url.clone(),
+            callback_give_up: config.callback_give_up,
+            queue_per_partner: config.queue_per_partner,
+            // The same estimate `strata ingest` budgets with.
+            memory_budget: strata_pipeline::ingest::default_memory_budget(),
+            process: strata_pipeline::process::ProcessOptions::default(),
         };
-        // Before anything is cleared: a second process on the same data
-        // directory is refused here, naming the first.
-        let lock = strata_pipeline::store::DataLock::acquire(&config.data)?;
-        let blobs = FsBlobStore::open(&config.data)?;
-        let db = Db::open(&config.data.join("meta.db"))?;
-        let uploads = config.data.join("uploads");
-        std::fs::create_dir_all(&uploads).map_err(io(&uploads))?;
-        // Jobs a killed process was running are due again, and the spools
-        // of acknowledged uploads stay until their jobs finish; only
-        // spools no job names (never acknowledged) are removed.
-        db.requeue_running_jobs(strata_pipeline::db::now_ms())?;
-        let keep: std::collections::HashSet<String> =
-            db.pending_jobs()?.iter().filter_map(crate::jobs::spool_of).collect();
-        for entry in std::fs::read_dir(&uploads).map_err(io(&uploads))?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name) {
-                let _ = std::fs::remove_file(entry.path());
-            }
+        let (life, recovered, interrupted) = Lifecycle::open(&config.data, DB_CONNECTIONS, life_config)?;
+        if recovered.requeued + recovered.spools_kept + interrupted > 0 {
+            tracing::info!(
+                requeued = recovered.requeued,
+                spools_kept = recovered.spools_kept,
+                interrupted,
+                "resuming the work of an interrupted run"
+            );
         }
-        let secret = load_secret(&config.data.join("secret.key"))?;
-        // Partners made before callbacks were signed get their secret now,
-        // or every callback of theirs would fail until given up.
-        for username in db.backfill_callback_secrets(crate::callbacks::new_secret)? {
+        for username in &recovered.secrets_backfilled {
             tracing::warn!(
                 partner = %username,
                 "callbacks are now signed; `strata admin callback-secret {username}` prints the secret"
             );
         }
-        let mut dbs = vec![Mutex::new(db)];
-        for _ in 1..DB_CONNECTIONS {
-            dbs.push(Mutex::new(Db::open(&config.data.join("meta.db"))?));
-        }
+        let secret = load_secret(&config.data.join("secret.key"))?;
         let callback_http = crate::callbacks::client(config.allow_private_callbacks)
             .map_err(|e| ServerError::Pool(format!("cannot build the callback client: {e}")))?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -112,16 +87,12 @@ impl AppState {
             .thread_name(|i| format!("strata-cpu-{i}"))
             .build()
             .map_err(|e| ServerError::Pool(e.to_string()))?;
-        let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         Ok(AppState {
             config,
-            blobs,
-            dbs,
-            next_db: std::sync::atomic::AtomicUsize::new(0),
+            life,
             pool,
             secret,
             public_url,
-            uploads,
             chunk_digests: Mutex::new(hashlink::LruCache::new(CHUNK_DIGEST_CACHE)),
             chunk_bytes: Mutex::new(ChunkCache::default()),
             login_failures: Mutex::new(HashMap::new()),
@@ -129,12 +100,7 @@ impl AppState {
             callbacks_due: tokio::sync::Notify::new(),
             callback_http,
             jobs_due: tokio::sync::Notify::new(),
-            admission: Mutex::new(()),
             worker_id: format!("serve-{}-{}", std::process::id(), crate::auth::random_hex(4)),
-            memory: strata_pipeline::ingest::MemoryBudget::new(
-                strata_pipeline::ingest::default_memory_budget(),
-            ),
-            _lock: lock,
         })
     }
 
@@ -161,7 +127,7 @@ impl AppState {
         if let Some(b) = self.chunk_bytes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id) {
             return Ok(b);
         }
-        let bytes = bytes::Bytes::from(tokio::fs::read(self.blobs.path_of(id)).await?);
+        let bytes = bytes::Bytes::from(tokio::fs::read(self.blobs().path_of(id)).await?);
         let budget = self.config.chunk_cache_bytes;
         self.chunk_bytes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(
             id,
@@ -223,19 +189,41 @@ impl AppState {
         Ok(())
     }
 
-    /// A database connection (short calls only): the first free one of
-    /// the pool, or the next in turn when all are busy.
+    /// A database connection (short calls only; see
+    /// [`strata_pipeline::store::Store::db`]). Async code calls it through
+    /// [`AppState::with_db`] or [`AppState::with_life`], off the runtime's threads.
     pub fn db(&self) -> MutexGuard<'_, Db> {
-        let n = self.dbs.len();
-        let start = self.next_db.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
-        for i in 0..n {
-            match self.dbs[(start + i) % n].try_lock() {
-                Ok(guard) => return guard,
-                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => {}
-            }
-        }
-        self.dbs[start].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.life.db()
+    }
+
+    /// Runs `f` with a database connection on a blocking thread, so the
+    /// runtime's threads never wait on SQLite (its busy timeout, a
+    /// checkpoint, a connection held by another request).
+    pub async fn with_db<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Db) -> T + Send + 'static,
+    ) -> Result<T, ServerError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || f(&state.db()))
+            .await
+            .map_err(|e| ServerError::Pool(format!("a database task failed: {e}")))
+    }
+
+    /// Runs `f` with the lifecycle on a blocking thread (its calls take
+    /// database connections).
+    pub async fn with_life<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Lifecycle) -> T + Send + 'static,
+    ) -> Result<T, ServerError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || f(&state.life))
+            .await
+            .map_err(|e| ServerError::Pool(format!("a database task failed: {e}")))
+    }
+
+    /// The blobs (originals, snapshots, manifests, chunks).
+    pub fn blobs(&self) -> &FsBlobStore {
+        self.life.store().blobs()
     }
 }
 

@@ -337,12 +337,13 @@ mod tests {
         assert!(
             db.set_partner_model_status(
                 "m1",
-                crate::db::ModelStatus::NotUploaded,
-                crate::db::ModelStatus::Processing,
-                None,
-                None,
-                Some(&cb),
-                crate::db::JobEffect::None
+                &crate::db::StatusChange {
+                    callback: Some(&cb),
+                    ..crate::db::StatusChange::new(
+                        crate::db::ModelStatus::NotUploaded,
+                        crate::db::ModelStatus::Processing
+                    )
+                }
             )
             .expect("set")
         );
@@ -352,12 +353,13 @@ mod tests {
         assert!(
             !db.set_partner_model_status(
                 "m1",
-                crate::db::ModelStatus::NotUploaded,
-                crate::db::ModelStatus::Processing,
-                None,
-                None,
-                Some(&again),
-                crate::db::JobEffect::None
+                &crate::db::StatusChange {
+                    callback: Some(&again),
+                    ..crate::db::StatusChange::new(
+                        crate::db::ModelStatus::NotUploaded,
+                        crate::db::ModelStatus::Processing
+                    )
+                }
             )
             .expect("set")
         );
@@ -370,12 +372,13 @@ mod tests {
         let db = db_with_model();
         db.set_partner_model_status(
             "m1",
-            crate::db::ModelStatus::NotUploaded,
-            crate::db::ModelStatus::Processing,
-            None,
-            None,
-            Some(&new_callback("c1")),
-            crate::db::JobEffect::None,
+            &crate::db::StatusChange {
+                callback: Some(&new_callback("c1")),
+                ..crate::db::StatusChange::new(
+                    crate::db::ModelStatus::NotUploaded,
+                    crate::db::ModelStatus::Processing,
+                )
+            },
         )
         .expect("set");
         let now = now_ms();
@@ -400,12 +403,13 @@ mod tests {
         assert!(
             db.set_partner_model_status(
                 "m1",
-                crate::db::ModelStatus::Processing,
-                crate::db::ModelStatus::Processed,
-                None,
-                None,
-                Some(&new_callback("c2")),
-                crate::db::JobEffect::None,
+                &crate::db::StatusChange {
+                    callback: Some(&new_callback("c2")),
+                    ..crate::db::StatusChange::new(
+                        crate::db::ModelStatus::Processing,
+                        crate::db::ModelStatus::Processed
+                    )
+                }
             )
             .expect("set")
         );

@@ -23,7 +23,9 @@ mod vocab;
 
 pub use callbacks::{Callback, CallbackAttempt, CallbackState, NewCallback};
 pub use jobs::{Job, JobEffect, JobKind, JobStatus, NewJob};
-pub use partners::{ModelQuery, ModelSort, ModelStatus, Partner, PartnerModel, PrintToken, PrintUpdate};
+pub use partners::{
+    ModelQuery, ModelSort, ModelStatus, Partner, PartnerModel, PrintToken, PrintUpdate, StatusChange,
+};
 pub use resources::{ApiToken, Lineage, Snapshot, SnapshotStatus};
 
 /// The migrations, in order; never edit one that has shipped.

@@ -97,6 +97,42 @@ super::vocab::text_enum! {
     }
 }
 
+/// One move of a partner model's status and what goes with it, written
+/// in one transaction by [`Db::set_partner_model_status`]: all of it, or
+/// nothing when the model is no longer in `from` (a lost race).
+#[derive(Debug, Clone, Copy)]
+pub struct StatusChange<'a> {
+    /// The status the model must be in (compare and swap).
+    pub from: ModelStatus,
+    /// The status it moves to.
+    pub to: ModelStatus,
+    /// The stored model it now names (kept when `None`).
+    pub content_id: Option<&'a str>,
+    /// The error code and message (cleared when `None`).
+    pub error: Option<(&'a str, &'a str)>,
+    /// The processed model's row, written with the move.
+    pub record: Option<&'a super::ModelRecord>,
+    /// The announcement to queue.
+    pub callback: Option<&'a super::NewCallback>,
+    /// The job it starts or ends.
+    pub job: super::JobEffect<'a>,
+}
+
+impl StatusChange<'_> {
+    /// A bare move from `from` to `to`.
+    pub fn new(from: ModelStatus, to: ModelStatus) -> StatusChange<'static> {
+        StatusChange {
+            from,
+            to,
+            content_id: None,
+            error: None,
+            record: None,
+            callback: None,
+            job: super::JobEffect::None,
+        }
+    }
+}
+
 /// A model a partner created (`POST /models`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PartnerModel {
@@ -556,25 +592,32 @@ impl Db {
     pub fn set_partner_model_status(
         &self,
         id: &str,
-        from: ModelStatus,
-        status: ModelStatus,
-        content_id: Option<&str>,
-        error: Option<(&str, &str)>,
-        callback: Option<&super::NewCallback>,
-        job: super::JobEffect<'_>,
+        change: &StatusChange<'_>,
     ) -> Result<bool, PipelineError> {
         let tx = self.begin()?;
         let now = now_ms();
+        let error = change.error;
         let moved = self.conn.execute(
             "UPDATE partner_models SET status = $1, content_id = COALESCE($2, content_id), error_code = $3, \
              error = $4, updated_at = $5 WHERE id = $6 AND status = $7",
-            params![status, content_id, error.map(|e| e.0), error.map(|e| e.1), now, id, from],
+            params![
+                change.to,
+                change.content_id,
+                error.map(|e| e.0),
+                error.map(|e| e.1),
+                now,
+                id,
+                change.from
+            ],
         )? > 0;
         if moved {
-            if let Some(c) = callback {
+            if let Some(row) = change.record {
+                self.put_model(row)?;
+            }
+            if let Some(c) = change.callback {
                 self.queue_callback(id, c, now)?;
             }
-            match job {
+            match change.job {
                 super::JobEffect::None => {}
                 super::JobEffect::Enqueue(j) => self.enqueue_job(j, now)?,
                 super::JobEffect::Complete(job_id, worker) => {
@@ -841,24 +884,23 @@ mod tests {
         assert!(
             db.set_partner_model_status(
                 "m1",
-                crate::db::ModelStatus::NotUploaded,
-                crate::db::ModelStatus::Processing,
-                Some("abc"),
-                None,
-                None,
-                crate::db::JobEffect::None
+                &crate::db::StatusChange {
+                    content_id: Some("abc"),
+                    ..crate::db::StatusChange::new(
+                        crate::db::ModelStatus::NotUploaded,
+                        crate::db::ModelStatus::Processing
+                    )
+                }
             )
             .expect("cas")
         );
         assert!(
             !db.set_partner_model_status(
                 "m1",
-                crate::db::ModelStatus::NotUploaded,
-                crate::db::ModelStatus::Processing,
-                None,
-                None,
-                None,
-                crate::db::JobEffect::None
+                &crate::db::StatusChange::new(
+                    crate::db::ModelStatus::NotUploaded,
+                    crate::db::ModelStatus::Processing
+                )
             )
             .expect("cas")
         );

@@ -229,8 +229,7 @@ async fn upload(
     if q.contains_key("api_key") && q.contains_key("token") {
         check_upload(&state, &q, None)?;
     }
-    let spool_name = format!("legacy-{}", auth::random_hex(8));
-    let spool = state.uploads.join(&spool_name);
+    let (spool_name, spool) = state.life.store().new_spool("legacy");
     let mut sha256 = None;
     let result: Result<(), ApiError> = async {
         let idle = state.config.body_idle_timeout;
@@ -282,7 +281,7 @@ async fn upload(
             q.get("print_value").map(String::as_str),
             q.get("print_value_currency").map(String::as_str).filter(|c| !c.is_empty()),
         )?;
-        super::partners::admit(&state, &partner.id)?;
+        state.life.admit(&partner.id)?;
         Ok((partner, t, email, value, currency, size, sha256))
     })();
     let (partner, mut t, email, value, currency, size, sha256) = match checked {
@@ -299,27 +298,21 @@ async fn upload(
     t.print_value = value;
     t.print_value_currency = currency;
     t.partner_job_id = q.get("partner_job_id").cloned().filter(|j| !j.is_empty());
-    let job = crate::jobs::upload_job(&model, &crate::jobs::UploadJob { spool: spool_name, sha256, size });
-    let recorded = {
-        let _admission = state.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        super::partners::admit(&state, &model.partner_id)
-            .and_then(|()| state.db().record_legacy_upload(&model, &t, &job).map_err(ApiError::from))
-    };
-    match recorded {
-        Ok(true) => state.jobs_due.notify_one(),
-        Ok(false) => {
-            cleanup();
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_uploaded",
-                "token already has an STL file",
-            ));
-        }
+    let upload = strata_pipeline::lifecycle::UploadJob { spool: spool_name, sha256, size };
+    let token = t.token.clone();
+    let accepted = state.with_life(move |life| life.accept_legacy_upload(&model, &t, &upload)).await?;
+    match accepted {
+        Ok(()) => state.jobs_due.notify_one(),
         Err(e) => {
             cleanup();
-            return Err(e);
+            return Err(match e {
+                strata_pipeline::lifecycle::AcceptError::AlreadyUploaded => {
+                    ApiError::new(StatusCode::CONFLICT, "already_uploaded", "token already has an STL file")
+                }
+                e => ApiError::from(e),
+            });
         }
     }
-    let link = format!("{}/widget?token={}", state.public_url, t.token);
+    let link = format!("{}/widget?token={token}", state.public_url);
     Ok(serde_json::json!({"token_link": link, "ssl_token_link": link}))
 }

@@ -372,7 +372,7 @@ pub(crate) fn blob_response(
     attachment: Option<&str>,
 ) -> Result<Response, ApiError> {
     let blob = strata_pipeline::blob::BlobId::parse(id).ok_or_else(|| ApiError::not_found("artefact"))?;
-    let bytes = strata_pipeline::blob::BlobStore::get(&state.blobs, &blob)
+    let bytes = strata_pipeline::blob::BlobStore::get(state.blobs(), &blob)
         .map_err(|_| ApiError::not_found("artefact"))?;
     let mut resp = Response::new(bytes.into());
     download_headers(resp.headers_mut(), id, content_type, attachment);
@@ -410,7 +410,7 @@ pub(crate) async fn blob_stream(
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     use warp::Reply;
     let blob = strata_pipeline::blob::BlobId::parse(id).ok_or_else(|| ApiError::not_found("artefact"))?;
-    let mut file = tokio::fs::File::open(state.blobs.path_of(&blob))
+    let mut file = tokio::fs::File::open(state.blobs().path_of(&blob))
         .await
         .map_err(|_| ApiError::not_found("artefact"))?;
     let len = file.metadata().await.map_err(ApiError::internal)?.len();

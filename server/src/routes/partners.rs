@@ -18,6 +18,7 @@ use crate::api::{self, ApiError, finish, loose_bool, parse_body, read_limited};
 use crate::auth;
 use crate::state::AppState;
 use strata_pipeline::db::{ModelQuery, ModelSort, ModelStatus, PartnerModel, PrintToken, now_ms};
+use strata_pipeline::lifecycle::{AcceptError, UploadJob};
 
 /// JSON bodies are small; uploads have their own limit.
 const JSON_LIMIT: usize = 64 * 1024;
@@ -485,7 +486,7 @@ pub(crate) async fn snapshot(
     state.pool.spawn(move || {
         let result = strata_pipeline::blob::BlobId::parse(&mesh_blob)
             .ok_or_else(|| "bad blob id".to_string())
-            .and_then(|id| strata_pipeline::blob::BlobStore::get(&st.blobs, &id).map_err(|e| e.to_string()))
+            .and_then(|id| strata_pipeline::blob::BlobStore::get(st.blobs(), &id).map_err(|e| e.to_string()))
             .and_then(|bytes| {
                 strata_pipeline::process::snapshot(&bytes, view, width, height).map_err(|e| e.to_string())
             });
@@ -541,9 +542,8 @@ where
     if model.status != ModelStatus::NotUploaded {
         return Err(already_uploaded(model.status.as_str()));
     }
-    admit(&state, &model.partner_id)?;
-    let spool_name = format!("{id}-{}", auth::random_hex(8));
-    let spool = state.uploads.join(&spool_name);
+    state.life.admit(&model.partner_id)?;
+    let (spool_name, spool) = state.life.store().new_spool(id);
     let result =
         spool_body(&spool, &mut body, state.config.upload_limit, state.config.body_idle_timeout).await;
     let (size, sha256) = match result {
@@ -571,32 +571,18 @@ where
     }
     // Only one upload per model starts processing (compare and swap), and
     // its job is queued in the same transaction.
-    let job = crate::jobs::upload_job(
-        &model,
-        &crate::jobs::UploadJob { spool: spool_name, sha256: sha256.clone(), size },
-    );
-    let moved = {
-        let _admission = state.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        admit(&state, &model.partner_id).and_then(|()| {
-            crate::callbacks::set_status(
-                &state,
-                &model,
-                ModelStatus::NotUploaded,
-                ModelStatus::Processing,
-                // The bytes' digest from the start, so a client can find
-                // what it uploaded (`GET /model/?sha256=`) while it is
-                // processed.
-                Some(&sha256),
-                None,
-                strata_pipeline::db::JobEffect::Enqueue(&job),
-            )
-            .map_err(ApiError::from)
-        })
-    };
-    if !matches!(moved, Ok(true)) {
-        let _ = tokio::fs::remove_file(&spool).await;
-        moved?;
-        return Err(already_uploaded("uploaded"));
+    let upload = UploadJob { spool: spool_name, sha256: sha256.clone(), size };
+    let accepted = state.with_life(move |life| life.accept_upload(&model, &upload)).await?;
+    match accepted {
+        Ok(t) if t.announced => state.callbacks_due.notify_one(),
+        Ok(_) => {}
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&spool).await;
+            return Err(match e {
+                AcceptError::AlreadyUploaded => already_uploaded("uploaded"),
+                e => ApiError::from(e),
+            });
+        }
     }
     state.jobs_due.notify_one();
     // 204 as S3-style upload URLs answer (3DIAX clients accept 200 or 204,
@@ -608,22 +594,6 @@ where
         }
     }
     Ok(resp)
-}
-
-/// 503 with `Retry-After` when `partner` already has as many jobs waiting
-/// as one partner may (admission control: uploads cannot queue unbounded
-/// work).
-pub(crate) fn admit(state: &AppState, partner: &str) -> Result<(), ApiError> {
-    let waiting = state.db().pending_jobs_of(partner)?;
-    if waiting >= state.config.queue_per_partner {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_full",
-            format!("{waiting} of your uploads are waiting to be processed; send this one again shortly"),
-        )
-        .with_header("retry-after", "1"));
-    }
-    Ok(())
 }
 
 fn already_uploaded(status: &str) -> ApiError {

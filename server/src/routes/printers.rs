@@ -197,7 +197,7 @@ async fn chunk_digests(state: &AppState, manifest: &BlobId) -> Result<Arc<[Strin
     if let Some(d) = state.cached_chunk_digests(manifest) {
         return Ok(d);
     }
-    let bytes = tokio::fs::read(state.blobs.path_of(manifest)).await.map_err(ApiError::internal)?;
+    let bytes = tokio::fs::read(state.blobs().path_of(manifest)).await.map_err(ApiError::internal)?;
     let parsed = strata_pipeline::core::stream::Manifest::from_json(&bytes, &Default::default())
         .map_err(ApiError::internal)?;
     let digests: Arc<[String]> = parsed.chunks.into_iter().map(|c| c.sha256).collect();

@@ -208,11 +208,11 @@ fn create(
             .as_deref()
             .and_then(BlobId::parse)
             .ok_or_else(|| "the model's mesh is not stored".to_string())
-            .and_then(|id| st.blobs.get(&id).map_err(|e| e.to_string()))
+            .and_then(|id| st.blobs().get(&id).map_err(|e| e.to_string()))
             .and_then(|bytes| {
                 strata_pipeline::process::snapshot(&bytes, view, width, height).map_err(|e| e.to_string())
             })
-            .and_then(|png| st.blobs.put(&png).map_err(|e| e.to_string()));
+            .and_then(|png| st.blobs().put(&png).map_err(|e| e.to_string()));
         let outcome = match &rendered {
             Ok(blob) => st.db().finish_snapshot(&sid, Ok(blob.as_str())),
             Err(e) => st.db().finish_snapshot(&sid, Err(e.as_str())),
