@@ -228,3 +228,43 @@ fn the_legacy_upload_with_a_bad_key_is_refused_before_any_byte_is_written() {
         );
     });
 }
+
+#[test]
+fn a_locked_database_holds_up_only_the_requests_that_need_it() {
+    let s = serve(&[]);
+    let p = partner(&s.data, "Shop");
+    rt().block_on(async {
+        let c = client();
+        let cookie = login(&c, &s.base, &p).await;
+        // Another process takes the write lock (as a backup or an `admin`
+        // command may): every write waits for it, up to the busy timeout.
+        let other = rusqlite::Connection::open(s.data.join("meta.db")).expect("open the database");
+        other.execute_batch("BEGIN EXCLUSIVE").expect("take the write lock");
+        // More waiting writes than the runtime has threads.
+        let waiting: Vec<_> = (0..8)
+            .map(|i| {
+                let (c, base, cookie) = (c.clone(), s.base.clone(), cookie.clone());
+                tokio::spawn(async move {
+                    c.post(format!("{base}/model/"))
+                        .header("cookie", cookie)
+                        .json(&json!({"name": format!("waiting {i}")}))
+                        .send()
+                        .await
+                        .map(|r| r.status())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let health =
+            tokio::time::timeout(Duration::from_secs(5), c.get(format!("{}/healthz", s.base)).send()).await;
+        let held_up = waiting.iter().filter(|w| !w.is_finished()).count();
+        other.execute_batch("COMMIT").expect("release the lock");
+        let health =
+            health.expect("/healthz stalled behind requests waiting on the database").expect("health");
+        assert_eq!(health.status(), StatusCode::OK);
+        assert!(held_up > 0, "the lock held no request up: the test proves nothing");
+        for w in waiting {
+            assert_eq!(w.await.expect("task").expect("create"), StatusCode::CREATED);
+        }
+    });
+}

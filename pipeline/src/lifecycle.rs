@@ -500,7 +500,8 @@ mod tests {
 
     /// A partner `p1` and a `not-uploaded` model `id` with a callback URL.
     fn model(life: &Lifecycle, id: &str) -> PartnerModel {
-        let p = Partner { id: "p1".into(), name: "Shop".into(), email: "a@b.c".into(), username: "shop".into() };
+        let p =
+            Partner { id: "p1".into(), name: "Shop".into(), email: "a@b.c".into(), username: "shop".into() };
         let _ = life.db().create_partner(&p, "hash", "key", "whsec_c2VjcmV0");
         let mut m = PartnerModel::new(id.into(), "p1".into(), "Cube".into(), ModelStatus::NotUploaded, 0);
         m.callback_url = Some("http://example.com/hook".into());
@@ -535,7 +536,10 @@ mod tests {
         std::fs::write(dir.path().join("uploads/stray"), b"x").expect("stray");
 
         let (life, recovered, interrupted) = Lifecycle::open(dir.path(), 2, config(8)).expect("reopen");
-        assert_eq!((recovered.requeued, recovered.spools_kept, recovered.spools_removed, interrupted), (1, 1, 1, 0));
+        assert_eq!(
+            (recovered.requeued, recovered.spools_kept, recovered.spools_removed, interrupted),
+            (1, 1, 1, 0)
+        );
         let job = life.claim("w2", 60_000).expect("claim").expect("due again after the restart");
         assert_eq!(job.attempts, 2);
         let report = life.run_job(&job, "w2");

@@ -57,10 +57,7 @@ const CONCURRENT: usize = 16;
 pub(crate) async fn run(state: Arc<AppState>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
     loop {
-        let claimed = {
-            let db = state.db();
-            db.claim_due_callbacks(now_ms(), LEASE_MS, CONCURRENT as i64)
-        };
+        let claimed = state.db_call(|db| db.claim_due_callbacks(now_ms(), LEASE_MS, CONCURRENT as i64));
         match claimed {
             Ok(due) => {
                 for (callback, secret) in due {
@@ -76,7 +73,7 @@ pub(crate) async fn run(state: Arc<AppState>) {
         }
         // Sleep until the next delivery is due, a new one is queued, or a
         // second has passed (a lease may have run out meanwhile).
-        let next = state.db().next_callback_due().ok().flatten();
+        let next = state.db_call(|db| db.next_callback_due()).ok().flatten();
         let wait = next.map_or(Duration::from_secs(1), |at| {
             Duration::from_millis((at - now_ms()).clamp(0, 1000) as u64)
         });
@@ -130,7 +127,7 @@ async fn deliver(state: &AppState, c: strata_pipeline::db::Callback, secret: Opt
         error,
         duration_ms: started.elapsed().as_millis() as i64,
     };
-    if let Err(e) = state.db().record_callback_attempt(&c.id, &record, delivered, retry_at) {
+    if let Err(e) = state.db_call(|db| db.record_callback_attempt(&c.id, &record, delivered, retry_at)) {
         tracing::error!(delivery = %c.id, attempt, error = %e, "callbacks: cannot record the attempt");
     }
 }
@@ -321,7 +318,7 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
 
 /// The delivery log of a model, as `GET /model/{id}/callbacks` answers it.
 pub(crate) fn log_json(state: &AppState, model_id: &str) -> Result<serde_json::Value, crate::api::ApiError> {
-    let log = state.db().callbacks_of(model_id)?;
+    let log = state.db_call(|db| db.callbacks_of(model_id))?;
     let iso = crate::routes::iso8601;
     let deliveries: Vec<serde_json::Value> = log
         .into_iter()

@@ -191,22 +191,24 @@ impl AppState {
 
     /// A database connection (short calls only; see
     /// [`strata_pipeline::store::Store::db`]). Async code calls it through
-    /// [`AppState::with_db`] or [`AppState::with_life`], off the runtime's threads.
+    /// [`AppState::db_call`] or [`AppState::with_life`], off the runtime's threads.
     pub fn db(&self) -> MutexGuard<'_, Db> {
         self.life.db()
     }
 
-    /// Runs `f` with a database connection on a blocking thread, so the
-    /// runtime's threads never wait on SQLite (its busy timeout, a
-    /// checkpoint, a connection held by another request).
-    pub async fn with_db<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&Db) -> T + Send + 'static,
-    ) -> Result<T, ServerError> {
-        let state = self.clone();
-        tokio::task::spawn_blocking(move || f(&state.db()))
-            .await
-            .map_err(|e| ServerError::Pool(format!("a database task failed: {e}")))
+    /// Runs `f` with a database connection from async code without
+    /// stalling the runtime: on a multi-threaded runtime's worker, tokio
+    /// first hands the worker's other tasks to another thread
+    /// (`block_in_place`), so a slow call (the busy timeout, a checkpoint,
+    /// every connection taken) delays only its own request. Elsewhere (a
+    /// blocking or CPU-pool thread) it just runs.
+    pub fn db_call<T>(&self, f: impl FnOnce(&Db) -> T) -> T {
+        blocking(|| f(&self.db()))
+    }
+
+    /// [`AppState::db_call`] for the lifecycle's calls.
+    pub fn life_call<T>(&self, f: impl FnOnce(&Lifecycle) -> T) -> T {
+        blocking(|| f(&self.life))
     }
 
     /// Runs `f` with the lifecycle on a blocking thread (its calls take
@@ -225,6 +227,14 @@ impl AppState {
     pub fn blobs(&self) -> &FsBlobStore {
         self.life.store().blobs()
     }
+}
+
+/// Runs blocking `f` from async code without stalling the runtime (see
+/// [`AppState::db_call`]).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    let on_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_worker { tokio::task::block_in_place(f) } else { f() }
 }
 
 /// Recently served chunks, bounded by their total size; the least

@@ -69,7 +69,7 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         warp::path!("api_tokens" / String).and(warp::delete()).and(s()).and(credentials()).map(
             |id: String, st: Arc<AppState>, c: Credentials| {
                 finish(partner_of(&st, &c).and_then(|p| {
-                    if !st.db().revoke_api_token(&id, &p.id)? {
+                    if !st.db_call(|db| db.revoke_api_token(&id, &p.id))? {
                         return Err(ApiError::not_found("API token"));
                     }
                     Ok(api::empty(StatusCode::NO_CONTENT))
@@ -127,7 +127,7 @@ async fn login(state: &Arc<AppState>, ct: Option<&str>, body: &[u8]) -> Result<R
         )
         .with_header("retry-after", wait.to_string()));
     }
-    let found = state.db().partner_login(&username)?;
+    let found = state.db_call(|db| db.partner_login(&username))?;
     // Argon2 is deliberately slow: off the reactor.
     let ok = match found {
         Some((partner, hash)) => {
@@ -151,7 +151,7 @@ async fn login(state: &Arc<AppState>, ct: Option<&str>, body: &[u8]) -> Result<R
     let session = auth::random_hex(32);
     let ttl = state.config.session_ttl;
     let expires = now_ms() + ttl.as_millis() as i64;
-    state.db().create_session(&auth::secret_hash(&session), &partner.id, expires)?;
+    state.db_call(|db| db.create_session(&auth::secret_hash(&session), &partner.id, expires))?;
     let secure = if state.public_url.starts_with("https://") { "; Secure" } else { "" };
     let cookie =
         format!("session={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", ttl.as_secs());
@@ -174,7 +174,7 @@ fn current_user(state: &AppState, c: &Credentials) -> Result<Response, ApiError>
 fn logout(state: &AppState, c: &Credentials) -> Result<Response, ApiError> {
     super::session_partner(state, c.cookie.as_deref())?;
     if let Some(id) = auth::cookie(c.cookie.as_deref(), "session") {
-        state.db().delete_session(&auth::secret_hash(&id))?;
+        state.db_call(|db| db.delete_session(&auth::secret_hash(&id)))?;
     }
     let mut resp = api::empty(StatusCode::NO_CONTENT);
     if let Ok(v) = http::HeaderValue::from_str("session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0") {
@@ -272,7 +272,7 @@ fn create_api_token(
         name: name.trim().to_string(),
         created_at: now_ms(),
     };
-    state.db().create_api_token(&token, &auth::secret_hash(&secret))?;
+    state.db_call(|db| db.create_api_token(&token, &auth::secret_hash(&secret)))?;
     let mut answer = api_token_json(state, &token);
     answer["secret"] = serde_json::Value::String(secret);
     Ok(api::with_location(
@@ -283,7 +283,7 @@ fn create_api_token(
 
 fn list_api_tokens(state: &AppState, c: &Credentials) -> Result<Response, ApiError> {
     let partner = partner_of(state, c)?;
-    let tokens = state.db().api_tokens(&partner.id)?;
+    let tokens = state.db_call(|db| db.api_tokens(&partner.id))?;
     let resources: Vec<_> = tokens.iter().map(|t| api_token_json(state, t)).collect();
     Ok(api::json(StatusCode::OK, &serde_json::json!({"resources": resources})))
 }

@@ -142,8 +142,7 @@ fn partner(state: &AppState, q: &Params) -> Result<Partner, ApiError> {
 /// expired tokens are each refused with their own words.
 fn partner_token(state: &AppState, partner: &Partner, token: &str) -> Result<PrintToken, ApiError> {
     let t = state
-        .db()
-        .token(token)?
+        .db_call(|db| db.token(token))?
         .filter(|t| t.partner_id == partner.id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "token does not exist"))?;
     if t.revoked {
@@ -158,7 +157,7 @@ fn partner_token(state: &AppState, partner: &Partner, token: &str) -> Result<Pri
 fn create_token(state: &AppState, q: &Params) -> Result<serde_json::Value, ApiError> {
     let partner = partner(state, q)?;
     let token = PrintToken::new(auth::random_hex(16), partner.id, None, now_ms());
-    state.db().create_token(&token)?;
+    state.db_call(|db| db.create_token(&token))?;
     Ok(serde_json::json!({"token": token.token}))
 }
 
@@ -281,7 +280,7 @@ async fn upload(
             q.get("print_value").map(String::as_str),
             q.get("print_value_currency").map(String::as_str).filter(|c| !c.is_empty()),
         )?;
-        state.life.admit(&partner.id)?;
+        state.life_call(|life| life.admit(&partner.id))?;
         Ok((partner, t, email, value, currency, size, sha256))
     })();
     let (partner, mut t, email, value, currency, size, sha256) = match checked {

@@ -9,7 +9,6 @@ use bytes::Buf;
 use futures_util::StreamExt;
 use http::StatusCode;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
 use warp::Filter;
 use warp::reply::Response;
 
@@ -232,9 +231,9 @@ fn create_model(
         allowed_rotation,
         ..PartnerModel::new(auth::uuid_v4(), partner.id, name.to_string(), ModelStatus::NotUploaded, now)
     };
-    state.db().create_partner_model(&m)?;
+    state.db_call(|db| db.create_partner_model(&m))?;
     if !parents.is_empty() {
-        state.db().add_lineage(&m.id, &parents)?;
+        state.db_call(|db| db.add_lineage(&m.id, &parents))?;
     }
     let expires = (now + state.config.upload_url_ttl.as_millis() as i64) / 1000;
     let signature = auth::sign(&state.secret, &auth::upload_message(&m.id, expires));
@@ -353,7 +352,7 @@ fn list_models(state: &AppState, c: &Credentials, q: ListQuery, shape: Shape) ->
         page: page - 1,
         per_page,
     };
-    let rows = state.db().partner_models(&partner.id, &query)?;
+    let rows = state.db_call(|db| db.partner_models(&partner.id, &query))?;
     let models = super::models_json(state, &rows)?;
     if shape == Shape::Strata {
         return Ok(api::json(
@@ -361,7 +360,7 @@ fn list_models(state: &AppState, c: &Credentials, q: ListQuery, shape: Shape) ->
             &serde_json::json!({"models": models, "page": page, "per_page": per_page}),
         ));
     }
-    let count = state.db().count_partner_models(&partner.id, &query)?;
+    let count = state.db_call(|db| db.count_partner_models(&partner.id, &query))?;
     let pages = count.div_ceil(u64::from(per_page)).max(1);
     let link = |p: u32| {
         let mut pairs = form_urlencoded::Serializer::new(String::new());
@@ -414,7 +413,7 @@ async fn artefact(
     let m = if q.signature.is_some() && what != "callbacks" {
         let signed = Signed { expires: q.expires.clone(), signature: q.signature.clone() };
         super::check_capability(&state, "GET", &format!("/model/{id}/{what}"), &signed)?;
-        state.db().partner_model(id)?.ok_or_else(|| ApiError::not_found("model"))?
+        state.db_call(|db| db.partner_model(id))?.ok_or_else(|| ApiError::not_found("model"))?
     } else {
         let partner = partner_of(&state, c)?;
         owned_model(&state, &partner, id)?
@@ -424,7 +423,7 @@ async fn artefact(
     }
     let content = match (&m.content_id, m.status) {
         (Some(c), ModelStatus::Processed) => {
-            state.db().model(c)?.ok_or_else(|| ApiError::not_found("artefact"))?
+            state.db_call(|db| db.model(c))?.ok_or_else(|| ApiError::not_found("artefact"))?
         }
         _ => {
             return Err(ApiError::new(
@@ -538,11 +537,11 @@ where
         };
         e
     })?;
-    let model = state.db().partner_model(id)?.ok_or_else(|| ApiError::not_found("model"))?;
+    let model = state.db_call(|db| db.partner_model(id))?.ok_or_else(|| ApiError::not_found("model"))?;
     if model.status != ModelStatus::NotUploaded {
         return Err(already_uploaded(model.status.as_str()));
     }
-    state.life.admit(&model.partner_id)?;
+    state.life_call(|life| life.admit(&model.partner_id))?;
     let (spool_name, spool) = state.life.store().new_spool(id);
     let result =
         spool_body(&spool, &mut body, state.config.upload_limit, state.config.body_idle_timeout).await;
@@ -605,8 +604,11 @@ fn already_uploaded(status: &str) -> ApiError {
 }
 
 /// Streams the body to `path`, hashing it on the way; its size and
-/// SHA-256 (hex). Hashing here costs one pass over bytes already in cache,
-/// and saves processing a second pass over the whole file.
+/// SHA-256 (hex). The file writes, the hashing and the syncs run on one
+/// blocking thread fed through a small bounded channel (so a slow disk
+/// slows the sender, never the runtime's threads, and at most a few
+/// pieces are in memory); hashing here costs one pass over bytes already
+/// in cache and saves processing a second pass over the whole file.
 pub(crate) async fn spool_body<S, B>(
     path: &std::path::Path,
     body: &mut S,
@@ -617,34 +619,56 @@ where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
-    use sha2::Digest;
-    let mut file = tokio::fs::File::create(path).await.map_err(ApiError::internal)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut size = 0u64;
-    while let Some(chunk) = api::within(idle, body.next()).await? {
-        let mut chunk =
-            chunk.map_err(|e| ApiError::bad_request("bad_body", format!("the upload broke off: {e}")))?;
-        size += chunk.remaining() as u64;
-        metrics::counter!("strata_upload_bytes_total").increment(chunk.remaining() as u64);
-        if size > limit {
-            return Err(api::too_large(limit));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    let target = path.to_path_buf();
+    // Set when the body is refused: the partial file is not worth a sync.
+    let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let abandoned = refused.clone();
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        use sha2::Digest;
+        use std::io::Write;
+        let mut file = std::fs::File::create(&target)?;
+        let mut hasher = sha2::Sha256::new();
+        while let Some(piece) = rx.blocking_recv() {
+            hasher.update(&piece);
+            file.write_all(&piece)?;
         }
-        while chunk.has_remaining() {
-            let piece = chunk.chunk();
-            hasher.update(piece);
-            file.write_all(piece).await.map_err(ApiError::internal)?;
-            let n = piece.len();
-            chunk.advance(n);
+        if abandoned.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(String::new());
         }
+        // Synced, file and directory entry, before the upload is
+        // acknowledged.
+        file.sync_all()?;
+        if let Some(dir) = target.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(auth::hex(&hasher.finalize()))
+    });
+    let read = async {
+        let mut size = 0u64;
+        while let Some(chunk) = api::within(idle, body.next()).await? {
+            let mut chunk =
+                chunk.map_err(|e| ApiError::bad_request("bad_body", format!("the upload broke off: {e}")))?;
+            let n = chunk.remaining();
+            size += n as u64;
+            metrics::counter!("strata_upload_bytes_total").increment(n as u64);
+            if size > limit {
+                return Err(api::too_large(limit));
+            }
+            // The writer stopped (a failed write): its error is reported
+            // below.
+            if tx.send(chunk.copy_to_bytes(n)).await.is_err() {
+                break;
+            }
+        }
+        Ok(size)
     }
-    file.flush().await.map_err(ApiError::internal)?;
-    // Synced, file and directory entry, before the upload is acknowledged.
-    file.sync_all().await.map_err(ApiError::internal)?;
-    if let Some(dir) = path.parent() {
-        let dir = tokio::fs::File::open(dir).await.map_err(ApiError::internal)?;
-        dir.sync_all().await.map_err(ApiError::internal)?;
-    }
-    Ok((size, auth::hex(&hasher.finalize())))
+    .await;
+    refused.store(read.is_err(), std::sync::atomic::Ordering::Release);
+    drop(tx);
+    let written = writer.await.map_err(ApiError::internal)?;
+    let size = read?;
+    Ok((size, written.map_err(ApiError::internal)?))
 }
 
 /// `POST /token/`'s body. Fields a 3DIAX client sends beyond these are
@@ -783,7 +807,7 @@ fn create_token(
         expires_at: t.expires_in.map(|s| now.saturating_add((s.min(10 * 365 * 86_400) * 1000) as i64)),
         ..PrintToken::new(auth::random_hex(16), partner.id, Some(model.id.clone()), now)
     };
-    state.db().create_token(&token)?;
+    state.db_call(|db| db.create_token(&token))?;
     let link = format!("{}/widget?token={}", state.public_url, token.token);
     let mut resp = api::json(StatusCode::CREATED, &super::printers::token_json(state, &token));
     let location = format!("{}/token/{}/", state.public_url, token.token);

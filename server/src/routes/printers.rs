@@ -83,7 +83,7 @@ struct KeyQuery {
 fn stream_of(state: &AppState, t: &PrintToken) -> Result<(String, String), ApiError> {
     let model_id = t.model_id.clone().ok_or_else(|| ApiError::not_found("stream"))?;
     let (status, manifest) =
-        state.db().model_stream(&model_id)?.ok_or_else(|| ApiError::not_found("stream"))?;
+        state.db_call(|db| db.model_stream(&model_id))?.ok_or_else(|| ApiError::not_found("stream"))?;
     match (status, manifest) {
         (ModelStatus::Processed, Some(m)) => Ok((model_id, m)),
         (ModelStatus::Processed, None) => Err(ApiError::not_found("stream")),
@@ -119,7 +119,7 @@ fn manifest(state: &AppState, token: &str, printer: Option<&str>) -> Result<Resp
     let t = live_token(state, token)?;
     prints::may_pull(&t, printer_id(printer)).map_err(refused)?;
     let (model_id, blob) = stream_of(state, &t)?;
-    state.db().count_stream_pull(&model_id)?;
+    state.db_call(|db| db.count_stream_pull(&model_id))?;
     let mut resp = super::blob_response(state, &blob, "application/json", None)?;
     resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
     Ok(resp)
@@ -302,7 +302,7 @@ fn report_status(
         new_print,
         printer_id: printer.map(str::to_string),
     };
-    if !state.db().update_print(token, t.version, &update)? {
+    if !state.db_call(|db| db.update_print(token, t.version, &update))? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "concurrent_update",
@@ -398,7 +398,7 @@ fn revoke_token(
     api_key: Option<&str>,
 ) -> Result<Response, ApiError> {
     let partner = super::key_or_partner(state, c, api_key)?;
-    if !state.db().revoke_token(token, &partner.id)? {
+    if !state.db_call(|db| db.revoke_token(token, &partner.id))? {
         return Err(ApiError::not_found("token"));
     }
     Ok(api::empty(StatusCode::NO_CONTENT))
@@ -413,8 +413,7 @@ fn read_token(
 ) -> Result<Response, ApiError> {
     let partner = super::key_or_partner(state, c, api_key)?;
     let t = state
-        .db()
-        .token(token)?
+        .db_call(|db| db.token(token))?
         .filter(|t| t.partner_id == partner.id)
         .ok_or_else(|| ApiError::not_found("token"))?;
     Ok(status_not_modified(&t, if_none_match).unwrap_or_else(|| status_response(state, &t, StatusCode::OK)))

@@ -119,7 +119,7 @@ fn owned_snapshot(
     sid: &str,
 ) -> Result<(PartnerModel, Snapshot), ApiError> {
     let m = owned_model(state, p, id)?;
-    match state.db().snapshot(sid)? {
+    match state.db_call(|db| db.snapshot(sid))? {
         Some(s) if s.model_id == m.id => Ok((m, s)),
         _ => Err(ApiError::not_found("snapshot")),
     }
@@ -176,7 +176,7 @@ fn create(
     let height = pixels(&q.height, "height")?.or(size).unwrap_or(width);
     let content = match (&m.content_id, m.status) {
         (Some(c), strata_pipeline::db::ModelStatus::Processed) => {
-            state.db().model(c)?.ok_or_else(|| ApiError::not_found("model"))?
+            state.db_call(|db| db.model(c))?.ok_or_else(|| ApiError::not_found("model"))?
         }
         _ => {
             return Err(ApiError::new(
@@ -199,7 +199,7 @@ fn create(
         created_at: now,
         updated_at: now,
     };
-    state.db().create_snapshot(&snap)?;
+    state.db_call(|db| db.create_snapshot(&snap))?;
     let mesh_blob = content.repaired_blob.clone().or(content.original_blob.clone());
     let st = state.clone();
     let sid = snap.id.clone();
@@ -214,8 +214,8 @@ fn create(
             })
             .and_then(|png| st.blobs().put(&png).map_err(|e| e.to_string()));
         let outcome = match &rendered {
-            Ok(blob) => st.db().finish_snapshot(&sid, Ok(blob.as_str())),
-            Err(e) => st.db().finish_snapshot(&sid, Err(e.as_str())),
+            Ok(blob) => st.db_call(|db| db.finish_snapshot(&sid, Ok(blob.as_str()))),
+            Err(e) => st.db_call(|db| db.finish_snapshot(&sid, Err(e.as_str()))),
         };
         if let Err(e) = outcome {
             tracing::error!(snapshot = %sid, error = %e, "cannot record the snapshot's outcome");
@@ -237,8 +237,7 @@ fn content(
     let snap = if q.signature.is_some() {
         super::check_capability(state, "GET", &format!("/model/{id}/snapshot/{sid}/content"), q)?;
         state
-            .db()
-            .snapshot(sid)?
+            .db_call(|db| db.snapshot(sid))?
             .filter(|s| s.model_id == id)
             .ok_or_else(|| ApiError::not_found("snapshot"))?
     } else {
