@@ -121,19 +121,26 @@ impl Store {
         (name, path)
     }
 
+    /// A free database connection, if one is free now.
+    pub fn try_db(&self) -> Option<MutexGuard<'_, Db>> {
+        let n = self.dbs.len();
+        let start = self.next_db.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        (0..n).find_map(|i| match self.dbs[(start + i) % n].try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        })
+    }
+
     /// A database connection (for short calls): the first free one, or
     /// the next in turn when all are busy. Blocks while it waits, so
     /// async callers take it on a blocking thread.
     pub fn db(&self) -> MutexGuard<'_, Db> {
+        if let Some(free) = self.try_db() {
+            return free;
+        }
         let n = self.dbs.len();
         let start = self.next_db.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
-        for i in 0..n {
-            match self.dbs[(start + i) % n].try_lock() {
-                Ok(guard) => return guard,
-                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => {}
-            }
-        }
         self.dbs[start].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

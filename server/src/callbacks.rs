@@ -73,7 +73,7 @@ pub(crate) async fn run(state: Arc<AppState>) {
         }
         // Sleep until the next delivery is due, a new one is queued, or a
         // second has passed (a lease may have run out meanwhile).
-        let next = state.db_call(|db| db.next_callback_due()).ok().flatten();
+        let next = state.db_read(|db| db.next_callback_due()).ok().flatten();
         let wait = next.map_or(Duration::from_secs(1), |at| {
             Duration::from_millis((at - now_ms()).clamp(0, 1000) as u64)
         });
@@ -318,7 +318,7 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
 
 /// The delivery log of a model, as `GET /model/{id}/callbacks` answers it.
 pub(crate) fn log_json(state: &AppState, model_id: &str) -> Result<serde_json::Value, crate::api::ApiError> {
-    let log = state.db_call(|db| db.callbacks_of(model_id))?;
+    let log = state.db_read(|db| db.callbacks_of(model_id))?;
     let iso = crate::routes::iso8601;
     let deliveries: Vec<serde_json::Value> = log
         .into_iter()

@@ -127,7 +127,7 @@ async fn login(state: &Arc<AppState>, ct: Option<&str>, body: &[u8]) -> Result<R
         )
         .with_header("retry-after", wait.to_string()));
     }
-    let found = state.db_call(|db| db.partner_login(&username))?;
+    let found = state.db_read(|db| db.partner_login(&username))?;
     // Argon2 is deliberately slow: off the reactor.
     let ok = match found {
         Some((partner, hash)) => {
@@ -283,7 +283,7 @@ fn create_api_token(
 
 fn list_api_tokens(state: &AppState, c: &Credentials) -> Result<Response, ApiError> {
     let partner = partner_of(state, c)?;
-    let tokens = state.db_call(|db| db.api_tokens(&partner.id))?;
+    let tokens = state.db_read(|db| db.api_tokens(&partner.id))?;
     let resources: Vec<_> = tokens.iter().map(|t| api_token_json(state, t)).collect();
     Ok(api::json(StatusCode::OK, &serde_json::json!({"resources": resources})))
 }

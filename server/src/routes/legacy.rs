@@ -142,7 +142,7 @@ fn partner(state: &AppState, q: &Params) -> Result<Partner, ApiError> {
 /// expired tokens are each refused with their own words.
 fn partner_token(state: &AppState, partner: &Partner, token: &str) -> Result<PrintToken, ApiError> {
     let t = state
-        .db_call(|db| db.token(token))?
+        .db_read(|db| db.token(token))?
         .filter(|t| t.partner_id == partner.id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "token does not exist"))?;
     if t.revoked {

@@ -28,7 +28,7 @@ pub fn all(state: Arc<AppState>) -> Routes {
     let st = state.clone();
     let metrics = warp::path!("metrics").and(warp::get()).map(move || {
         // Gauges read from the store when scraped.
-        if let Ok(n) = st.db_call(|db| db.pending_jobs()).map(|j| j.len()) {
+        if let Ok(n) = st.db_read(|db| db.pending_jobs()).map(|j| j.len()) {
             metrics::gauge!("strata_jobs_pending").set(n as f64);
         }
         let mut resp = Response::new(crate::observe::metrics().render().into());
@@ -68,7 +68,7 @@ pub fn all(state: Arc<AppState>) -> Routes {
 /// `GET /readyz`: 200 when the database answers and the blob store's
 /// directory takes a file; 503 naming what does not.
 fn readiness(state: &AppState) -> Response {
-    let database = state.db_call(|db| db.pending_jobs_of("")).map(|_| ()).map_err(|e| e.to_string());
+    let database = state.db_read(|db| db.pending_jobs_of("")).map(|_| ()).map_err(|e| e.to_string());
     let probe = state.config.data.join("tmp").join(format!(".ready-{}", crate::auth::random_hex(4)));
     let store =
         std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe)).map_err(|e| e.to_string());
@@ -145,7 +145,7 @@ fn authenticate(state: &AppState, c: &Credentials) -> Result<Partner, ApiError> 
             return Err(basic_refused("unknown or revoked API token"));
         }
         return state
-            .db_call(|db| db.api_token_partner(&id, &crate::auth::secret_hash(&secret)))?
+            .db_read(|db| db.api_token_partner(&id, &crate::auth::secret_hash(&secret)))?
             .ok_or_else(|| basic_refused("unknown or revoked API token"));
     }
     session_partner(state, c.cookie.as_deref())
@@ -159,7 +159,7 @@ pub(crate) fn session_partner(state: &AppState, cookie: Option<&str>) -> Result<
         ));
     };
     state
-        .db_call(|db| db.session_partner(&crate::auth::secret_hash(&id), strata_pipeline::db::now_ms()))?
+        .db_read(|db| db.session_partner(&crate::auth::secret_hash(&id), strata_pipeline::db::now_ms()))?
         .ok_or_else(|| ApiError::unauthenticated("the session has expired or ended; log in again"))
 }
 
@@ -170,7 +170,7 @@ pub(crate) fn api_key_partner(state: &AppState, api_key: &str) -> Result<Partner
         return Err(ApiError::new(StatusCode::FORBIDDEN, "invalid_api_key", "unknown API key"));
     }
     state
-        .db_call(|db| db.partner_by_api_key(&crate::auth::secret_hash(api_key)))?
+        .db_read(|db| db.partner_by_api_key(&crate::auth::secret_hash(api_key)))?
         .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "invalid_api_key", "unknown API key"))
 }
 
@@ -245,7 +245,7 @@ pub(crate) fn check_capability(
 
 /// `partner`'s model `id`; another partner's is 404 like a missing one.
 pub(crate) fn owned_model(state: &AppState, partner: &Partner, id: &str) -> Result<PartnerModel, ApiError> {
-    match state.db_call(|db| db.partner_model(id))? {
+    match state.db_read(|db| db.partner_model(id))? {
         Some(m) if m.partner_id == partner.id => Ok(m),
         _ => Err(ApiError::not_found("model")),
     }
@@ -257,7 +257,7 @@ pub(crate) fn live_token(state: &AppState, token: &str) -> Result<PrintToken, Ap
     if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::not_found("token"));
     }
-    let t = state.db_call(|db| db.token(token))?.ok_or_else(|| ApiError::not_found("token"))?;
+    let t = state.db_read(|db| db.token(token))?.ok_or_else(|| ApiError::not_found("token"))?;
     let expired = t.expires_at.is_some_and(|e| e <= strata_pipeline::db::now_ms());
     if t.revoked || expired {
         return Err(ApiError::not_found("token"));

@@ -352,7 +352,7 @@ fn list_models(state: &AppState, c: &Credentials, q: ListQuery, shape: Shape) ->
         page: page - 1,
         per_page,
     };
-    let rows = state.db_call(|db| db.partner_models(&partner.id, &query))?;
+    let rows = state.db_read(|db| db.partner_models(&partner.id, &query))?;
     let models = super::models_json(state, &rows)?;
     if shape == Shape::Strata {
         return Ok(api::json(
@@ -360,7 +360,7 @@ fn list_models(state: &AppState, c: &Credentials, q: ListQuery, shape: Shape) ->
             &serde_json::json!({"models": models, "page": page, "per_page": per_page}),
         ));
     }
-    let count = state.db_call(|db| db.count_partner_models(&partner.id, &query))?;
+    let count = state.db_read(|db| db.count_partner_models(&partner.id, &query))?;
     let pages = count.div_ceil(u64::from(per_page)).max(1);
     let link = |p: u32| {
         let mut pairs = form_urlencoded::Serializer::new(String::new());
@@ -413,7 +413,7 @@ async fn artefact(
     let m = if q.signature.is_some() && what != "callbacks" {
         let signed = Signed { expires: q.expires.clone(), signature: q.signature.clone() };
         super::check_capability(&state, "GET", &format!("/model/{id}/{what}"), &signed)?;
-        state.db_call(|db| db.partner_model(id))?.ok_or_else(|| ApiError::not_found("model"))?
+        state.db_read(|db| db.partner_model(id))?.ok_or_else(|| ApiError::not_found("model"))?
     } else {
         let partner = partner_of(&state, c)?;
         owned_model(&state, &partner, id)?
@@ -423,7 +423,7 @@ async fn artefact(
     }
     let content = match (&m.content_id, m.status) {
         (Some(c), ModelStatus::Processed) => {
-            state.db_call(|db| db.model(c))?.ok_or_else(|| ApiError::not_found("artefact"))?
+            state.db_read(|db| db.model(c))?.ok_or_else(|| ApiError::not_found("artefact"))?
         }
         _ => {
             return Err(ApiError::new(
@@ -537,7 +537,7 @@ where
         };
         e
     })?;
-    let model = state.db_call(|db| db.partner_model(id))?.ok_or_else(|| ApiError::not_found("model"))?;
+    let model = state.db_read(|db| db.partner_model(id))?.ok_or_else(|| ApiError::not_found("model"))?;
     if model.status != ModelStatus::NotUploaded {
         return Err(already_uploaded(model.status.as_str()));
     }

@@ -83,7 +83,7 @@ struct KeyQuery {
 fn stream_of(state: &AppState, t: &PrintToken) -> Result<(String, String), ApiError> {
     let model_id = t.model_id.clone().ok_or_else(|| ApiError::not_found("stream"))?;
     let (status, manifest) =
-        state.db_call(|db| db.model_stream(&model_id))?.ok_or_else(|| ApiError::not_found("stream"))?;
+        state.db_read(|db| db.model_stream(&model_id))?.ok_or_else(|| ApiError::not_found("stream"))?;
     match (status, manifest) {
         (ModelStatus::Processed, Some(m)) => Ok((model_id, m)),
         (ModelStatus::Processed, None) => Err(ApiError::not_found("stream")),
@@ -413,7 +413,7 @@ fn read_token(
 ) -> Result<Response, ApiError> {
     let partner = super::key_or_partner(state, c, api_key)?;
     let t = state
-        .db_call(|db| db.token(token))?
+        .db_read(|db| db.token(token))?
         .filter(|t| t.partner_id == partner.id)
         .ok_or_else(|| ApiError::not_found("token"))?;
     Ok(status_not_modified(&t, if_none_match).unwrap_or_else(|| status_response(state, &t, StatusCode::OK)))

@@ -119,7 +119,7 @@ fn owned_snapshot(
     sid: &str,
 ) -> Result<(PartnerModel, Snapshot), ApiError> {
     let m = owned_model(state, p, id)?;
-    match state.db_call(|db| db.snapshot(sid))? {
+    match state.db_read(|db| db.snapshot(sid))? {
         Some(s) if s.model_id == m.id => Ok((m, s)),
         _ => Err(ApiError::not_found("snapshot")),
     }
@@ -176,7 +176,7 @@ fn create(
     let height = pixels(&q.height, "height")?.or(size).unwrap_or(width);
     let content = match (&m.content_id, m.status) {
         (Some(c), strata_pipeline::db::ModelStatus::Processed) => {
-            state.db_call(|db| db.model(c))?.ok_or_else(|| ApiError::not_found("model"))?
+            state.db_read(|db| db.model(c))?.ok_or_else(|| ApiError::not_found("model"))?
         }
         _ => {
             return Err(ApiError::new(
@@ -237,7 +237,7 @@ fn content(
     let snap = if q.signature.is_some() {
         super::check_capability(state, "GET", &format!("/model/{id}/snapshot/{sid}/content"), q)?;
         state
-            .db_call(|db| db.snapshot(sid))?
+            .db_read(|db| db.snapshot(sid))?
             .filter(|s| s.model_id == id)
             .ok_or_else(|| ApiError::not_found("snapshot"))?
     } else {

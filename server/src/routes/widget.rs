@@ -44,7 +44,7 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
 fn print_view(state: &AppState, token: &str, if_none_match: Option<&str>) -> Result<Response, ApiError> {
     let t = live_token(state, token)?;
     let model = match &t.model_id {
-        Some(id) => state.db_call(|db| db.partner_model(id))?,
+        Some(id) => state.db_read(|db| db.partner_model(id))?,
         None => None,
     };
     if let Some(resp) = super::printers::status_not_modified(&t, if_none_match) {
@@ -71,9 +71,9 @@ fn print_view(state: &AppState, token: &str, if_none_match: Option<&str>) -> Res
 
 fn snapshot(state: &AppState, token: &str) -> Result<Response, ApiError> {
     let t = live_token(state, token)?;
-    let model = t.model_id.as_ref().map(|id| state.db_call(|db| db.partner_model(id))).transpose()?.flatten();
+    let model = t.model_id.as_ref().map(|id| state.db_read(|db| db.partner_model(id))).transpose()?.flatten();
     let content =
-        model.and_then(|m| m.content_id).map(|c| state.db_call(|db| db.model(&c))).transpose()?.flatten();
+        model.and_then(|m| m.content_id).map(|c| state.db_read(|db| db.model(&c))).transpose()?.flatten();
     let blob = content.and_then(|c| c.snapshot_blob).ok_or_else(|| ApiError::not_found("snapshot"))?;
     super::blob_response(state, &blob, "image/png", None)
 }
@@ -92,7 +92,7 @@ fn widget(state: &AppState, token: &str) -> Response {
             let name = t
                 .model_id
                 .as_ref()
-                .and_then(|id| state.db_call(|db| db.partner_model(id)).ok().flatten())
+                .and_then(|id| state.db_read(|db| db.partner_model(id)).ok().flatten())
                 .map(|m| m.name)
                 .unwrap_or_else(|| "Your model".into());
             let value = match &t.print_value {
