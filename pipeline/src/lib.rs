@@ -22,10 +22,13 @@
 //!   accepted with their jobs, jobs run, status changes written with their
 //!   model rows, callbacks and job completions in one transaction.
 //! - [`ids`]: random ids and secrets.
+//! - [`cache`]: a bounded, least-recently-used cache of derived files
+//!   on disk (snapshots rendered on demand).
 //! - [`prints`]: the print-status machine and what counts as a print.
 
 pub mod blob;
 pub mod buffers;
+pub mod cache;
 pub mod db;
 pub mod ids;
 pub mod ingest;

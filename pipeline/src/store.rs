@@ -27,6 +27,9 @@ use crate::PipelineError;
 use crate::blob::FsBlobStore;
 use crate::db::{Db, now_ms};
 
+/// What the on-demand snapshot cache (`DATA/cache`) may hold.
+pub const SNAPSHOT_CACHE_BYTES: u64 = 256 << 20;
+
 /// A data directory, opened for writing: its blobs, a few database
 /// connections and the upload spool, held under the [`DataLock`].
 #[derive(Debug)]
@@ -34,6 +37,7 @@ pub struct Store {
     dir: PathBuf,
     blobs: FsBlobStore,
     uploads: PathBuf,
+    cache: crate::cache::DiskCache,
     dbs: Vec<Mutex<Db>>,
     next_db: std::sync::atomic::AtomicUsize,
     _lock: DataLock,
@@ -83,6 +87,9 @@ impl Store {
             }
         }
         recovered.secrets_backfilled = db.backfill_callback_secrets(crate::ids::callback_secret)?;
+        let cache_dir = dir.join("cache");
+        let cache =
+            crate::cache::DiskCache::open(&cache_dir, SNAPSHOT_CACHE_BYTES).map_err(io(&cache_dir))?;
         let mut dbs = vec![Mutex::new(db)];
         for _ in 1..connections.max(1) {
             dbs.push(Mutex::new(Db::open(&dir.join("meta.db"))?));
@@ -91,6 +98,7 @@ impl Store {
             dir: dir.to_path_buf(),
             blobs,
             uploads,
+            cache,
             dbs,
             next_db: std::sync::atomic::AtomicUsize::new(0),
             _lock: lock,
@@ -106,6 +114,11 @@ impl Store {
     /// The blobs.
     pub fn blobs(&self) -> &FsBlobStore {
         &self.blobs
+    }
+
+    /// Snapshots rendered on demand, bounded.
+    pub fn cache(&self) -> &crate::cache::DiskCache {
+        &self.cache
     }
 
     /// Where acknowledged uploads are spooled until their jobs finish.

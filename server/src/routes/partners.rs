@@ -457,7 +457,9 @@ async fn artefact(
 }
 
 /// The stored snapshot for the default view and size; any other is
-/// rendered on the CPU pool once and cached on disk.
+/// rendered on the CPU pool and kept in the store's bounded cache
+/// ([`strata_pipeline::store::SNAPSHOT_CACHE_BYTES`], least recently used
+/// first out).
 pub(crate) async fn snapshot(
     state: &Arc<AppState>,
     content: &strata_pipeline::db::ModelRecord,
@@ -470,9 +472,10 @@ pub(crate) async fn snapshot(
         let blob = content.snapshot_blob.clone().ok_or_else(|| ApiError::not_found("snapshot"))?;
         return super::blob_response(state, &blob, "image/png", None);
     }
-    let key = format!("{}-{view:?}-{width}x{height}", content.id);
-    let cache = state.config.data.join("cache").join(format!("{key}.png"));
-    if let Ok(png) = tokio::fs::read(&cache).await {
+    let key = format!("{}-{view:?}-{width}x{height}.png", content.id);
+    let st = state.clone();
+    let cached_key = key.clone();
+    if let Some(png) = state.with_life(move |life| life.store().cache().get(&cached_key)).await? {
         return Ok(png_response(png));
     }
     let mesh_blob = content
@@ -480,7 +483,6 @@ pub(crate) async fn snapshot(
         .clone()
         .or(content.original_blob.clone())
         .ok_or_else(|| ApiError::not_found("snapshot"))?;
-    let st = state.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     state.pool.spawn(move || {
         let result = strata_pipeline::blob::BlobId::parse(&mesh_blob)
@@ -489,16 +491,14 @@ pub(crate) async fn snapshot(
             .and_then(|bytes| {
                 strata_pipeline::process::snapshot(&bytes, view, width, height).map_err(|e| e.to_string())
             });
+        // Kept for the next request, within the cache's budget (a failed
+        // write only costs a render next time).
+        if let Ok(png) = &result {
+            let _ = st.life.store().cache().put(&key, png);
+        }
         let _ = tx.send(result);
     });
     let png = rx.await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
-    if let Some(dir) = cache.parent() {
-        let _ = tokio::fs::create_dir_all(dir).await;
-        let tmp = cache.with_extension(format!("{}.tmp", auth::random_hex(4)));
-        if tokio::fs::write(&tmp, &png).await.is_ok() {
-            let _ = tokio::fs::rename(&tmp, &cache).await;
-        }
-    }
     Ok(png_response(png))
 }
 
