@@ -72,6 +72,34 @@ pub(crate) enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Issue a scoped JWT for a partner (printed on stdout): for the
+    /// partner's own servers (`--scope backend` grants the backend-only
+    /// permissions) or to hand to a browser user.
+    IssueJwt {
+        /// The partner's username.
+        #[arg(long)]
+        partner: String,
+        /// Permissions, e.g. `get.model`, `file.download`, `backend`.
+        #[arg(long, num_args = 1.., required = true)]
+        scope: Vec<String>,
+        /// Limit the token to one of the partner's models.
+        #[arg(long)]
+        model: Option<String>,
+        /// Lifetime in seconds (at most a day).
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// The data directory.
+        #[arg(long, env = "STRATA_DATA", default_value = crate::ingest::DEFAULT_DATA)]
+        data: PathBuf,
+    },
+    /// Add a new JWT signing key; tokens signed with the old keys stay
+    /// valid until they expire (remove old keys from DATA/jwt-keys.json to
+    /// retire them).
+    RotateJwtKey {
+        /// The data directory.
+        #[arg(long, env = "STRATA_DATA", default_value = crate::ingest::DEFAULT_DATA)]
+        data: PathBuf,
+    },
     /// Print a partner's callback signing secret (`whsec_...`), e.g. for a
     /// partner made before callbacks were signed.
     CallbackSecret {
@@ -139,6 +167,19 @@ pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
     let (name, email, data, json) = match command {
         AdminCommand::CreatePartner { name, email, data, json } => (name, email, data, json),
         AdminCommand::CallbackSecret { username, data } => return callback_secret(username, data),
+        AdminCommand::IssueJwt { partner, scope, model, ttl, data } => {
+            return crate::exit_with(issue_jwt(partner, scope, model.as_deref(), *ttl, data));
+        }
+        AdminCommand::RotateJwtKey { data } => {
+            return crate::exit_with(
+                strata_server::jwt::Keyring::rotate(&data.join(strata_server::jwt::KEY_FILE), JWT_ISSUER)
+                    .map(|(_, kid)| {
+                        println!("new signing key {kid}; restart the servers to sign with it");
+                        ExitCode::SUCCESS
+                    })
+                    .map_err(|e| format!("{}: {e}", data.display())),
+            );
+        }
     };
     let result = std::fs::create_dir_all(data)
         .map_err(|e| format!("{}: {e}", data.display()))
@@ -175,6 +216,36 @@ pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The issuer name a key file made by the CLI (before any server) gets.
+const JWT_ISSUER: &str = "urn:strata";
+
+fn issue_jwt(
+    username: &str,
+    scopes: &[String],
+    model: Option<&str>,
+    ttl: u64,
+    data: &std::path::Path,
+) -> Result<ExitCode, String> {
+    let db = strata_server::pipeline::db::Db::open(&data.join("meta.db"))
+        .map_err(|e| format!("{}: {e}", data.display()))?;
+    let (partner, _) = db
+        .partner_login(username)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no partner {username:?} in {}", data.display()))?;
+    if let Some(id) = model {
+        let owned = db.partner_model(id).map_err(|e| e.to_string())?.filter(|m| m.partner_id == partner.id);
+        if owned.is_none() {
+            return Err(format!("partner {username:?} has no model {id:?}"));
+        }
+    }
+    let ring =
+        strata_server::jwt::Keyring::load_or_create(&data.join(strata_server::jwt::KEY_FILE), JWT_ISSUER)
+            .map_err(|e| format!("{}: {e}", data.display()))?;
+    let token = ring.issue(&partner.id, scopes, model, ttl, true).map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn callback_secret(username: &str, data: &std::path::Path) -> ExitCode {

@@ -63,3 +63,6 @@ mod observe;
 
 // The widget in headless Chromium: live status, 400x400 frame, screenshot.
 mod widget;
+
+// Scoped JWTs: minted by route and CLI, verified with the published keys.
+mod jwt;

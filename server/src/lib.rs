@@ -24,6 +24,7 @@ pub mod api;
 pub mod auth;
 pub mod callbacks;
 mod jobs;
+pub mod jwt;
 pub mod observe;
 pub mod routes;
 pub mod state;
@@ -67,6 +68,9 @@ pub enum ServerError {
     /// The worker pool could not start.
     #[error("cannot start worker threads: {0}")]
     Pool(String),
+    /// The JWT keys could not be read or made.
+    #[error("{0}")]
+    Jwt(#[from] crate::jwt::JwtError),
 }
 
 /// How to run the server.

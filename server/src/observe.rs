@@ -70,14 +70,14 @@ pub fn route_label(path: &str) -> String {
             (None, first) => match first {
                 "model" | "models" | "token" | "tokens" | "sessions" | "users" | "api_tokens" | "uploads"
                 | "streams" | "prints" | "widget" | "api3" | "healthz" | "readyz" | "metrics"
-                | "openapi.json" => first.to_string(),
+                | "openapi.json" | "jwt" | ".well-known" => first.to_string(),
                 _ => "{other}".to_string(),
             },
             (Some("streams" | "prints" | "token" | "tokens"), _) if i == 1 => "{token}".to_string(),
             (Some("chunks"), _) => "{index}".to_string(),
             (Some("snapshot"), s) if s != "content" => "{id}".to_string(),
             (Some(_), s) if i == 1 => {
-                if segments[0] == "api3" || segments[0] == "sessions" {
+                if matches!(segments[0], "api3" | "sessions" | ".well-known") {
                     s.to_string()
                 } else {
                     "{id}".to_string()
@@ -113,6 +113,8 @@ mod tests {
             ("/uploads/3f2a", "/uploads/{id}"),
             ("/api3/api_get_partner_print_status", "/api3/api_get_partner_print_status"),
             ("/sessions/current", "/sessions/current"),
+            ("/jwt/", "/jwt"),
+            ("/.well-known/jwks.json", "/.well-known/jwks.json"),
             ("/etc/passwd", "/{other}/{id}"),
         ] {
             assert_eq!(route_label(path), label, "{path}");

@@ -21,6 +21,8 @@ pub struct AppState {
     pub life: Lifecycle,
     /// CPU work: processing uploads and rendering snapshots.
     pub pool: rayon::ThreadPool,
+    /// Issues and checks scoped JWTs (`DATA/jwt-keys.json`).
+    pub jwt: crate::jwt::Keyring,
     /// Signs upload URLs; kept in the data directory so URLs survive a
     /// restart.
     pub secret: Vec<u8>,
@@ -80,6 +82,7 @@ impl AppState {
             );
         }
         let secret = load_secret(&config.data.join("secret.key"))?;
+        let jwt = crate::jwt::Keyring::load_or_create(&config.data.join(crate::jwt::KEY_FILE), &public_url)?;
         let callback_http = crate::callbacks::client(config.allow_private_callbacks)
             .map_err(|e| ServerError::Pool(format!("cannot build the callback client: {e}")))?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -91,6 +94,7 @@ impl AppState {
             config,
             life,
             pool,
+            jwt,
             secret,
             public_url,
             chunk_digests: Mutex::new(hashlink::LruCache::new(CHUNK_DIGEST_CACHE)),

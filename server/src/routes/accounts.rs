@@ -76,7 +76,21 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
                 }))
             },
         );
+    let new_jwt = warp::path!("jwt").and(warp::post()).and(s()).and(credentials()).and(small_body(idle)).map(
+        |st: Arc<AppState>, c: Credentials, ct: Option<String>, body: bytes::Bytes| {
+            finish(issue_jwt(&st, &c, ct.as_deref(), &body))
+        },
+    );
+    let jwks = warp::path!(".well-known" / "jwks.json").and(warp::get()).and(s()).map(|st: Arc<AppState>| {
+        let mut resp = api::json(StatusCode::OK, &st.jwt.jwks());
+        resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("max-age=300"));
+        resp
+    });
     login
+        .or(new_jwt)
+        .unify()
+        .or(jwks)
+        .unify()
         .or(current)
         .unify()
         .or(logout)
@@ -92,6 +106,41 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .or(revoke_token)
         .unify()
         .boxed()
+}
+
+/// `POST /jwt/` `{scope: ["get.model", ...] | "a b", model?, ttl?}`: a
+/// scoped access token for the partner's own use or to hand to a browser
+/// user, limited to one of its models when `model` is given (another
+/// partner's model is 404, as a missing one). Partner credentials are the
+/// partner's backend, so `backend` may be asked for.
+fn issue_jwt(state: &AppState, c: &Credentials, ct: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
+    let partner = partner_of(state, c)?;
+    let body = parse_body(ct, body)?;
+    let scopes: Vec<String> = match &body["scope"] {
+        serde_json::Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
+        serde_json::Value::Array(items) => {
+            items.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<_>>().ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_scope",
+                    "scope is a list of strings or one space-separated string",
+                )
+            })?
+        }
+        _ => return Err(ApiError::bad_request("missing_scope", "scope is required")),
+    };
+    let model = match body["model"].as_str() {
+        Some(m) => Some(super::owned_model(state, &partner, super::model_ref_id(m))?.id),
+        None => None,
+    };
+    let ttl = body["ttl"].as_u64().unwrap_or(3600).min(crate::jwt::MAX_TTL_SECS);
+    let token = state.jwt.issue(&partner.id, &scopes, model.as_deref(), ttl, true).map_err(|e| match e {
+        crate::jwt::JwtError::Scope(_) => ApiError::bad_request("invalid_scope", e.to_string()),
+        e => ApiError::internal(e),
+    })?;
+    Ok(api::json(
+        StatusCode::CREATED,
+        &serde_json::json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl}),
+    ))
 }
 
 /// The 3DIAX user resource.

@@ -1,0 +1,165 @@
+//! Scoped JWTs over real HTTP: minted by a partner route and by `strata
+//! admin issue-jwt`, checked against the published JWK set with an
+//! independent Ed25519 verifier (aws-lc-rs), limited to the partner's own
+//! models, and the crate's version floor read from Cargo.lock.
+
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::server::{client, create_model, login, partner, rt, serve};
+
+fn b64url(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).expect("base64url")
+}
+
+/// The header and claims of `token`, after checking its Ed25519
+/// signature with the key the JWK set names by its `kid`.
+fn verified(token: &str, jwks: &Value) -> (Value, Value) {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "{token}");
+    let header: Value = serde_json::from_slice(&b64url(parts[0])).expect("header");
+    let claims: Value = serde_json::from_slice(&b64url(parts[1])).expect("claims");
+    let key = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .unwrap_or_else(|| panic!("kid {} is not published", header["kid"]));
+    assert_eq!((key["kty"].as_str(), key["crv"].as_str()), (Some("OKP"), Some("Ed25519")));
+    let public = b64url(key["x"].as_str().expect("x"));
+    let message = format!("{}.{}", parts[0], parts[1]);
+    aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &public)
+        .verify(message.as_bytes(), &b64url(parts[2]))
+        .expect("the signature verifies with the published key");
+    (header, claims)
+}
+
+#[test]
+fn partners_mint_scoped_jwts_that_the_published_keys_verify() {
+    let s = serve(&[]);
+    let shop = partner(&s.data, "Shop");
+    let rival = partner(&s.data, "Rival");
+    rt().block_on(async {
+        let c = client();
+        let cookie = login(&c, &s.base, &shop).await;
+        let rival_cookie = login(&c, &s.base, &rival).await;
+        let (uri, _, model) = create_model(&c, &s.base, &cookie, json!({"name": "part"})).await;
+        let jwks: Value = c
+            .get(format!("{}/.well-known/jwks.json", s.base))
+            .send()
+            .await
+            .expect("jwks")
+            .json()
+            .await
+            .expect("json");
+        let r = c
+            .post(format!("{}/jwt/", s.base))
+            .header("cookie", &cookie)
+            .json(&json!({"scope": ["get.model", "file.download"], "model": uri, "ttl": 600}))
+            .send()
+            .await
+            .expect("mint");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let body: Value = r.json().await.expect("json");
+        assert_eq!((body["token_type"].as_str(), body["expires_in"].as_u64()), (Some("Bearer"), Some(600)));
+        let (header, claims) = verified(body["access_token"].as_str().expect("token"), &jwks);
+        assert_eq!((header["alg"].as_str(), header["typ"].as_str()), (Some("EdDSA"), Some("at+jwt")));
+        assert_eq!(claims["scope"], "get.model file.download");
+        assert_eq!(claims["model"], model["id"]);
+        assert_eq!(claims["iss"], claims["aud"]);
+        let (exp, iat) = (claims["exp"].as_u64().expect("exp"), claims["iat"].as_u64().expect("iat"));
+        assert_eq!(exp - iat, 600);
+        // Another partner's model is not found, as a missing one; an
+        // unknown scope is refused; no credentials, no token.
+        let r = c
+            .post(format!("{}/jwt/", s.base))
+            .header("cookie", &rival_cookie)
+            .json(&json!({"scope": "get.model", "model": uri}))
+            .send()
+            .await
+            .expect("mint");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = c
+            .post(format!("{}/jwt/", s.base))
+            .header("cookie", &cookie)
+            .json(&json!({"scope": "get.model admin"}))
+            .send()
+            .await
+            .expect("mint");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "invalid_scope");
+        let r = c
+            .post(format!("{}/jwt/", s.base))
+            .json(&json!({"scope": "get.model"}))
+            .send()
+            .await
+            .expect("mint");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+        // The CLI signs with the same keys (the server's running).
+        let data = s.data.to_str().expect("utf-8");
+        let username = shop["username"].as_str().expect("username");
+        let out = crate::util::run(&[
+            "admin",
+            "issue-jwt",
+            "--data",
+            data,
+            "--partner",
+            username,
+            "--scope",
+            "backend",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let token = String::from_utf8(out.stdout).expect("utf-8");
+        let (_, claims) = verified(token.trim(), &jwks);
+        assert_eq!(claims["scope"], "backend");
+        assert_eq!(claims["sub"].as_str(), body_sub(&claims).as_deref());
+        let out = crate::util::run(&[
+            "admin",
+            "issue-jwt",
+            "--data",
+            data,
+            "--partner",
+            "nobody",
+            "--scope",
+            "get.model",
+        ]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no partner \"nobody\""));
+        let rival_model = &model["id"];
+        let rival_name = rival["username"].as_str().expect("username");
+        let out = crate::util::run(&[
+            "admin",
+            "issue-jwt",
+            "--data",
+            data,
+            "--partner",
+            rival_name,
+            "--scope",
+            "get.model",
+            "--model",
+            rival_model.as_str().expect("id"),
+        ]);
+        assert!(!out.status.success(), "a token for another partner's model was issued");
+    });
+}
+
+/// The partner id a claim set names (the same for every token of one partner).
+fn body_sub(claims: &Value) -> Option<String> {
+    claims["sub"].as_str().map(str::to_string)
+}
+
+#[test]
+fn the_jwt_crate_is_at_least_version_12() {
+    let lock =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).expect("Cargo.lock");
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"jsonwebtoken\""))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .and_then(|v| v.split('.').next())
+        .and_then(|major| major.parse::<u32>().ok())
+        .expect("jsonwebtoken in Cargo.lock");
+    assert!(version >= 12, "jsonwebtoken {version}: RFC 8725 checks need 12 or later");
+}
