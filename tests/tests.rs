@@ -66,3 +66,7 @@ mod widget;
 
 // Scoped JWTs: minted by route and CLI, verified with the published keys.
 mod jwt;
+
+// Embedding as ShapeDiver's Geometry Backend API v2: tickets, sessions,
+// origins, require_token, errors.
+mod embed;

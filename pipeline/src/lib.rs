@@ -21,6 +21,8 @@
 //! - [`lifecycle`]: the partner model's lifecycle over the store: uploads
 //!   accepted with their jobs, jobs run, status changes written with their
 //!   model rows, callbacks and job completions in one transaction.
+//! - [`embed`]: the rules for embedding models in web pages (origins,
+//!   ticket expiry).
 //! - [`ids`]: random ids and secrets.
 //! - [`cache`]: a bounded, least-recently-used cache of derived files
 //!   on disk (snapshots rendered on demand).
@@ -30,6 +32,7 @@ pub mod blob;
 pub mod buffers;
 pub mod cache;
 pub mod db;
+pub mod embed;
 pub mod ids;
 pub mod ingest;
 pub mod lifecycle;

@@ -70,21 +70,26 @@ pub fn route_label(path: &str) -> String {
             (None, first) => match first {
                 "model" | "models" | "token" | "tokens" | "sessions" | "users" | "api_tokens" | "uploads"
                 | "streams" | "prints" | "widget" | "api3" | "healthz" | "readyz" | "metrics"
-                | "openapi.json" | "jwt" | ".well-known" => first.to_string(),
+                | "openapi.json" | "jwt" | ".well-known" | "api" => first.to_string(),
                 _ => "{other}".to_string(),
             },
             (Some("streams" | "prints" | "token" | "tokens"), _) if i == 1 => "{token}".to_string(),
             (Some("chunks"), _) => "{index}".to_string(),
             (Some("snapshot"), s) if s != "content" => "{id}".to_string(),
             (Some(_), s) if i == 1 => {
-                if matches!(segments[0], "api3" | "sessions" | ".well-known") {
+                if matches!(segments[0], "api3" | "sessions" | ".well-known")
+                    || (segments[0] == "api" && s == "v2")
+                {
                     s.to_string()
                 } else {
                     "{id}".to_string()
                 }
             }
             (Some(_), s) => match s {
-                "content" | "snapshot" | "manifest" | "callbacks" | "chunks" | "status" | "current" => {
+                "content" | "snapshot" | "manifest" | "callbacks" | "chunks" | "status" | "current"
+                | "ticket" | "session" | "close" | "model"
+                    if !(segments[0] == "api" && matches!(previous, Some("ticket" | "session"))) =>
+                {
                     s.to_string()
                 }
                 _ => "{id}".to_string(),
@@ -114,6 +119,9 @@ mod tests {
             ("/api3/api_get_partner_print_status", "/api3/api_get_partner_print_status"),
             ("/sessions/current", "/sessions/current"),
             ("/jwt/", "/jwt"),
+            ("/api/v2/ticket/abc123", "/api/v2/ticket/{id}"),
+            ("/api/v2/session/close/close", "/api/v2/session/{id}/close"),
+            ("/api/v2/model/m1/ticket", "/api/v2/model/{id}/ticket"),
             ("/.well-known/jwks.json", "/.well-known/jwks.json"),
             ("/etc/passwd", "/{other}/{id}"),
         ] {

@@ -16,12 +16,14 @@ use serde::Serialize;
 use crate::PipelineError;
 
 mod callbacks;
+mod embed;
 mod jobs;
 mod partners;
 mod resources;
 mod vocab;
 
 pub use callbacks::{Callback, CallbackAttempt, CallbackState, NewCallback};
+pub use embed::{EmbedSession, EmbedSettings, Ticket};
 pub use jobs::{Job, JobEffect, JobKind, JobStatus, NewJob};
 pub use partners::{
     ModelQuery, ModelSort, ModelStatus, Partner, PartnerModel, PrintToken, PrintUpdate, StatusChange,
@@ -58,6 +60,7 @@ CREATE INDEX models_status ON models (status);
     callbacks::MIGRATION_3,
     resources::MIGRATION_4,
     jobs::MIGRATION_5,
+    embed::MIGRATION_6,
 ];
 
 /// One model's row.

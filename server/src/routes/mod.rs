@@ -2,6 +2,7 @@
 //! session authentication, and the public shape of a model.
 
 pub mod accounts;
+pub mod embed;
 pub mod legacy;
 pub mod partners;
 pub mod printers;
@@ -47,6 +48,8 @@ pub fn all(state: Arc<AppState>) -> Routes {
         .or(metrics)
         .unify()
         .or(openapi)
+        .unify()
+        .or(embed::routes(state.clone()))
         .unify()
         .or(accounts::routes(state.clone()))
         .unify()
