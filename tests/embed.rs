@@ -382,3 +382,83 @@ fn sessions_close_once_from_their_origin_and_require_token_needs_a_jwt() {
         assert_eq!(sd_error(r, StatusCode::FORBIDDEN).await, "SdErrorForbidden");
     });
 }
+
+#[test]
+fn a_session_exports_the_uploaded_model_and_its_manifest() {
+    let s = serve(&[]);
+    let shop = partner(&s.data, "Shop");
+    rt().block_on(async {
+        let c = client();
+        let base = s.base.as_str();
+        let cookie = login(&c, base, &shop).await;
+        let bytes = crate::util::cube();
+        let (id, _) = crate::server::upload_model(&c, base, &cookie, bytes.clone()).await;
+        let public =
+            ticket(&c, base, &cookie, &id, json!({"type": "", "pub": true, "until": until(3600)})).await;
+        let opened: Value =
+            session(&c, base, &public, Some("https://ok.com")).await.json().await.expect("json");
+        assert_eq!(opened["exports"]["model-stl"]["type"], "download");
+        let sid = opened["sessionId"].as_str().expect("session id");
+        let export = |body: Value| {
+            c.put(format!("{base}/api/v2/session/{sid}/export"))
+                .header("origin", "https://ok.com")
+                .json(&body)
+                .send()
+        };
+        let r = export(json!({"exports": {"id": "model-stl"}, "parameters": {}})).await.expect("export");
+        assert_eq!(r.status(), StatusCode::OK);
+        let done: Value = r.json().await.expect("json");
+        let href = done["exports"]["model-stl"]["content"][0]["href"].as_str().expect("href").to_string();
+        let got = c.get(&href).send().await.expect("asset");
+        assert_eq!(got.status(), StatusCode::OK);
+        assert!(got.headers()["content-disposition"].to_str().expect("ascii").contains("attachment"));
+        assert_eq!(
+            got.bytes().await.expect("bytes").as_ref(),
+            bytes.as_slice(),
+            "the export is not the upload"
+        );
+        let r = export(json!({"exports": ["print-manifest"]})).await.expect("export");
+        let done: Value = r.json().await.expect("json");
+        let href =
+            done["exports"]["print-manifest"]["content"][0]["href"].as_str().expect("href").to_string();
+        let manifest: Value = c.get(&href).send().await.expect("asset").json().await.expect("manifest");
+        assert_eq!(manifest["model_sha256"], strata_core::stream::sha256_hex(&bytes));
+        let r = export(json!({"exports": {"id": "gcode"}})).await.expect("export");
+        assert_eq!(sd_error(r, StatusCode::NOT_FOUND).await, "SdErrorEntityNotFound");
+        let r = export(json!({})).await.expect("export");
+        assert_eq!(sd_error(r, StatusCode::BAD_REQUEST).await, "SdRequestValidationError");
+
+        // The model file by model id, with a JWT granting file.download.
+        let mint = |scope: &'static str| {
+            c.post(format!("{base}/jwt/"))
+                .header("cookie", cookie.clone())
+                .json(&json!({"scope": scope, "model": id}))
+                .send()
+        };
+        let jwt =
+            mint("file.download").await.expect("mint").json::<Value>().await.expect("json")["access_token"]
+                .as_str()
+                .expect("token")
+                .to_string();
+        let r = c
+            .get(format!("{base}/api/v2/model/{id}/file/download"))
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.expect("bytes").as_ref(), bytes.as_slice());
+        let other =
+            mint("get.model").await.expect("mint").json::<Value>().await.expect("json")["access_token"]
+                .as_str()
+                .expect("token")
+                .to_string();
+        let r = c
+            .get(format!("{base}/api/v2/model/{id}/file/download"))
+            .bearer_auth(&other)
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(sd_error(r, StatusCode::FORBIDDEN).await, "SdErrorForbidden");
+    });
+}

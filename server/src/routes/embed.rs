@@ -247,7 +247,36 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .map(|id: String, st: Arc<AppState>, c: Credentials, o: Option<String>, b: bytes::Bytes| {
             answer(patch_model(&st, &c, &id, &b), o.as_deref())
         });
+    let export = warp::path!("api" / "v2" / "session" / String / "export")
+        .or(warp::path!("api" / "v2" / "session" / String / "export" / "cache"))
+        .unify()
+        .and(warp::put())
+        .and(s())
+        .and(origin())
+        .and(body())
+        .map(|id: String, st: Arc<AppState>, o: Option<String>, b: bytes::Bytes| {
+            answer(export(&st, &id, o.as_deref(), &b), o.as_deref())
+        });
+    let download = warp::path!("api" / "v2" / "model" / String / "file" / "download")
+        .and(warp::get())
+        .and(s())
+        .and(credentials())
+        .and(origin())
+        .and(warp::header::optional::<String>("range"))
+        .then(|id: String, st: Arc<AppState>, c: Credentials, o: Option<String>, range: Option<String>| async move {
+            match download(&st, &c, &id, range.as_deref()).await {
+                Ok(mut resp) => {
+                    cors(&mut resp, o.as_deref());
+                    resp
+                }
+                Err(e) => e.into_response(o.as_deref()),
+            }
+        });
     preflight
+        .or(export)
+        .unify()
+        .or(download)
+        .unify()
         .or(create_ticket)
         .unify()
         .or(list_tickets)
@@ -499,10 +528,123 @@ fn open_session(
             ],
             "templates": [],
             "parameters": {},
-            "exports": {},
+            "exports": export_definitions(),
             "outputs": {},
         }),
     ))
+}
+
+/// The exports every model has: its printable mesh (STL) and its print
+/// stream's manifest.
+const EXPORTS: [(&str, &str, &str); 2] = [
+    ("model-stl", "Printable model (STL)", "content"),
+    ("print-manifest", "Print stream manifest (JSON)", "manifest"),
+];
+
+fn export_definitions() -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (order, (id, name, _)) in EXPORTS.iter().enumerate() {
+        map.insert(
+            id.to_string(),
+            serde_json::json!({"id": id, "uid": id, "name": name, "type": "download", "dependency": [],
+                "order": order, "hidden": false, "displayname": name}),
+        );
+    }
+    serde_json::Value::Object(map)
+}
+
+/// `PUT /api/v2/session/{id}/export` (and `/export/cache`) `{exports: {id}
+/// | [ids], parameters}`: each export with its download link once the
+/// model is processed, or a `delay` to ask again while it is processed.
+fn export(
+    state: &AppState,
+    id: &str,
+    origin: Option<&str>,
+    body: &[u8],
+) -> Result<(StatusCode, serde_json::Value), SdError> {
+    let session = live_session(state, id, origin)?;
+    let body = json_body(body)?;
+    let wanted: Vec<String> = match body.get("exports") {
+        Some(serde_json::Value::Object(o)) => {
+            o.get("id").and_then(|v| v.as_str()).map(|s| vec![s.to_string()]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => {
+            a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
+        }
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    };
+    if wanted.is_empty() {
+        return Err(invalid("exports names the export to compute: {\"exports\": {\"id\": \"model-stl\"}}"));
+    }
+    let model = state
+        .db_read(|db| db.partner_model(&session.model_id))?
+        .ok_or_else(|| SdError::not_found("model"))?;
+    let mut out = serde_json::Map::new();
+    for want in wanted {
+        let Some((eid, name, what)) = EXPORTS.iter().find(|(e, _, _)| *e == want) else {
+            return Err(SdError::new(
+                StatusCode::NOT_FOUND,
+                "SdErrorEntityNotFound",
+                format!("no export {want:?}"),
+            ));
+        };
+        let mut e = serde_json::json!({"id": eid, "uid": eid, "name": name, "type": "download", "dependency": [],
+            "hidden": false, "version": model.content_id.clone().unwrap_or_default()});
+        match model.status {
+            strata_pipeline::db::ModelStatus::Processed => {
+                let href = super::capability_url(state, &format!("/model/{}/{what}", model.id));
+                let (format, content_type) =
+                    if *what == "content" { ("stl", "model/stl") } else { ("json", "application/json") };
+                e["content"] =
+                    serde_json::json!([{"format": format, "href": href, "contentType": content_type}]);
+                e["status_computation"] = "success".into();
+                e["status_collect"] = "success".into();
+            }
+            strata_pipeline::db::ModelStatus::Processing | strata_pipeline::db::ModelStatus::NotUploaded => {
+                e["delay"] = 1000.into();
+            }
+            strata_pipeline::db::ModelStatus::Error => {
+                e["msg"] =
+                    model.error.clone().unwrap_or_else(|| "the model could not be processed".into()).into();
+                e["status_computation"] = "unrecoverableerror".into();
+            }
+        }
+        out.insert(eid.to_string(), e);
+    }
+    Ok((StatusCode::OK, serde_json::json!({"version": VERSION, "exports": out, "outputs": {}})))
+}
+
+/// `GET /api/v2/model/{id}/file/download` with a JWT granting
+/// `file.download` for the model: its printable mesh.
+async fn download(
+    state: &AppState,
+    c: &Credentials,
+    id: &str,
+    range: Option<&str>,
+) -> Result<Response, SdError> {
+    let claims = jwt(state, c)?;
+    let model = owned(state, &claims.sub, id)?;
+    if !(claims.grants("file.download") || claims.grants("backend"))
+        || claims.model.as_deref().is_some_and(|m| m != model.id)
+    {
+        return Err(SdError::new(
+            StatusCode::FORBIDDEN,
+            "SdErrorForbidden",
+            "the JWT does not grant file.download on this model",
+        ));
+    }
+    let content = model
+        .content_id
+        .as_deref()
+        .filter(|_| model.status == strata_pipeline::db::ModelStatus::Processed)
+        .map(|c| state.db_read(|db| db.model(c)))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| SdError::not_found("model file"))?;
+    let blob =
+        content.repaired_blob.or(content.original_blob).ok_or_else(|| SdError::not_found("model file"))?;
+    Ok(super::blob_stream(state, &blob, "model/stl", Some(&format!("{}.stl", model.name)), range).await?)
 }
 
 /// A session's calls come from where it was opened.
