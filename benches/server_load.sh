@@ -9,6 +9,8 @@
 #   3. the status endpoints' requests/s: GET /tokens/{token} (the partner
 #      polling, 200 and 304), GET /prints/{token} (the widget polling) and
 #      POST /prints/{token}/status (printers reporting, one row update each).
+# The per-key and per-address rate limits are turned off: one wrk client
+# stands in for many printers and partners here.
 #
 #   benches/server_load.sh [SECONDS] [WORKDIR]
 #
@@ -29,7 +31,7 @@ strata="$root/target/release/strata"
 rm -rf "$work"; mkdir -p "$work"
 port=18181; nginx_port=18182; base="http://127.0.0.1:$port"
 
-"$strata" serve --listen "127.0.0.1:$port" --data "$work/data" --upload-limit-mib 1024 >"$work/serve.log" 2>&1 &
+"$strata" serve --listen "127.0.0.1:$port" --data "$work/data" --upload-limit-mib 1024 --requests-per-key-per-minute 0 --requests-per-ip-per-minute 0 >"$work/serve.log" 2>&1 &
 serve_pid=$!
 nginx_pid=""
 cleanup() {

@@ -50,6 +50,18 @@ pub(crate) struct ServeArgs {
     /// answered 503 with Retry-After.
     #[arg(long, default_value_t = 64)]
     queue_per_partner: u64,
+    /// Requests one partner may make per minute on partner routes; more
+    /// get 429 with Retry-After (0: no limit).
+    #[arg(long, default_value_t = 6000)]
+    requests_per_key_per_minute: u32,
+    /// Requests one client address may make per minute on partner routes
+    /// (0: no limit).
+    #[arg(long, default_value_t = 12000)]
+    requests_per_ip_per_minute: u32,
+    /// Embedding sessions one client address may open per model per hour
+    /// (0: no limit).
+    #[arg(long, default_value_t = 600)]
+    sessions_per_model_per_ip_per_hour: u32,
     /// How log lines (to stderr) are written: text, or one JSON object per
     /// line with the request id, route and partner (STRATA_LOG filters).
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
@@ -142,6 +154,9 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         allow_signup: args.allow_signup,
         signups_per_hour: args.signups_per_hour,
         queue_per_partner: args.queue_per_partner,
+        requests_per_key_per_minute: args.requests_per_key_per_minute,
+        requests_per_ip_per_minute: args.requests_per_ip_per_minute,
+        sessions_per_model_per_ip_per_hour: args.sessions_per_model_per_ip_per_hour,
         ..Config::default()
     };
     rt.block_on(async {

@@ -462,3 +462,43 @@ fn a_session_exports_the_uploaded_model_and_its_manifest() {
         assert_eq!(sd_error(r, StatusCode::FORBIDDEN).await, "SdErrorForbidden");
     });
 }
+
+#[test]
+fn rate_limits_answer_429_with_retry_after_and_keep_partners_apart() {
+    let s = serve(&["--requests-per-key-per-minute", "5", "--sessions-per-model-per-ip-per-hour", "2"]);
+    let shop = partner(&s.data, "Shop");
+    let other = partner(&s.data, "Other");
+    rt().block_on(async {
+        let c = client();
+        let base = s.base.as_str();
+        let cookie = login(&c, base, &shop).await;
+        let other_cookie = login(&c, base, &other).await;
+        // Five partner requests pass (the model and the ticket among them).
+        let (_, _, model) = create_model(&c, base, &cookie, json!({"name": "ring"})).await;
+        let id = model["id"].as_str().expect("id");
+        let public =
+            ticket(&c, base, &cookie, id, json!({"type": "", "pub": true, "until": until(3600)})).await;
+        for _ in 0..3 {
+            let r = c.get(format!("{base}/model/")).header("cookie", &cookie).send().await.expect("list");
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        let r = c.get(format!("{base}/model/")).header("cookie", &cookie).send().await.expect("list");
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = r.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+        assert!((1..=60).contains(&wait), "Retry-After {wait}");
+        assert_eq!(r.headers()["ratelimit-limit"], "5");
+        assert_eq!(r.headers()["ratelimit-remaining"], "0");
+        assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "rate_limited");
+        // The other partner is not slowed by the first one's burst.
+        let r = c.get(format!("{base}/model/")).header("cookie", &other_cookie).send().await.expect("list");
+        assert_eq!(r.status(), StatusCode::OK);
+        // Sessions per model per address: the third in the hour is refused
+        // the way the SDK waits on (Retry-After in seconds).
+        for _ in 0..2 {
+            assert_eq!(session(&c, base, &public, None).await.status(), StatusCode::CREATED);
+        }
+        let r = session(&c, base, &public, None).await;
+        assert!(r.headers().contains_key("retry-after"));
+        assert_eq!(sd_error(r, StatusCode::TOO_MANY_REQUESTS).await, "SdRateLimitErrorGeneric");
+    });
+}

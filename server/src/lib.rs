@@ -25,6 +25,7 @@ pub mod auth;
 pub mod callbacks;
 mod jobs;
 pub mod jwt;
+pub mod limits;
 pub mod observe;
 pub mod routes;
 pub mod state;
@@ -118,6 +119,15 @@ pub struct Config {
     /// Uploads one partner may have waiting to be processed; more are
     /// answered 503 with `Retry-After`.
     pub queue_per_partner: u64,
+    /// Requests one partner (API key, token or session) may make per
+    /// minute on partner routes (0: no limit).
+    pub requests_per_key_per_minute: u32,
+    /// Requests one client address may make per minute on partner routes
+    /// (0: no limit).
+    pub requests_per_ip_per_minute: u32,
+    /// Embedding sessions one client address may open per model per hour
+    /// (ShapeDiver's `session_rate_limit`; 0: no limit).
+    pub sessions_per_model_per_ip_per_hour: u32,
 }
 
 impl Default for Config {
@@ -141,6 +151,9 @@ impl Default for Config {
             allow_signup: false,
             signups_per_hour: 5,
             queue_per_partner: 64,
+            requests_per_key_per_minute: 6000,
+            requests_per_ip_per_minute: 12000,
+            sessions_per_model_per_ip_per_hour: 600,
         }
     }
 }

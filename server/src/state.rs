@@ -32,6 +32,12 @@ pub struct AppState {
     chunk_bytes: Mutex<ChunkCache>,
     login_failures: Mutex<HashMap<String, (std::time::Instant, u32)>>,
     signups: Mutex<HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
+    /// Requests per partner per minute on partner routes.
+    pub per_key: crate::limits::Buckets,
+    /// Requests per client address per minute on partner routes.
+    pub per_ip: crate::limits::Buckets,
+    /// Embedding sessions per model per client address per hour.
+    pub sessions_per_model: crate::limits::Buckets,
     /// Wakes the callback sender when a delivery is queued.
     pub callbacks_due: tokio::sync::Notify,
     /// The one client callbacks are sent with (its resolver checks every
@@ -90,7 +96,15 @@ impl AppState {
             .thread_name(|i| format!("strata-cpu-{i}"))
             .build()
             .map_err(|e| ServerError::Pool(e.to_string()))?;
+        let minute = std::time::Duration::from_secs(60);
+        let per_key = crate::limits::Buckets::new(config.requests_per_key_per_minute, minute);
+        let per_ip = crate::limits::Buckets::new(config.requests_per_ip_per_minute, minute);
+        let sessions_per_model =
+            crate::limits::Buckets::new(config.sessions_per_model_per_ip_per_hour, 60 * minute);
         Ok(AppState {
+            per_key,
+            per_ip,
+            sessions_per_model,
             config,
             life,
             pool,

@@ -47,11 +47,27 @@ pub(crate) struct SdError {
     status: StatusCode,
     error: &'static str,
     message: String,
+    headers: Vec<(&'static str, String)>,
 }
 
 impl SdError {
     fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> SdError {
-        SdError { status, error, message: message.into() }
+        SdError { status, error, message: message.into(), headers: Vec::new() }
+    }
+
+    /// 429 as the SDK expects it: `Retry-After` in seconds (without one
+    /// it waits a whole minute), and the `RateLimit-*` headers.
+    fn rate_limited(l: crate::limits::Limited) -> SdError {
+        let mut e = SdError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "SdRateLimitErrorGeneric",
+            format!(
+                "more than {} requests in {} s; try again in {} s",
+                l.limit, l.window_secs, l.retry_after
+            ),
+        );
+        e.headers = l.headers().to_vec();
+        e
     }
 
     fn not_found(what: &str) -> SdError {
@@ -68,6 +84,7 @@ impl SdError {
             "SdSessionGoneError" => "The session is gone.",
             "SdRequestValidationError" => "The request is invalid.",
             "SdErrorUnauthorized" => "The request is not authorized.",
+            "SdRateLimitErrorGeneric" => "Too many requests.",
             _ => "An internal error occurred.",
         }
     }
@@ -77,6 +94,11 @@ impl SdError {
             self.status,
             &serde_json::json!({"error": self.error, "desc": self.desc(), "message": self.message}),
         );
+        for (name, value) in &self.headers {
+            if let Ok(v) = http::HeaderValue::from_str(value) {
+                resp.headers_mut().insert(*name, v);
+            }
+        }
         cors(&mut resp, origin);
         resp
     }
@@ -95,10 +117,11 @@ impl From<crate::api::ApiError> for SdError {
             StatusCode::UNAUTHORIZED => "SdErrorUnauthorized",
             StatusCode::FORBIDDEN => "SdErrorForbidden",
             StatusCode::NOT_FOUND => "SdErrorEntityNotFound",
+            StatusCode::TOO_MANY_REQUESTS => "SdRateLimitErrorGeneric",
             s if s.is_client_error() => "SdRequestValidationError",
             _ => "SdErrorGenericInternal",
         };
-        SdError::new(e.status, error, e.message)
+        SdError { status: e.status, error, message: e.message, headers: e.headers }
     }
 }
 
@@ -471,6 +494,9 @@ fn open_session(
     let model = state
         .db_read(|db| db.partner_model(&ticket.model_id))?
         .ok_or_else(|| ticket_refused("the ticket's model is gone"))?;
+    if let Some(ip) = c.peer {
+        state.sessions_per_model.take(&format!("{}|{ip}", model.id)).map_err(SdError::rate_limited)?;
+    }
     let (settings, force): (EmbedSettings, bool) =
         state.db_read(|db| -> Result<_, strata_pipeline::PipelineError> {
             Ok((db.embed_settings(&model.id)?, db.force_require_token(&model.partner_id)?))

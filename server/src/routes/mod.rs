@@ -104,6 +104,8 @@ pub(crate) struct Credentials {
     /// `strata admin create-partner` prints), for scripts such as
     /// `strata upload`.
     pub(crate) api_key: Option<String>,
+    /// The client's address (for per-address limits).
+    pub(crate) peer: Option<std::net::IpAddr>,
 }
 
 /// The request's [`Credentials`].
@@ -111,7 +113,13 @@ pub(crate) fn credentials() -> impl Filter<Extract = (Credentials,), Error = war
     warp::header::optional::<String>("cookie")
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("x-api-key"))
-        .map(|cookie, authorization, api_key| Credentials { cookie, authorization, api_key })
+        .and(warp::ext::optional::<crate::api::Peer>())
+        .map(|cookie, authorization, api_key, peer: Option<crate::api::Peer>| Credentials {
+            cookie,
+            authorization,
+            api_key,
+            peer: peer.map(|p| p.0.ip()),
+        })
 }
 
 /// Matches the first path segment `a` or `b` (the 3DIAX singular names
@@ -128,9 +136,28 @@ fn basic_refused(message: &str) -> ApiError {
 /// `X-Api-Key` header, HTTP Basic with an API token when an
 /// `Authorization` header is sent, else the session cookie.
 pub(crate) fn partner_of(state: &AppState, c: &Credentials) -> Result<Partner, ApiError> {
+    // The address first: a flood of bad credentials is limited too, and
+    // before any credential is looked up.
+    if let Some(ip) = c.peer {
+        state.per_ip.take(&ip.to_string()).map_err(rate_limited)?;
+    }
     let partner = authenticate(state, c)?;
     tracing::Span::current().record("partner", partner.id.as_str());
+    state.per_key.take(&partner.id).map_err(rate_limited)?;
     Ok(partner)
+}
+
+/// 429 with `Retry-After` and `RateLimit-*` headers.
+pub(crate) fn rate_limited(l: crate::limits::Limited) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("more than {} requests in {} s; try again in {} s", l.limit, l.window_secs, l.retry_after),
+    );
+    for (name, value) in l.headers() {
+        e = e.with_header(name, value);
+    }
+    e
 }
 
 fn authenticate(state: &AppState, c: &Credentials) -> Result<Partner, ApiError> {
