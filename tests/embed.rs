@@ -502,3 +502,79 @@ fn rate_limits_answer_429_with_retry_after_and_keep_partners_apart() {
         assert_eq!(sd_error(r, StatusCode::TOO_MANY_REQUESTS).await, "SdRateLimitErrorGeneric");
     });
 }
+
+#[test]
+fn force_require_token_makes_every_session_of_the_partner_need_a_jwt() {
+    let s = serve(&[]);
+    let shop = partner(&s.data, "Shop");
+    let rival = partner(&s.data, "Rival");
+    rt().block_on(async {
+        let c = client();
+        let base = s.base.as_str();
+        let cookie = login(&c, base, &shop).await;
+        let rival_cookie = login(&c, base, &rival).await;
+        let me: Value = c
+            .get(format!("{base}/sessions/current"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("me")
+            .json()
+            .await
+            .expect("json");
+        let uid = me["uuid"].as_str().expect("uuid").to_string();
+        let (_, _, model) = create_model(&c, base, &cookie, json!({"name": "ring"})).await;
+        let id = model["id"].as_str().expect("id");
+        let public =
+            ticket(&c, base, &cookie, id, json!({"type": "", "pub": true, "until": until(3600)})).await;
+        assert_eq!(session(&c, base, &public, None).await.status(), StatusCode::CREATED);
+        // Another partner cannot set it for this one.
+        let r = c
+            .patch(format!("{base}/users/{uid}/"))
+            .header("cookie", &rival_cookie)
+            .json(&json!({"force_require_token": true}))
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(session(&c, base, &public, None).await.status(), StatusCode::CREATED);
+        let r = c
+            .patch(format!("{base}/users/{uid}/"))
+            .header("cookie", &cookie)
+            .json(&json!({"force_require_token": "yes"}))
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = c
+            .patch(format!("{base}/users/{uid}/"))
+            .header("cookie", &cookie)
+            .json(&json!({"force_require_token": true}))
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.json::<Value>().await.expect("json")["force_require_token"], true);
+        assert_eq!(
+            sd_error(session(&c, base, &public, None).await, StatusCode::UNAUTHORIZED).await,
+            "SdTokenMissingError"
+        );
+        let jwt: Value = c
+            .post(format!("{base}/jwt/"))
+            .header("cookie", &cookie)
+            .json(&json!({"scope": "auth.session", "model": id}))
+            .send()
+            .await
+            .expect("mint")
+            .json()
+            .await
+            .expect("json");
+        let r = c
+            .post(format!("{base}/api/v2/ticket/{public}"))
+            .bearer_auth(jwt["access_token"].as_str().expect("token"))
+            .send()
+            .await
+            .expect("session");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    });
+}

@@ -54,6 +54,14 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
             }))
         },
     );
+    let patch_user = warp::path!("users" / String)
+        .and(warp::patch())
+        .and(s())
+        .and(credentials())
+        .and(small_body(idle))
+        .map(|id: String, st: Arc<AppState>, c: Credentials, ct: Option<String>, body: bytes::Bytes| {
+            finish(patch_user(&st, &c, &id, ct.as_deref(), &body))
+        });
     let new_token =
         warp::path!("api_tokens").and(warp::post()).and(s()).and(credentials()).and(small_body(idle)).map(
             |st: Arc<AppState>, c: Credentials, ct: Option<String>, body: bytes::Bytes| {
@@ -99,6 +107,8 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .unify()
         .or(user)
         .unify()
+        .or(patch_user)
+        .unify()
         .or(new_token)
         .unify()
         .or(list_tokens)
@@ -106,6 +116,31 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .or(revoke_token)
         .unify()
         .boxed()
+}
+
+/// `PATCH /users/{id}/` `{force_require_token: bool}`: whether every
+/// embedding session on the partner's models needs a JWT besides the
+/// ticket (seed 003's account-wide setting).
+fn patch_user(
+    state: &AppState,
+    c: &Credentials,
+    id: &str,
+    ct: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let partner = partner_of(state, c)?;
+    if partner.id != id {
+        return Err(ApiError::not_found("user"));
+    }
+    let body = parse_body(ct, body)?;
+    let force = match &body["force_require_token"] {
+        serde_json::Value::Bool(b) => *b,
+        _ => return Err(ApiError::bad_request("invalid_field", "force_require_token is a boolean")),
+    };
+    state.db_call(|db| db.set_force_require_token(&partner.id, force))?;
+    let mut user = user_json(state, &partner);
+    user["force_require_token"] = force.into();
+    Ok(api::json(StatusCode::OK, &user))
 }
 
 /// `POST /jwt/` `{scope: ["get.model", ...] | "a b", model?, ttl?}`: a

@@ -198,7 +198,10 @@ fn owned(state: &AppState, owner: &str, model_id: &str) -> Result<PartnerModel, 
 pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let s = || with_state(state.clone());
     let origin = || warp::header::optional::<String>("origin");
-    let body = || warp::body::content_length_limit(64 * 1024).and(warp::body::bytes());
+    let idle = state.config.body_idle_timeout;
+    // Bodies up to the JSON limit, with or without a Content-Length
+    // (chunked requests too).
+    let body = move || super::partners::small_body(idle).map(|_: Option<String>, b: bytes::Bytes| b);
     let preflight = warp::path("api").and(warp::path("v2")).and(warp::options()).and(origin()).map(
         |origin: Option<String>| {
             let mut resp = crate::api::empty(StatusCode::NO_CONTENT);

@@ -197,7 +197,7 @@ pub fn openapi() -> serde_json::Value {
         },
         "/sessions/current": {"get": op("The current user", partner), "delete": op("Log out", "session cookie")},
         "/users/": {"post": op("Sign up {email, name, password, username} (JSON or form): 201, Location, the user resource plus api_key and callback_secret (shown once); only with --allow-signup, limited per address", "none")},
-        "/users/{id}/": {"parameters": id_param, "get": op("Your user resource", partner)},
+        "/users/{id}/": {"parameters": id_param, "get": op("Your user resource", partner), "patch": op("Set {force_require_token}: every embedding session on your models then needs a JWT", partner)},
         "/api_tokens/": {
             "post": op("Create an API token {name}: 201 {uuid, secret, name}; the secret is shown once; use it as HTTP Basic uuid:secret", partner),
             "get": op("Your API tokens (without secrets)", partner),
@@ -227,6 +227,23 @@ pub fn openapi() -> serde_json::Value {
         "/api3/api_upload_partner_stl": {"post": op("Legacy: multipart upload (api_key, token, receiver_email, stl_file, print_value, print_value_currency, partner_job_id; fields in the query or the form)", "api_key")},
         "/api3/api_get_partner_print_status": {"get": op("Legacy: print status (api_key, token in the query or a form body); errors are HTTP 200 {status: {code: error, description, extended_description}}; also POST", "api_key"), "post": op("Legacy: print status", "api_key")},
     });
+    // JWTs and embedding (kept apart: one `json!` of everything is past
+    // the macro's recursion limit).
+    let embed = serde_json::json!({
+        "/jwt/": {"post": op("Mint a scoped access token {scope: [get.model, file.download, auth.session, get.export.*, backend, ...] | \"a b\", model?, ttl? (s, at most a day)}: 201 {access_token, token_type: Bearer, expires_in}; EdDSA, typ at+jwt", partner)},
+        "/.well-known/jwks.json": {"get": op("The public keys JWTs are checked with (Ed25519 JWK set, by kid)", "none")},
+        "/api/v2/model/{id}": {"parameters": id_param, "get": op("Geometry Backend v2: the model {version, model {id, stat}, setting.auth}; errors {error: Sd...Error, desc, message}", "JWT granting get.model"), "patch": op("Set {accessdomains, backendaccess, require_token}", "backend: partner credentials or a JWT with the backend scope")},
+        "/api/v2/model/{id}/ticket": {"parameters": id_param, "post": op("Create a ticket {type: backend | \"\", pub, until: YYYYMMDDhhmmss, accessdomains?, author?}: 201 {version, ticket (shown once), ticketId, model, file, setting, statistic}", "backend"), "get": op("The model's tickets, without secrets", "backend")},
+        "/api/v2/model/{id}/ticket/{snapshot}": {"parameters": snap_param, "delete": op("Revoke a ticket (by ticketId) and end its sessions", "backend")},
+        "/api/v2/model/{id}/file/download": {"parameters": id_param, "get": op("The printable STL (Range)", "JWT granting file.download")},
+        "/api/v2/ticket/{token}": {"parameters": token_param, "post": op("Open a session: 201 {version, sessionId, model, file, setting, statistic, viewer, viewerSettingsVersion, actions, templates, parameters, exports, outputs}; the browser Origin must be allowed unless pub; require_token needs a JWT granting auth.session", "ticket (and Origin, JWT)")},
+        "/api/v2/session/{id}/close": {"parameters": id_param, "post": op("Close the session; later calls are 410 SdSessionGoneError", "session id (and its Origin)")},
+        "/api/v2/session/{id}/export": {"parameters": id_param, "put": op("Compute exports {exports: {id} | [ids]}: each with content [{format, href}] once processed, else a delay (ms) to ask /export/cache again", "session id (and its Origin)")},
+        "/api/v2/session/{id}/export/cache": {"parameters": id_param, "put": op("Ask again for exports still pending", "session id (and its Origin)")},
+    });
+    if let (Some(map), serde_json::Value::Object(extra)) = (paths.as_object_mut(), embed) {
+        map.extend(extra);
+    }
     // Strata's first names for the same routes.
     if let Some(map) = paths.as_object_mut() {
         let aliases: Vec<(String, serde_json::Value)> = map
