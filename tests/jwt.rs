@@ -163,3 +163,96 @@ fn the_jwt_crate_is_at_least_version_12() {
         .expect("jsonwebtoken in Cargo.lock");
     assert!(version >= 12, "jsonwebtoken {version}: RFC 8725 checks need 12 or later");
 }
+
+/// A token with `header` and `claims`, signed with the server's own
+/// newest key (read from its key file, as an attacker who stole nothing
+/// could not): so each refusal below is the rule's, not a bad signature's.
+fn signed_with_server_key(data: &std::path::Path, header: &Value, claims: &Value) -> String {
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(data.join("jwt-keys.json")).expect("key file")).expect("json");
+    let key = file["keys"].as_array().and_then(|k| k.last()).expect("a key");
+    let der =
+        base64::engine::general_purpose::STANDARD.decode(key["pkcs8"].as_str().expect("pkcs8")).expect("der");
+    let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(&der).expect("pair");
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let message = format!("{}.{}", b64(header), b64(claims));
+    let sig = pair.sign(message.as_bytes());
+    format!("{message}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+#[test]
+fn expired_and_forged_jwts_are_refused_over_http_as_the_sdk_expects() {
+    let s = serve(&[]);
+    let shop = partner(&s.data, "Shop");
+    rt().block_on(async {
+        let c = client();
+        let cookie = login(&c, &s.base, &shop).await;
+        let (_, _, model) = create_model(&c, &s.base, &cookie, json!({"name": "part"})).await;
+        let id = model["id"].as_str().expect("id");
+        let minted: Value = c
+            .post(format!("{}/jwt/", s.base))
+            .header("cookie", &cookie)
+            .json(&json!({"scope": "get.model"}))
+            .send()
+            .await
+            .expect("mint")
+            .json()
+            .await
+            .expect("json");
+        let good = minted["access_token"].as_str().expect("token").to_string();
+        let parts: Vec<&str> = good.split('.').collect();
+        let header: Value = serde_json::from_slice(&b64url(parts[0])).expect("header");
+        let claims: Value = serde_json::from_slice(&b64url(parts[1])).expect("claims");
+        let get = |token: String| c.get(format!("{}/api/v2/model/{id}", s.base)).bearer_auth(token).send();
+        assert_eq!(get(good.clone()).await.expect("get").status(), StatusCode::OK);
+        let now = claims["iat"].as_u64().expect("iat");
+        let with = |k: &str, v: Value| {
+            let mut c = claims.clone();
+            c[k] = v;
+            c
+        };
+        let mut hs = header.clone();
+        hs["alg"] = "HS256".into();
+        let mut none = header.clone();
+        none["alg"] = "none".into();
+        // A canary the jku header points at: it must never be connected to.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("canary");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let mut canary = header.clone();
+        canary["jku"] = format!("http://{}/jwks.json", listener.local_addr().expect("addr")).into();
+        let cases = [
+            ("expired", signed_with_server_key(&s.data, &header, &with("exp", (now - 3600).into()))),
+            ("not yet valid", signed_with_server_key(&s.data, &header, &with("nbf", (now + 3600).into()))),
+            (
+                "other audience",
+                signed_with_server_key(&s.data, &header, &with("aud", "https://other.example".into())),
+            ),
+            (
+                "exp as a string",
+                signed_with_server_key(&s.data, &header, &with("exp", format!("{}", now + 600).into())),
+            ),
+            ("alg HS256", signed_with_server_key(&s.data, &hs, &claims)),
+            (
+                "alg none",
+                format!(
+                    "{}.{}.",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(none.to_string()),
+                    parts[1]
+                ),
+            ),
+            ("jku header", signed_with_server_key(&s.data, &canary, &claims)),
+            ("a print token", "0".repeat(32)),
+        ];
+        for (what, token) in cases {
+            let r = get(token).await.expect("get");
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
+            let body: Value = r.json().await.expect("json");
+            // The viewer refreshes its token only on this error type.
+            assert_eq!(body["error"], "SdJwtValidationError", "{what}: {body}");
+        }
+        match listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the jku canary was contacted: {other:?}"),
+        }
+    });
+}
