@@ -168,6 +168,23 @@ fn jwt(state: &AppState, c: &Credentials) -> Result<Claims, SdError> {
         .map_err(|e| SdError::new(StatusCode::UNAUTHORIZED, "SdJwtValidationError", e.to_string()))
 }
 
+/// Whether `claims` grant `permission` on `model`: the model's owner,
+/// the permission (or the backend scope), and the model when the token
+/// names one; 403 naming the permission otherwise.
+fn permits(claims: &Claims, model: &PartnerModel, permission: &str) -> Result<(), SdError> {
+    let fits = claims.sub == model.partner_id
+        && (claims.grants(permission) || claims.grants("backend"))
+        && claims.model.as_deref().is_none_or(|m| m == model.id);
+    if fits {
+        return Ok(());
+    }
+    Err(SdError::new(
+        StatusCode::FORBIDDEN,
+        "SdErrorForbidden",
+        format!("the JWT does not grant {permission} on this model"),
+    ))
+}
+
 /// The owner acting as a backend: partner credentials, or a JWT with the
 /// `backend` scope.
 fn backend_partner(state: &AppState, c: &Credentials) -> Result<String, SdError> {
@@ -517,17 +534,7 @@ fn open_session(
     }
     if settings.require_token || force {
         // The ticket and a JWT: the token's owner, scope and model must fit.
-        let claims = jwt(state, c)?;
-        if claims.sub != model.partner_id
-            || !(claims.grants("auth.session") || claims.grants("backend"))
-            || claims.model.as_deref().is_some_and(|m| m != model.id)
-        {
-            return Err(SdError::new(
-                StatusCode::FORBIDDEN,
-                "SdErrorForbidden",
-                "the JWT does not grant a session on this model",
-            ));
-        }
+        permits(&jwt(state, c)?, &model, "auth.session")?;
     }
     let now = now_ms();
     let session = EmbedSession {
@@ -654,15 +661,7 @@ async fn download(
 ) -> Result<Response, SdError> {
     let claims = jwt(state, c)?;
     let model = owned(state, &claims.sub, id)?;
-    if !(claims.grants("file.download") || claims.grants("backend"))
-        || claims.model.as_deref().is_some_and(|m| m != model.id)
-    {
-        return Err(SdError::new(
-            StatusCode::FORBIDDEN,
-            "SdErrorForbidden",
-            "the JWT does not grant file.download on this model",
-        ));
-    }
+    permits(&claims, &model, "file.download")?;
     let content = model
         .content_id
         .as_deref()
@@ -709,27 +708,9 @@ fn get_model(
 ) -> Result<(StatusCode, serde_json::Value), SdError> {
     let claims = jwt(state, c)?;
     let model = owned(state, &claims.sub, id)?;
-    if !(claims.grants("get.model") || claims.grants("backend"))
-        || claims.model.as_deref().is_some_and(|m| m != model.id)
-    {
-        return Err(SdError::new(
-            StatusCode::FORBIDDEN,
-            "SdErrorForbidden",
-            "the JWT does not grant get.model on this model",
-        ));
-    }
+    permits(&claims, &model, "get.model")?;
     let settings = state.db_read(|db| db.embed_settings(&model.id))?;
-    Ok((
-        StatusCode::OK,
-        serde_json::json!({
-            "version": VERSION,
-            "model": model_json(state, &model),
-            "file": {},
-            "setting": {"auth": {"accessdomains": settings.accessdomains, "backendaccess": settings.backendaccess,
-                "require_token": settings.require_token}},
-            "statistic": {},
-        }),
-    ))
+    Ok(model_answer(state, &model, &settings))
 }
 
 fn patch_model(
@@ -755,21 +736,21 @@ fn patch_model(
         }
     }
     state.db_call(|db| db.set_embed_settings(&model.id, &settings))?;
-    get_model_backend(state, &model, &settings)
+    Ok(model_answer(state, &model, &settings))
 }
 
-fn get_model_backend(
+/// The answer of `GET` and `PATCH /api/v2/model/{id}`: the model and its
+/// embedding settings.
+fn model_answer(
     state: &AppState,
     model: &PartnerModel,
     settings: &EmbedSettings,
-) -> Result<(StatusCode, serde_json::Value), SdError> {
-    Ok((
+) -> (StatusCode, serde_json::Value) {
+    let auth = serde_json::json!({"accessdomains": settings.accessdomains, "backendaccess": settings.backendaccess,
+        "require_token": settings.require_token});
+    (
         StatusCode::OK,
-        serde_json::json!({
-            "version": VERSION,
-            "model": model_json(state, model),
-            "setting": {"auth": {"accessdomains": settings.accessdomains, "backendaccess": settings.backendaccess,
-                "require_token": settings.require_token}},
-        }),
-    ))
+        serde_json::json!({"version": VERSION, "model": model_json(state, model), "file": {},
+            "setting": {"auth": auth}, "statistic": {}}),
+    )
 }
