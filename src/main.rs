@@ -57,6 +57,9 @@ enum Command {
     /// Act as a printer holding a print token: pull the stream, verify
     /// and decode it, and report the print's progress (resumable).
     Printer(printer::PrinterArgs),
+    /// Run the reference service provider (model healing with Strata's
+    /// repair), for trying and testing external services.
+    Provider(serve::ProviderArgs),
     /// Administration: partner accounts.
     #[command(subcommand)]
     Admin(serve::AdminCommand),
@@ -136,6 +139,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest::run(&args),
         Command::Models(command) => ingest::models(&command),
         Command::Serve(args) => serve::serve(&args),
+        Command::Provider(args) => serve::provider(&args),
         Command::Printer(args) => printer::run(&args),
         Command::Upload(args) => upload::run(&args),
         Command::Admin(command) => serve::admin(&command),

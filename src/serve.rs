@@ -62,6 +62,10 @@ pub(crate) struct ServeArgs {
     /// (0: no limit).
     #[arg(long, default_value_t = 600)]
     sessions_per_model_per_ip_per_hour: u32,
+    /// How long a service provider has to finish a job before it is
+    /// timed out (and the user told), in seconds.
+    #[arg(long, default_value_t = 3600)]
+    provider_timeout_secs: u64,
     /// How log lines (to stderr) are written: text, or one JSON object per
     /// line with the request id, route and partner (STRATA_LOG filters).
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
@@ -157,6 +161,7 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         requests_per_key_per_minute: args.requests_per_key_per_minute,
         requests_per_ip_per_minute: args.requests_per_ip_per_minute,
         sessions_per_model_per_ip_per_hour: args.sessions_per_model_per_ip_per_hour,
+        provider_timeout: std::time::Duration::from_secs(args.provider_timeout_secs.max(1)),
         ..Config::default()
     };
     rt.block_on(async {
@@ -285,6 +290,42 @@ fn callback_secret(username: &str, data: &std::path::Path) -> ExitCode {
             eprintln!("error: no partner {username:?} in {}", data.display());
             ExitCode::FAILURE
         }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `strata provider`: the reference model-healing provider.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProviderArgs {
+    /// Address to listen on (port 0 picks a free one); the first line on
+    /// stdout is the service URL to register (`http://ADDR/repair`).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: String,
+    /// The shared secret the Strata server gave at registration
+    /// (`whsec_...`).
+    #[arg(long, env = "STRATA_PROVIDER_SECRET")]
+    secret: String,
+    /// The Strata server's public URL (the audience of the link tokens
+    /// this provider signs, when a request does not name one).
+    #[arg(long)]
+    server: Option<String>,
+}
+
+pub(crate) fn provider(args: &ProviderArgs) -> ExitCode {
+    strata_server::observe::init_logging(strata_server::observe::LogFormat::Text);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(strata_server::provider_ref::run(
+        &args.listen,
+        args.secret.clone(),
+        args.server.clone(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

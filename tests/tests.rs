@@ -70,3 +70,7 @@ mod jwt;
 // Embedding as ShapeDiver's Geometry Backend API v2: tickets, sessions,
 // origins, require_token, errors.
 mod embed;
+
+// External service providers (seed 002): registry, links, signed requests,
+// temporary credentials, completion, the reference provider.
+mod providers;

@@ -38,6 +38,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod prints;
 pub mod process;
+pub mod providers;
 pub mod store;
 
 use std::path::PathBuf;

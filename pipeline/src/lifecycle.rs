@@ -298,6 +298,8 @@ impl Lifecycle {
     pub fn run_job(&self, job: &Job, worker: &str) -> JobReport {
         match job.kind {
             JobKind::ProcessUpload => self.process_upload(job, worker),
+            // Sent by the server's provider sender, never claimed here.
+            JobKind::ProviderRequest => JobReport::new(JobOutcome::Skipped, false),
         }
     }
 

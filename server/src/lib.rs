@@ -27,6 +27,8 @@ mod jobs;
 pub mod jwt;
 pub mod limits;
 pub mod observe;
+pub mod provider_ref;
+pub mod providers;
 pub mod routes;
 pub mod state;
 
@@ -128,6 +130,11 @@ pub struct Config {
     /// Embedding sessions one client address may open per model per hour
     /// (ShapeDiver's `session_rate_limit`; 0: no limit).
     pub sessions_per_model_per_ip_per_hour: u32,
+    /// How long a provider has to finish a job before it is `timed_out`.
+    pub provider_timeout: Duration,
+    /// How long a provider's input and output URLs stay valid (at most
+    /// until the job's deadline).
+    pub provider_url_ttl: Duration,
 }
 
 impl Default for Config {
@@ -154,6 +161,8 @@ impl Default for Config {
             requests_per_key_per_minute: 6000,
             requests_per_ip_per_minute: 12000,
             sessions_per_model_per_ip_per_hour: 600,
+            provider_timeout: Duration::from_secs(3600),
+            provider_url_ttl: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -208,6 +217,7 @@ pub struct Server {
     task: tokio::task::JoinHandle<()>,
     callbacks: tokio::task::JoinHandle<()>,
     jobs: tokio::task::JoinHandle<()>,
+    providers: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -229,6 +239,8 @@ impl Server {
         let callbacks = tokio::spawn(callbacks::run(state.clone()));
         // Acknowledged uploads a killed process left are processed from here.
         let jobs = tokio::spawn(jobs::run(state.clone()));
+        // Provider requests queued before a restart go out from here.
+        let providers = tokio::spawn(providers::run(state.clone()));
         let routes = routes::all(state);
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -266,7 +278,7 @@ impl Server {
                 });
             }
         });
-        Ok(Server { addr, shutdown: Some(tx), task, callbacks, jobs })
+        Ok(Server { addr, shutdown: Some(tx), task, callbacks, jobs, providers })
     }
 
     /// The bound address.
@@ -285,6 +297,8 @@ impl Server {
         self.callbacks.abort();
         // A job cut off here is run again at the next start.
         self.jobs.abort();
+        // A request cut off here is sent again at the next start.
+        self.providers.abort();
     }
 
     /// Serves until `signal` completes.

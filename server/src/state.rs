@@ -45,6 +45,8 @@ pub struct AppState {
     pub callback_http: reqwest::Client,
     /// Wakes the job runner when a job is queued.
     pub jobs_due: tokio::sync::Notify,
+    /// Wakes the provider sender when a provider job is queued.
+    pub providers_due: tokio::sync::Notify,
     /// This process's name on the job leases it holds.
     pub worker_id: String,
 }
@@ -118,6 +120,7 @@ impl AppState {
             callbacks_due: tokio::sync::Notify::new(),
             callback_http,
             jobs_due: tokio::sync::Notify::new(),
+            providers_due: tokio::sync::Notify::new(),
             worker_id: format!("serve-{}-{}", std::process::id(), crate::auth::random_hex(4)),
         })
     }

@@ -47,6 +47,9 @@ super::vocab::text_enum! {
         /// Process an acknowledged upload (its spool file) into the store
         /// and set its model's status.
         ProcessUpload = "process_upload",
+        /// Send a provider job's request to its service (the subject is
+        /// the provider job's id); run by the server's provider sender.
+        ProviderRequest = "provider_request",
     }
 }
 

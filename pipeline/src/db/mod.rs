@@ -20,6 +20,7 @@ mod embed;
 mod jobs;
 mod partners;
 mod resources;
+mod services;
 mod vocab;
 
 pub use callbacks::{Callback, CallbackAttempt, CallbackState, NewCallback};
@@ -29,6 +30,9 @@ pub use partners::{
     ModelQuery, ModelSort, ModelStatus, Partner, PartnerModel, PrintToken, PrintUpdate, StatusChange,
 };
 pub use resources::{ApiToken, Lineage, Snapshot, SnapshotStatus};
+pub use services::{
+    LinkOutcome, ProviderJob, ProviderJobStatus, ProviderJobUpdate, Service, ServiceLink, ServiceType,
+};
 
 /// The migrations, in order; never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[
@@ -61,6 +65,7 @@ CREATE INDEX models_status ON models (status);
     resources::MIGRATION_4,
     jobs::MIGRATION_5,
     embed::MIGRATION_6,
+    services::MIGRATION_7,
 ];
 
 /// One model's row.

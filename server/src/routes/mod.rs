@@ -6,6 +6,7 @@ pub mod embed;
 pub mod legacy;
 pub mod partners;
 pub mod printers;
+pub mod providers;
 pub mod snapshots;
 pub mod widget;
 
@@ -50,6 +51,8 @@ pub fn all(state: Arc<AppState>) -> Routes {
         .or(openapi)
         .unify()
         .or(embed::routes(state.clone()))
+        .unify()
+        .or(providers::routes(state.clone()))
         .unify()
         .or(accounts::routes(state.clone()))
         .unify()

@@ -244,6 +244,28 @@ pub fn openapi() -> serde_json::Value {
     if let (Some(map), serde_json::Value::Object(extra)) = (paths.as_object_mut(), embed) {
         map.extend(extra);
     }
+    let signed = "Standard Webhooks signature with the service's shared secret";
+    let providers = serde_json::json!({
+        "/service/": {
+            "post": op("Register a service {name, description, type: model-healing | support-generation | slicing | packing | nesting | estimation, service_url, service_method}: 201, Location, {id, uri, ..., secret} (whsec_..., shown once); service_url must be public http(s) on port 80/443 unless the operator allows private addresses", partner),
+            "get": op("The registry {services: [...]} (?type=)", partner),
+        },
+        "/service/{id}/": {"parameters": id_param, "get": op("A service (never its secret)", partner)},
+        "/service/{id}/secret": {"parameters": id_param, "post": op("Rotate the secret {overlap_seconds?}: 201 {secret, previous_valid_until}; the current secret stays valid for the overlap", signed)},
+        "/service/{id}/link-requests": {"parameters": id_param, "post": op("A link request: 201 {nonce, expires_at, audience, issuer} for the provider's link token", partner)},
+        "/service/{id}/links": {"parameters": id_param, "post": op("Link your account {token: HS256 link+jwt from the provider}: 201 {id, service, account}; a nonce or jti used twice is 409, any other failure 401", partner), "get": op("Your link at this service", partner)},
+        "/jobs/": {"post": op("Ask a service to work on a model {service, model, options}: 202, Location", partner), "get": op("Your provider jobs {jobs: [...]}", partner)},
+        "/jobs/{id}": {"parameters": id_param, "get": op("A provider job {id, status: queued | sent | accepted | refused | running | done | failed | timed_out, service, model, result_model, problem, error}", partner)},
+        "/jobs/{id}/callback": {"parameters": id_param, "post": op("The provider's completion report {job_id, status: succeeded | failed, result: {sha256, size}, error}; a repeated webhook-id is answered 200 and not acted on", signed)},
+        "/provider/models/{id}/content": {"parameters": id_param, "get": op("A provider job's input (Range allowed)", "the signed input URL of the job request")},
+        "/provider/jobs/{id}/result": {"parameters": id_param, "put": op("A provider job's result (X-Content-SHA256 required, at most max bytes)", "the signed output URL of the job request")},
+    });
+    if let (Some(map), serde_json::Value::Object(extra)) = (paths.as_object_mut(), providers) {
+        let versioned: Vec<(String, serde_json::Value)> =
+            extra.iter().map(|(path, item)| (format!("/v1{path}"), item.clone())).collect();
+        map.extend(extra);
+        map.extend(versioned);
+    }
     // Strata's first names for the same routes.
     if let Some(map) = paths.as_object_mut() {
         let aliases: Vec<(String, serde_json::Value)> = map
