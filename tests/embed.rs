@@ -427,6 +427,26 @@ fn a_session_exports_the_uploaded_model_and_its_manifest() {
         assert_eq!(sd_error(r, StatusCode::NOT_FOUND).await, "SdErrorEntityNotFound");
         let r = export(json!({})).await.expect("export");
         assert_eq!(sd_error(r, StatusCode::BAD_REQUEST).await, "SdRequestValidationError");
+        // Export links are the SDK's session asset path, signed, for the
+        // session's origin, and end with the session.
+        assert!(href.contains(&format!("/api/v2/session/{sid}/export/print-manifest.")), "{href}");
+        let last = if href.ends_with('0') { "1" } else { "0" };
+        let forged = format!("{}{last}", &href[..href.len() - 1]);
+        let r = c.get(&forged).send().await.expect("forged");
+        assert_eq!(sd_error(r, StatusCode::FORBIDDEN).await, "SdErrorForbidden");
+        let r = c.get(&href).header("origin", "https://evil.com").send().await.expect("origin");
+        assert_eq!(sd_error(r, StatusCode::FORBIDDEN).await, "SdErrorForbidden");
+        let r = c.get(&href).header("origin", "https://ok.com").send().await.expect("origin");
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = c
+            .post(format!("{base}/api/v2/session/{sid}/close"))
+            .header("origin", "https://ok.com")
+            .send()
+            .await
+            .expect("close");
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = c.get(&href).send().await.expect("closed");
+        assert_eq!(sd_error(r, StatusCode::GONE).await, "SdSessionGoneError");
 
         // The model file by model id, with a JWT granting file.download.
         let mint = |scope: &'static str| {

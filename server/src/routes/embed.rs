@@ -315,8 +315,24 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
                 Err(e) => e.into_response(o.as_deref()),
             }
         });
+    let asset = warp::path!("api" / "v2" / "session" / String / "export" / String)
+        .and(warp::get())
+        .and(s())
+        .and(origin())
+        .and(warp::header::optional::<String>("range"))
+        .then(|id: String, asset: String, st: Arc<AppState>, o: Option<String>, range: Option<String>| async move {
+            match download_export(&st, &id, &asset, o.as_deref(), range.as_deref()).await {
+                Ok(mut resp) => {
+                    cors(&mut resp, o.as_deref());
+                    resp
+                }
+                Err(e) => e.into_response(o.as_deref()),
+            }
+        });
     preflight
         .or(export)
+        .unify()
+        .or(asset)
         .unify()
         .or(download)
         .unify()
@@ -629,7 +645,7 @@ fn export(
             "hidden": false, "version": model.content_id.clone().unwrap_or_default()});
         match model.status {
             strata_pipeline::db::ModelStatus::Processed => {
-                let href = super::capability_url(state, &format!("/model/{}/{what}", model.id));
+                let href = asset_url(state, &session.id, eid);
                 let (format, content_type) =
                     if *what == "content" { ("stl", "model/stl") } else { ("json", "application/json") };
                 e["content"] =
@@ -673,6 +689,72 @@ async fn download(
     let blob =
         content.repaired_blob.or(content.original_blob).ok_or_else(|| SdError::not_found("model file"))?;
     Ok(super::blob_stream(state, &blob, "model/stl", Some(&format!("{}.stl", model.name)), range).await?)
+}
+
+fn asset_message(session: &str, export: &str, expires: i64) -> String {
+    crate::auth::capability_message("GET", &format!("/api/v2/session/{session}/export/{export}"), expires)
+}
+
+/// Where a session's computed export is downloaded:
+/// `/api/v2/session/{id}/export/{export}.{expires}.{signature}` (the
+/// SDK's `downloadExport` path, whose last segment is opaque), valid as
+/// long as the model resource's signed URLs and only while the session
+/// lives.
+fn asset_url(state: &AppState, session: &str, export: &str) -> String {
+    let expires = (now_ms() + state.config.capability_url_ttl.as_millis() as i64) / 1000;
+    let signature = crate::auth::sign(&state.secret, &asset_message(session, export, expires));
+    format!("{}/api/v2/session/{session}/export/{export}.{expires}.{signature}", state.public_url)
+}
+
+/// `GET /api/v2/session/{id}/export/{asset}`: a signed export of a live
+/// session (403 for a forged or expired link, 410 once the session is
+/// closed); a browser's `Origin`, when sent, must be the session's.
+async fn download_export(
+    state: &AppState,
+    id: &str,
+    asset: &str,
+    origin: Option<&str>,
+    range: Option<&str>,
+) -> Result<Response, SdError> {
+    let forbidden = |m: &str| SdError::new(StatusCode::FORBIDDEN, "SdErrorForbidden", m.to_string());
+    let mut parts = asset.rsplitn(3, '.');
+    let (Some(signature), Some(expires), Some(export)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(forbidden("the export link is malformed"));
+    };
+    let expires: i64 = expires.parse().map_err(|_| forbidden("the export link is malformed"))?;
+    if !crate::auth::verify(&state.secret, &asset_message(id, export, expires), signature) {
+        return Err(forbidden("the export link's signature does not match"));
+    }
+    if expires.saturating_mul(1000) <= now_ms() {
+        return Err(forbidden("the export link has expired; compute the export again"));
+    }
+    let session = state.db_read(|db| db.embed_session(id))?.ok_or_else(|| SdError::not_found("session"))?;
+    let origin = origin.or(session.origin.as_deref());
+    live_session(state, id, origin)?;
+    let model =
+        state.db_read(|db| db.partner_model(&session.model_id))?.ok_or_else(|| SdError::not_found("model"))?;
+    let content = model
+        .content_id
+        .as_deref()
+        .filter(|_| model.status == strata_pipeline::db::ModelStatus::Processed)
+        .map(|c| state.db_read(|db| db.model(c)))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| SdError::not_found("export"))?;
+    match EXPORTS.iter().find(|(e, _, _)| *e == export).map(|(_, _, what)| *what) {
+        Some("content") => {
+            let blob = content
+                .repaired_blob
+                .or(content.original_blob)
+                .ok_or_else(|| SdError::not_found("export"))?;
+            Ok(super::blob_stream(state, &blob, "model/stl", Some(&format!("{}.stl", model.name)), range).await?)
+        }
+        Some(_) => {
+            let blob = content.manifest_blob.ok_or_else(|| SdError::not_found("export"))?;
+            Ok(super::blob_response(state, &blob, "application/json", Some("manifest.json"))?)
+        }
+        None => Err(SdError::not_found("export")),
+    }
 }
 
 /// A session's calls come from where it was opened.
