@@ -19,7 +19,7 @@ async fn sd_error(r: reqwest::Response, status: StatusCode) -> String {
     body["error"].as_str().unwrap_or_default().to_string()
 }
 
-fn until(in_secs: i64) -> String {
+pub(crate) fn until(in_secs: i64) -> String {
     let t = std::time::SystemTime::now() + std::time::Duration::from_secs(in_secs.max(0) as u64);
     let secs = t.duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
     // YYYYMMDDhhmmss in UTC, from the civil calendar.
@@ -42,7 +42,7 @@ fn civil(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-async fn ticket(c: &reqwest::Client, base: &str, cookie: &str, model: &str, body: Value) -> String {
+pub(crate) async fn ticket(c: &reqwest::Client, base: &str, cookie: &str, model: &str, body: Value) -> String {
     let r = c
         .post(format!("{base}/api/v2/model/{model}/ticket"))
         .header("cookie", cookie)

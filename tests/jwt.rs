@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::server::{client, create_model, login, partner, rt, serve};
 
-fn b64url(s: &str) -> Vec<u8> {
+pub(crate) fn b64url(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).expect("base64url")
 }
 
@@ -163,7 +163,7 @@ fn the_jwt_crate_is_at_least_version_12() {
 /// A token with `header` and `claims`, signed with the server's own
 /// newest key (read from its key file, as an attacker who stole nothing
 /// could not): so each refusal below is the rule's, not a bad signature's.
-fn signed_with_server_key(data: &std::path::Path, header: &Value, claims: &Value) -> String {
+pub(crate) fn signed_with_server_key(data: &std::path::Path, header: &Value, claims: &Value) -> String {
     let file: Value =
         serde_json::from_slice(&std::fs::read(data.join("jwt-keys.json")).expect("key file")).expect("json");
     let key = file["keys"].as_array().and_then(|k| k.last()).expect("a key");

@@ -74,3 +74,4 @@ mod embed;
 // External service providers (seed 002): registry, links, signed requests,
 // temporary credentials, completion, the reference provider.
 mod providers;
+
