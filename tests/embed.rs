@@ -42,7 +42,13 @@ fn civil(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-pub(crate) async fn ticket(c: &reqwest::Client, base: &str, cookie: &str, model: &str, body: Value) -> String {
+pub(crate) async fn ticket(
+    c: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    model: &str,
+    body: Value,
+) -> String {
     let r = c
         .post(format!("{base}/api/v2/model/{model}/ticket"))
         .header("cookie", cookie)

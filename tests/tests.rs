@@ -74,4 +74,3 @@ mod embed;
 // External service providers (seed 002): registry, links, signed requests,
 // temporary credentials, completion, the reference provider.
 mod providers;
-

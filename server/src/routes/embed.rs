@@ -678,14 +678,7 @@ async fn download(
     let claims = jwt(state, c)?;
     let model = owned(state, &claims.sub, id)?;
     permits(&claims, &model, "file.download")?;
-    let content = model
-        .content_id
-        .as_deref()
-        .filter(|_| model.status == strata_pipeline::db::ModelStatus::Processed)
-        .map(|c| state.db_read(|db| db.model(c)))
-        .transpose()?
-        .flatten()
-        .ok_or_else(|| SdError::not_found("model file"))?;
+    let content = processed_content(state, &model, "model file")?;
     let blob =
         content.repaired_blob.or(content.original_blob).ok_or_else(|| SdError::not_found("model file"))?;
     Ok(super::blob_stream(state, &blob, "model/stl", Some(&format!("{}.stl", model.name)), range).await?)
@@ -729,25 +722,21 @@ async fn download_export(
         return Err(forbidden("the export link has expired; compute the export again"));
     }
     let session = state.db_read(|db| db.embed_session(id))?.ok_or_else(|| SdError::not_found("session"))?;
-    let origin = origin.or(session.origin.as_deref());
-    live_session(state, id, origin)?;
-    let model =
-        state.db_read(|db| db.partner_model(&session.model_id))?.ok_or_else(|| SdError::not_found("model"))?;
-    let content = model
-        .content_id
-        .as_deref()
-        .filter(|_| model.status == strata_pipeline::db::ModelStatus::Processed)
-        .map(|c| state.db_read(|db| db.model(c)))
-        .transpose()?
-        .flatten()
-        .ok_or_else(|| SdError::not_found("export"))?;
+    // A plain link (no Origin) is the signed URL's own credential.
+    let origin = origin.map(str::to_string).or_else(|| session.origin.clone());
+    let session = check_live(session, origin.as_deref())?;
+    let model = state
+        .db_read(|db| db.partner_model(&session.model_id))?
+        .ok_or_else(|| SdError::not_found("model"))?;
+    let content = processed_content(state, &model, "export")?;
     match EXPORTS.iter().find(|(e, _, _)| *e == export).map(|(_, _, what)| *what) {
         Some("content") => {
             let blob = content
                 .repaired_blob
                 .or(content.original_blob)
                 .ok_or_else(|| SdError::not_found("export"))?;
-            Ok(super::blob_stream(state, &blob, "model/stl", Some(&format!("{}.stl", model.name)), range).await?)
+            Ok(super::blob_stream(state, &blob, "model/stl", Some(&format!("{}.stl", model.name)), range)
+                .await?)
         }
         Some(_) => {
             let blob = content.manifest_blob.ok_or_else(|| SdError::not_found("export"))?;
@@ -757,9 +746,30 @@ async fn download_export(
     }
 }
 
+/// The stored content of `model` once processed, else 404 naming `what`.
+fn processed_content(
+    state: &AppState,
+    model: &PartnerModel,
+    what: &str,
+) -> Result<strata_pipeline::db::ModelRecord, SdError> {
+    model
+        .content_id
+        .as_deref()
+        .filter(|_| model.status == strata_pipeline::db::ModelStatus::Processed)
+        .map(|c| state.db_read(|db| db.model(c)))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| SdError::not_found(what))
+}
+
 /// A session's calls come from where it was opened.
 fn live_session(state: &AppState, id: &str, origin: Option<&str>) -> Result<EmbedSession, SdError> {
     let session = state.db_read(|db| db.embed_session(id))?.ok_or_else(|| SdError::not_found("session"))?;
+    check_live(session, origin)
+}
+
+/// `session`, if it is open and `origin` is where it was opened.
+fn check_live(session: EmbedSession, origin: Option<&str>) -> Result<EmbedSession, SdError> {
     if session.origin.is_some() && session.origin.as_deref() != origin {
         return Err(SdError::new(
             StatusCode::FORBIDDEN,
