@@ -378,16 +378,17 @@ fn signed_requests_urls_and_reports_refuse_every_forgery() {
             assert!(e["error"]["code"].is_string() && e["message"].is_string(), "{e}");
         }
         // Another method on the GET URL.
-        let r = c.put(&input).body("x").send().await.expect("put");
+        // Refused before any body is read, so each on a connection of its own.
+        let r = client().put(&input).body("x").send().await.expect("put");
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
-        let r = c.delete(&input).send().await.expect("delete");
+        let r = client().delete(&input).send().await.expect("delete");
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         // The output URL: PUT only, capped, with its digest.
         let repaired = holed_sphere();
-        assert_eq!(c.get(&output).send().await.expect("get").status(), StatusCode::FORBIDDEN);
-        let r = c.put(&output).body(repaired.clone()).send().await.expect("put");
+        assert_eq!(client().get(&output).send().await.expect("get").status(), StatusCode::FORBIDDEN);
+        let r = client().put(&output).body(repaired.clone()).send().await.expect("put");
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "the SHA-256 is required");
-        let r = c
+        let r = client()
             .put(&output)
             .header("x-content-sha256", sha256(b"other"))
             .body(repaired.clone())
@@ -428,8 +429,10 @@ fn signed_requests_urls_and_reports_refuse_every_forgery() {
         let report = json!({"job_id": job_id, "status": "succeeded",
                             "result": {"sha256": sha256(&repaired), "size": repaired.len()}})
         .to_string();
+        // Forgeries may be refused before their body is read: a connection each.
         let post = |id: String, ts: i64, sig: String, body: String| {
-            c.post(&callback)
+            client()
+                .post(&callback)
                 .header("content-type", "application/json")
                 .header("webhook-id", id)
                 .header("webhook-timestamp", ts.to_string())
@@ -445,8 +448,8 @@ fn signed_requests_urls_and_reports_refuse_every_forgery() {
                 .expect("json");
         let attacks: Vec<(String, i64, String, String)> = vec![
             ("done_1".into(), t, sign(&wrong_secret, "done_1", t, report.as_bytes()), report.clone()),
-            ("done_1".into(), t + 301, sign(&secret, "done_1", t + 301, report.as_bytes()), report.clone()),
-            ("done_1".into(), t - 301, sign(&secret, "done_1", t - 301, report.as_bytes()), report.clone()),
+            ("done_1".into(), t + 360, sign(&secret, "done_1", t + 360, report.as_bytes()), report.clone()),
+            ("done_1".into(), t - 360, sign(&secret, "done_1", t - 360, report.as_bytes()), report.clone()),
             ("done_1".into(), t, good.clone(), reserialised),
             ("done_2".into(), t, good.clone(), report.clone()),
             ("done_1".into(), t, "v1,".into(), report.clone()),
@@ -458,10 +461,21 @@ fn signed_requests_urls_and_reports_refuse_every_forgery() {
             ("done_1".into(), t, format!("v1,{}", "A".repeat(64 * 1024)), report.clone()),
         ];
         for (i, (id, ts, sig, body)) in attacks.into_iter().enumerate() {
+            let oversized = sig.len() > 60 * 1024;
             let r = post(id, ts, sig, body).await.expect("attack");
-            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "attack {i}");
+            if oversized {
+                // Beyond the server's header limit: refused before routing.
+                assert!(
+                    [StatusCode::UNAUTHORIZED, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE]
+                        .contains(&r.status()),
+                    "attack {i}: {}",
+                    r.status()
+                );
+            } else {
+                assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "attack {i}");
+            }
         }
-        let r = c.post(&callback).body(report.clone()).send().await.expect("unsigned");
+        let r = client().post(&callback).body(report.clone()).send().await.expect("unsigned");
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         // The real report, then its replay: processed once.
         let r = post("done_1".into(), t, good.clone(), report.clone()).await.expect("report");

@@ -129,15 +129,34 @@ pub fn now_ms() -> i64 {
 const COLUMNS: &str = "id, file_name, owner, status, error_code, error, format, size_bytes, triangles, volume, \
      layers, chunks, report, original_blob, repaired_blob, snapshot_blob, manifest_blob, created_at, updated_at";
 
+/// Switches `conn` to WAL. SQLite answers `SQLITE_BUSY` at once, without
+/// the busy handler, when another connection is switching the same new
+/// file, so this waits and retries for as long as the busy timeout.
+fn wal_mode(conn: &Connection) -> Result<(), PipelineError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl Db {
     /// Opens (creating and migrating) the database at `path`.
     pub fn open(path: &Path) -> Result<Db, PipelineError> {
         let conn = Connection::open(path)?;
         // WAL: readers (the server) never block the ingest writer; a crash
         // loses at most the transaction in flight.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // The timeout first: switching to WAL takes a lock too, and another
+        // process may be opening the same new store.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        wal_mode(&conn)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         let db = Db { conn };
         db.migrate()?;
         Ok(db)
@@ -159,30 +178,37 @@ impl Db {
         Ok(db)
     }
 
+    /// Applies the migrations this build knows and the database lacks.
+    ///
+    /// Each step reads the applied version inside its own write
+    /// transaction, so two processes opening a new store at once (an
+    /// ingest and a `models list` beside it) never both apply one step:
+    /// the second waits for the write lock, then sees the step done.
     fn migrate(&self) -> Result<(), PipelineError> {
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-            [],
-        )?;
-        let applied: i64 =
-            self.conn
-                .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
-        if applied > MIGRATIONS.len() as i64 {
-            return Err(PipelineError::Schema(format!(
-                "schema version {applied} is newer than this build ({}); upgrade strata",
-                MIGRATIONS.len()
-            )));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        loop {
             let tx = self.begin()?;
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+                [],
+            )?;
+            let applied: i64 =
+                tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+            if applied > MIGRATIONS.len() as i64 {
+                return Err(PipelineError::Schema(format!(
+                    "schema version {applied} is newer than this build ({}); upgrade strata",
+                    MIGRATIONS.len()
+                )));
+            }
+            let Some(sql) = MIGRATIONS.get(applied as usize) else {
+                return Ok(());
+            };
             tx.execute_batch(sql)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
-                params![i as i64 + 1, now_ms()],
+                params![applied + 1, now_ms()],
             )?;
             tx.commit()?;
         }
-        Ok(())
     }
 
     /// The ids of the models in the store (to skip what is done); with
@@ -318,6 +344,30 @@ fn row_to_model(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the applied version was read outside the migration's
+    /// transaction, so a `models list` beside a starting ingest could apply
+    /// a step twice and make one of them fail ("table already exists").
+    #[test]
+    fn connections_opening_a_new_store_at_once_all_succeed() {
+        for round in 0..10 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("meta.db");
+            let opened: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || Db::open(&path).map(|_| ()))
+                })
+                .collect();
+            for t in opened {
+                t.join().expect("no panic").unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+            let db = Db::open(&path).expect("open");
+            let applied: i64 =
+                db.conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).expect("count");
+            assert_eq!(applied, MIGRATIONS.len() as i64);
+        }
+    }
 
     fn record(id: &str, name: &str) -> ModelRecord {
         ModelRecord {
