@@ -373,10 +373,23 @@ fn sessions_close_once_from_their_origin_and_require_token_needs_a_jwt() {
         let r = c.get(format!("{base}/api/v2/model/{id}")).bearer_auth(&reader).send().await.expect("get");
         assert_eq!(r.status(), StatusCode::OK);
         let got: Value = r.json().await.expect("json");
-        assert_eq!(
-            (got["model"]["id"].as_str(), got["setting"]["auth"]["require_token"].as_bool()),
-            (Some(id), Some(true))
-        );
+        assert_eq!(got["model"]["id"].as_str(), Some(id));
+        // Settings and statistics only with the permissions that name them.
+        assert_eq!((&got["setting"], &got["statistic"]), (&json!({}), &json!({})), "{got}");
+        let settings_reader =
+            token(mint(&cookie, "get.model setting.auth.token.get.* get.statistic.*").await.expect("mint"))
+                .await;
+        let r = c
+            .get(format!("{base}/api/v2/model/{id}"))
+            .bearer_auth(&settings_reader)
+            .send()
+            .await
+            .expect("get");
+        let got: Value = r.json().await.expect("json");
+        assert_eq!(got["setting"]["auth"], json!({"token": {"require_token": true}}), "{got}");
+        // The session opened and closed first, and the one with the JWT.
+        assert_eq!(got["statistic"]["numsessions"], 2, "{got}");
+        assert!(got["statistic"]["lastsession"].as_str().is_some_and(|t| t.ends_with('Z')), "{got}");
         // A user's JWT cannot change the model's settings (backend only).
         let r = c
             .patch(format!("{base}/api/v2/model/{id}"))

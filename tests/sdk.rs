@@ -33,7 +33,8 @@ fn missing() -> Option<String> {
     let Ok(text) = std::fs::read_to_string(&package) else {
         return Some(format!("the SDK is not installed (npm ci --prefix {})", sdk_dir().display()));
     };
-    let version = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["version"].as_str().map(String::from));
+    let version =
+        serde_json::from_str::<Value>(&text).ok().and_then(|v| v["version"].as_str().map(String::from));
     (version.as_deref() != Some(SDK_VERSION))
         .then(|| format!("the installed SDK is {version:?}, not {SDK_VERSION} (npm ci --prefix tests/sdk)"))
 }
@@ -42,6 +43,25 @@ async fn mint(c: &reqwest::Client, base: &str, cookie: &str, body: Value) -> Str
     let r = c.post(format!("{base}/jwt/")).header("cookie", cookie).json(&body).send().await.expect("mint");
     assert_eq!(r.status(), StatusCode::CREATED);
     r.json::<Value>().await.expect("json")["access_token"].as_str().expect("token").to_string()
+}
+
+/// Waits for the script, killing it after `limit` so a hang fails the test
+/// with what it printed instead of holding the run.
+fn wait_or_kill(mut child: std::process::Child, limit: std::time::Duration) -> std::process::Output {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "the SDK script did not finish in {limit:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
 }
 
 #[test]
@@ -119,8 +139,11 @@ fn shapediver_sdk_opens_exports_downloads_and_closes_and_reads_every_error() {
         .current_dir(sdk_dir())
         .env("STRATA_BASE", &base)
         .envs(prepared.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("node runs");
+    let out = wait_or_kill(out, std::time::Duration::from_secs(120));
     assert!(out.status.success(), "the SDK failed: {}", String::from_utf8_lossy(&out.stderr));
     let got: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let model = &prepared.iter().find(|(k, _)| *k == "MODEL_ID").expect("model").1;
@@ -143,6 +166,7 @@ fn shapediver_sdk_opens_exports_downloads_and_closes_and_reads_every_error() {
         ("exportGone", 410, "SdSessionGoneError"),
         ("revokedTicket", 403, "SdTicketValidationError"),
         ("garbageTicket", 400, "SdTicketValidationError"),
+        ("unknownTicket", 403, "SdTicketValidationError"),
         ("tokenMissing", 401, "SdTokenMissingError"),
         ("jwtInvalid", 401, "SdJwtValidationError"),
         ("jwtExpired", 401, "SdJwtValidationError"),
@@ -159,6 +183,7 @@ fn shapediver_sdk_opens_exports_downloads_and_closes_and_reads_every_error() {
             "{case}: {e}"
         );
     }
-    let wait: u64 = errors["rateLimited"]["retryAfter"].as_str().and_then(|s| s.parse().ok()).expect("Retry-After");
+    let wait: u64 =
+        errors["rateLimited"]["retryAfter"].as_str().and_then(|s| s.parse().ok()).expect("Retry-After");
     assert!((1..=3600).contains(&wait), "{wait}");
 }

@@ -74,3 +74,6 @@ mod embed;
 // External service providers (seed 002): registry, links, signed requests,
 // temporary credentials, completion, the reference provider.
 mod providers;
+
+// ShapeDiver's own npm SDK against strata serve: the contract test.
+mod sdk;

@@ -48,6 +48,9 @@ pub const SCOPES: &[&str] = &[
     "get.export.*",
     "compute.export.*",
     "get.output.*",
+    "setting.auth.ticket.get.*",
+    "setting.auth.token.get.*",
+    "get.statistic.*",
 ];
 
 /// What a token may say and must say.

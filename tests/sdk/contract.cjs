@@ -67,7 +67,8 @@ async function failure(promise) {
         sessionGone: await failure(new SessionApi(anonymous).closeSession(s.sessionId)),
         exportGone: await failure(utils.submitAndWaitForExport(s.sessionId, { exports: ['model-stl'], parameters: {} }, 5000)),
         revokedTicket: await failure(new SessionApi(anonymous).createSessionByTicket(env('REVOKED_TICKET'))),
-        garbageTicket: await failure(new SessionApi(anonymous).createSessionByTicket('not-a-ticket')),
+        garbageTicket: await failure(new SessionApi(anonymous).createSessionByTicket('not.a.ticket')),
+        unknownTicket: await failure(new SessionApi(anonymous).createSessionByTicket('not-a-ticket')),
         tokenMissing: await failure(new SessionApi(anonymous).createSessionByTicket(env('LOCKED_TICKET'))),
         jwtInvalid: await failure(new SessionApi(config('not.a.jwt')).createSessionByTicket(env('LOCKED_TICKET'))),
         jwtExpired: await failure(new ModelApi(config(env('EXPIRED_JWT'))).getModel(env('MODEL_ID'))),
@@ -78,10 +79,13 @@ async function failure(promise) {
     const locked = (await new SessionApi(config(env('LOCKED_JWT'))).createSessionByTicket(env('LOCKED_TICKET'))).data;
     out.lockedSession = { modelId: locked.model.id };
 
-    // Sessions per model per address are limited: the SDK sees 429 with Retry-After.
+    // Sessions per model per address are limited: the SDK sees 429 with
+    // Retry-After. Its own Axios instance would wait out Retry-After and try
+    // again (up to five times), so this part uses plain Axios.
+    const noRetry = new Configuration({ basePath: base, useCustomAxios: false });
     let limited = null;
     for (let i = 0; i < 20 && limited === null; i++) {
-        const r = await failure(new SessionApi(anonymous).createSessionByTicket(env('TICKET')));
+        const r = await failure(new SessionApi(noRetry).createSessionByTicket(env('TICKET')));
         if (!r.ok) limited = r;
     }
     out.errors.rateLimited = limited;

@@ -8,6 +8,11 @@ use serde::Serialize;
 use super::Db;
 use crate::PipelineError;
 
+/// Sessions by model, for the model's session statistics.
+pub(super) const MIGRATION_8: &str = r#"
+CREATE INDEX embed_sessions_by_model ON embed_sessions (model_id, created_at);
+"#;
+
 /// Tickets, sessions and embedding settings.
 pub(super) const MIGRATION_6: &str = r#"
 CREATE TABLE tickets (
@@ -274,5 +279,15 @@ impl Db {
             "UPDATE embed_sessions SET closed_at = $1 WHERE id = $2 AND closed_at IS NULL",
             params![now, id],
         )? > 0)
+    }
+
+    /// How many sessions were opened on `model_id`, and when the last one
+    /// was (unix ms): the API's `statistic.numsessions` and `lastsession`.
+    pub fn session_statistic(&self, model_id: &str) -> Result<(u64, Option<i64>), PipelineError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*), MAX(created_at) FROM embed_sessions WHERE model_id = $1",
+            params![model_id],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )?)
     }
 }

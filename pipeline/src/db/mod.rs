@@ -66,6 +66,7 @@ CREATE INDEX models_status ON models (status);
     jobs::MIGRATION_5,
     embed::MIGRATION_6,
     services::MIGRATION_7,
+    embed::MIGRATION_8,
 ];
 
 /// One model's row.

@@ -802,7 +802,7 @@ fn get_model(
     let model = owned(state, &claims.sub, id)?;
     permits(&claims, &model, "get.model")?;
     let settings = state.db_read(|db| db.embed_settings(&model.id))?;
-    Ok(model_answer(state, &model, &settings))
+    model_answer(state, &model, &settings, Some(&claims))
 }
 
 fn patch_model(
@@ -828,21 +828,46 @@ fn patch_model(
         }
     }
     state.db_call(|db| db.set_embed_settings(&model.id, &settings))?;
-    Ok(model_answer(state, &model, &settings))
+    model_answer(state, &model, &settings, None)
 }
 
-/// The answer of `GET` and `PATCH /api/v2/model/{id}`: the model and its
-/// embedding settings.
+/// The answer of `GET` and `PATCH /api/v2/model/{id}`: the model, and as
+/// the spec gates them by permission, its authorisation settings
+/// (`setting.auth.ticket.get.*`, `setting.auth.token.get.*`) and its
+/// statistic (`get.statistic.*`). `claims` is `None` for the owner acting
+/// as a backend, who sees everything.
 fn model_answer(
     state: &AppState,
     model: &PartnerModel,
     settings: &EmbedSettings,
-) -> (StatusCode, serde_json::Value) {
-    let auth = serde_json::json!({"accessdomains": settings.accessdomains, "backendaccess": settings.backendaccess,
-        "require_token": settings.require_token});
-    (
+    claims: Option<&Claims>,
+) -> Result<(StatusCode, serde_json::Value), SdError> {
+    let may = |permission: &str| claims.is_none_or(|c| c.grants(permission) || c.grants("backend"));
+    let mut auth = serde_json::Map::new();
+    if may("setting.auth.ticket.get.*") {
+        auth.insert(
+            "ticket".into(),
+            serde_json::json!({"accessdomains": settings.accessdomains, "backendaccess": settings.backendaccess,
+                "pub": false}),
+        );
+    }
+    if may("setting.auth.token.get.*") {
+        auth.insert("token".into(), serde_json::json!({"require_token": settings.require_token}));
+    }
+    let statistic = if may("get.statistic.*") {
+        let (sessions, last) = state.db_read(|db| db.session_statistic(&model.id))?;
+        let mut s = serde_json::json!({"numsessions": sessions});
+        if let Some(last) = last {
+            s["lastsession"] = iso_ms(last).into();
+        }
+        s
+    } else {
+        serde_json::json!({})
+    };
+    let setting = if auth.is_empty() { serde_json::json!({}) } else { serde_json::json!({"auth": auth}) };
+    Ok((
         StatusCode::OK,
         serde_json::json!({"version": VERSION, "model": model_json(state, model), "file": {},
-            "setting": {"auth": auth}, "statistic": {}}),
-    )
+            "setting": setting, "statistic": statistic}),
+    ))
 }
