@@ -26,6 +26,10 @@ pub(crate) struct ServeArgs {
     /// server's own network).
     #[arg(long)]
     allow_private_callbacks: bool,
+    /// The ports callbacks and provider requests may go to on public
+    /// hosts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "80,443")]
+    callback_ports: Vec<u16>,
     /// The wait before the first callback retry, in ms (doubles each time).
     #[arg(long, default_value_t = 10_000, hide = true)]
     callback_retry_base_ms: u64,
@@ -151,6 +155,7 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         upload_limit: args.upload_limit_mib.saturating_mul(1024 * 1024),
         public_url: args.public_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
         allow_private_callbacks: args.allow_private_callbacks,
+        callback_ports: args.callback_ports.clone(),
         callback_retry_base: std::time::Duration::from_millis(args.callback_retry_base_ms),
         callback_give_up: std::time::Duration::from_secs(args.callback_give_up_secs),
         max_connections_per_ip: args.max_connections_per_ip,

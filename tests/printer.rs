@@ -21,7 +21,7 @@ fn torus(dir: &Path) -> Vec<u8> {
     std::fs::read(path).expect("torus")
 }
 
-async fn new_token(c: &reqwest::Client, base: &str, key: &Value, model: &Value) -> String {
+pub(crate) async fn new_token(c: &reqwest::Client, base: &str, key: &Value, model: &Value) -> String {
     let r = c
         .post(format!("{base}/tokens"))
         // One print: a printer killed and restarted resumes that print

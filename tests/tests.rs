@@ -77,3 +77,6 @@ mod providers;
 
 // ShapeDiver's own npm SDK against strata serve: the contract test.
 mod sdk;
+
+// Hardening for the open internet: headers, request destinations.
+mod hardening;

@@ -270,6 +270,11 @@ where
             if let Ok(v) = HeaderValue::from_str(&id) {
                 resp.headers_mut().insert("x-request-id", v);
             }
+            // No response is ever to be sniffed into another type (JSON
+            // read as HTML, a chunk as a script).
+            resp.headers_mut()
+                .entry("x-content-type-options")
+                .or_insert(HeaderValue::from_static("nosniff"));
             Ok(resp)
         }
         .instrument(span)

@@ -33,7 +33,7 @@
 //! the checked address (so a DNS answer cannot change between the check
 //! and the call). `--allow-private-callbacks` lifts this for local set-ups.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -168,35 +168,12 @@ async fn send(
     secret: &str,
     attempt: i64,
 ) -> Result<(u16, Option<u64>), String> {
-    let url = reqwest::Url::parse(&c.url).map_err(|e| format!("bad URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("refused: scheme {} (only http and https)", url.scheme()));
-    }
-    let host = url.host_str().ok_or("the URL has no host")?.to_string();
-    let port = url.port_or_known_default().ok_or("the URL has no port")?;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((bare, port))
-            .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .collect(),
-    };
-    if addrs.is_empty() {
-        return Err(format!("{host} has no address"));
-    }
     // Checked here for a clear message; the client's resolver checks again
     // when it connects, so a name that changes its answer in between
     // (rebinding) cannot slip through, and the connection goes to an
-    // address that passed. The partner is never told what an internal name
-    // resolves to.
-    if !state.config.allow_private_callbacks && addrs.iter().any(|a| !is_public(a.ip())) {
-        let what = if bare.parse::<IpAddr>().is_ok() { "is" } else { "resolves to an address that is" };
-        return Err(format!(
-            "refused: {host} {what} not a public address \
-             (start the server with --allow-private-callbacks to allow it)"
-        ));
-    }
+    // address that passed.
+    check_destination(&c.url, state.config.allow_private_callbacks, &state.config.callback_ports).await?;
+    let url = reqwest::Url::parse(&c.url).map_err(|e| format!("bad URL: {e}"))?;
     let client = &state.callback_http;
     let timestamp = now_ms() / 1000;
     let signature = signature(secret, &c.id, timestamp, &c.body);
@@ -277,7 +254,14 @@ fn describe(e: &reqwest::Error) -> String {
         }
         source = s.source();
     }
-    if e.is_connect() { "cannot connect".to_string() } else { e.to_string() }
+    // Never the error's own text: it may name the address connected to.
+    if e.is_connect() {
+        "cannot connect".to_string()
+    } else if e.is_request() || e.is_body() {
+        "the connection failed while sending".to_string()
+    } else {
+        "no valid HTTP answer".to_string()
+    }
 }
 
 /// Whether `ip` is an address on the public internet.
@@ -293,6 +277,9 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || o[0] == 0
+                // IETF protocol assignments 192.0.0/24, 6to4 relays 192.88.99/24.
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 192 && o[1] == 88 && o[2] == 99)
                 // Shared address space (carrier-grade NAT), 100.64/10.
                 || (o[0] == 100 && (o[1] & 0xc0) == 64)
                 // Benchmarking, 198.18/15; reserved, 240/4.
@@ -300,20 +287,84 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
                 || o[0] >= 240)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            let s = v6.segments();
+            let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+            // Forms that carry an IPv4 address: the address is what counts.
+            // IPv4-compatible ::a.b.c.d (also :: and ::1), mapped
+            // ::ffff:a.b.c.d, translated ::ffff:0:a.b.c.d, NAT64
+            // 64:ff9b::/96.
+            if s[..6] == [0; 6]
+                || s[..6] == [0, 0, 0, 0, 0, 0xffff]
+                || s[..6] == [0, 0, 0, 0, 0xffff, 0]
+                || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+            {
+                return is_public(IpAddr::V4(low));
+            }
+            // 6to4 2002:a.b.c.d::/48.
+            if s[0] == 0x2002 {
+                let v4 = Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
                 return is_public(IpAddr::V4(v4));
             }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                // Unique local fc00::/7, link-local fe80::/10.
+            !(v6.is_multicast()
+                // Local-use NAT64 64:ff9b:1::/48, discard-only 100::/64.
+                || (s[0] == 0x64 && s[1] == 0xff9b)
+                || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])
+                // Teredo 2001::/32 (tunnels to an address it hides) and
+                // the rest of the IETF block 2001::/23 but for its
+                // global-unicast assignments.
+                || (s[0] == 0x2001 && s[1] == 0)
+                // Unique local fc00::/7, link-local fe80::/10, site-local
+                // fec0::/10.
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
-                // Documentation 2001:db8::/32.
-                || (s[0] == 0x2001 && s[1] == 0x0db8))
+                || (s[0] & 0xffc0) == 0xfec0
+                // Documentation 2001:db8::/32 and 3fff::/20.
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] & 0xfff0) == 0x3ff0)
         }
     }
+}
+
+/// Checks where a callback or a provider request goes: http(s), no
+/// credentials in the URL, a port of `ports` (all ports when private
+/// addresses are allowed), and only public addresses unless private ones
+/// are allowed. The reason is never what an internal name resolves to.
+pub(crate) async fn check_destination(url: &str, allow_private: bool, ports: &[u16]) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("refused: scheme {} (only http and https)", parsed.scheme()));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("refused: a URL with credentials".into());
+    }
+    let host = parsed.host_str().ok_or("the URL has no host")?.to_string();
+    let port = parsed.port_or_known_default().ok_or("the URL has no port")?;
+    if allow_private {
+        return Ok(());
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let (addrs, literal): (Vec<SocketAddr>, bool) = match bare.parse::<IpAddr>() {
+        Ok(ip) => (vec![SocketAddr::new(ip, port)], true),
+        Err(_) => match tokio::net::lookup_host((bare, port)).await {
+            Ok(a) => (a.collect(), false),
+            Err(_) => return Err(format!("cannot resolve {host}")),
+        },
+    };
+    if addrs.is_empty() {
+        return Err(format!("{host} has no address"));
+    }
+    if addrs.iter().any(|a| !is_public(a.ip())) {
+        let what =
+            if literal { "is not a public address" } else { "resolves to an address that is not public" };
+        return Err(format!(
+            "refused: {host} {what} (start the server with --allow-private-callbacks to allow it)"
+        ));
+    }
+    if !ports.contains(&port) {
+        let allowed: Vec<String> = ports.iter().map(u16::to_string).collect();
+        return Err(format!("refused: port {port} (allowed: {})", allowed.join(", ")));
+    }
+    Ok(())
 }
 
 /// The delivery log of a model, as `GET /model/{id}/callbacks` answers it.
@@ -382,6 +433,36 @@ mod tests {
     }
 
     #[test]
+    fn destinations_are_checked_for_scheme_credentials_port_and_address() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let check = |url: &str| rt.block_on(check_destination(url, false, &[80, 443]));
+        assert_eq!(check("https://93.184.216.34/hook"), Ok(()));
+        assert_eq!(check("http://93.184.216.34:80/hook"), Ok(()));
+        for (url, why) in [
+            ("http://93.184.216.34:8080/hook", "port 8080"),
+            ("http://93.184.216.34:22/", "port 22"),
+            ("ftp://93.184.216.34/", "scheme ftp"),
+            ("http://user:pw@93.184.216.34/", "credentials"),
+            ("http://[::127.0.0.1]/", "not a public address"),
+            ("http://[::ffff:0:7f00:1]/", "not a public address"),
+            ("http://[64:ff9b::a9fe:a9fe]/latest/meta-data", "not a public address"),
+            ("http://[2002:7f00:1::1]/", "not a public address"),
+            ("http://192.0.0.170/", "not a public address"),
+        ] {
+            let e = check(url).expect_err(url);
+            assert!(e.contains(why), "{url}: {e}");
+        }
+        // A name with an internal address: refused, without saying which.
+        let e = check("http://localhost/hook").expect_err("localhost");
+        assert!(e.contains("resolves to an address that is not public"), "{e}");
+        assert!(!e.contains("127.0.0.1") && !e.contains("::1"), "{e}");
+        // The operator's own port list.
+        assert_eq!(rt.block_on(check_destination("http://93.184.216.34:8443/", false, &[8443])), Ok(()));
+        // Private addresses allowed: any port (local set-ups).
+        assert_eq!(rt.block_on(check_destination("http://127.0.0.1:9/", true, &[80, 443])), Ok(()));
+    }
+
+    #[test]
     fn only_public_addresses_are_called() {
         for private in [
             "127.0.0.1",
@@ -397,10 +478,28 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            // Every transition form is judged by the IPv4 address it carries.
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "100::1",
+            "fec0::1",
+            "3fff::1",
+            "192.0.0.8",
+            "192.0.0.170",
         ] {
             assert!(!is_public(private.parse().expect("ip")), "{private} counted as public");
         }
-        for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+        for public in
+            ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "64:ff9b::5db8:d822", "2002:5db8:d822::1"]
+        {
             assert!(is_public(public.parse().expect("ip")), "{public} counted as private");
         }
     }

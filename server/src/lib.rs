@@ -103,6 +103,9 @@ pub struct Config {
     /// Whether callbacks may go to loopback and private addresses (off by
     /// default: a callback URL must not reach into the server's network).
     pub allow_private_callbacks: bool,
+    /// The ports callbacks and provider requests may go to (any port
+    /// when private addresses are allowed).
+    pub callback_ports: Vec<u16>,
     /// Memory for recently pulled chunks (0 turns the cache off).
     pub chunk_cache_bytes: u64,
     /// How long an upload may send nothing before it is dropped (408).
@@ -151,6 +154,7 @@ impl Default for Config {
             callback_retry_base: Duration::from_secs(10),
             callback_give_up: Duration::from_secs(24 * 3600),
             allow_private_callbacks: false,
+            callback_ports: vec![80, 443],
             chunk_cache_bytes: 256 * 1024 * 1024,
             body_idle_timeout: api::BODY_IDLE_TIMEOUT,
             max_connections_per_ip: 256,

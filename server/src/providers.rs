@@ -32,7 +32,6 @@
 //! none can be changed; both expire, and both work only while the job is
 //! open, for that job's model.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -401,38 +400,15 @@ pub fn check_url(
     Ok(seen)
 }
 
-/// Checks where a service says requests go: http(s), port 80 or 443 (or
-/// any port when private addresses are allowed), and no address that is
-/// not public unless the operator allows them. The reason, never what an
-/// internal name resolves to.
+/// Checks where a service says requests go, as callbacks are checked
+/// ([`crate::callbacks::check_destination`]).
 pub async fn check_destination(state: &AppState, url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!("scheme {} (only http and https)", parsed.scheme()));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("a URL with credentials".into());
-    }
-    let host = parsed.host_str().ok_or("the URL has no host")?.to_string();
-    let port = parsed.port_or_known_default().ok_or("the URL has no port")?;
-    if state.config.allow_private_callbacks {
-        return Ok(());
-    }
-    if !matches!(port, 80 | 443) {
-        return Err(format!("port {port} (only 80 and 443)"));
-    }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => match tokio::net::lookup_host((bare, port)).await {
-            Ok(a) => a.collect(),
-            Err(_) => return Err(format!("{host} does not resolve")),
-        },
-    };
-    if addrs.is_empty() || addrs.iter().any(|a| !crate::callbacks::is_public(a.ip())) {
-        return Err(format!("{host} is not a public address"));
-    }
-    Ok(())
+    crate::callbacks::check_destination(
+        url,
+        state.config.allow_private_callbacks,
+        &state.config.callback_ports,
+    )
+    .await
 }
 
 /// The sender: runs for the server's life, claiming due provider requests

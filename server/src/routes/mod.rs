@@ -407,6 +407,9 @@ pub(crate) fn blob_response(
     Ok(resp)
 }
 
+/// The `Content-Disposition` of every snapshot image.
+pub(crate) const SNAPSHOT_DISPOSITION: &str = "inline; filename=\"snapshot.png\"";
+
 /// What every blob download says: its fixed content type, `nosniff`, its
 /// strong ETag (the blob id) and, when named, an attachment file name
 /// reduced to safe characters.
@@ -421,6 +424,9 @@ fn download_headers(h: &mut http::HeaderMap, id: &str, content_type: &'static st
         if let Ok(v) = http::HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
             h.insert(http::header::CONTENT_DISPOSITION, v);
         }
+    } else if content_type == "image/png" {
+        // Snapshots show in place, under a name a save dialog can use.
+        h.insert(http::header::CONTENT_DISPOSITION, http::HeaderValue::from_static(SNAPSHOT_DISPOSITION));
     }
 }
 

@@ -506,6 +506,10 @@ fn png_response(png: Vec<u8>) -> Response {
     let mut resp = Response::new(png.into());
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("image/png"));
     resp.headers_mut().insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_DISPOSITION,
+        http::HeaderValue::from_static(super::SNAPSHOT_DISPOSITION),
+    );
     resp
 }
 

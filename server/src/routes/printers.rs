@@ -184,6 +184,8 @@ async fn chunk(
         },
     };
     headers.push((http::header::CONTENT_TYPE, "application/zstd".to_string()));
+    headers
+        .push((http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"chunk-{index:06}.zst\"")));
     metrics::counter!("strata_stream_bytes_total").increment(end - start);
     let resp = Response::new(bytes.slice(start as usize..end as usize).into());
     Ok(with_headers(resp, status, headers))

@@ -1,0 +1,109 @@
+//! Hardening for the open internet (issue 18): what every response says
+//! about its type, and the checks on where the server sends requests.
+
+use reqwest::StatusCode;
+
+use crate::server::{client, login, partner, rt, serve, upload_model};
+
+/// Every response carries `nosniff`; chunks are attachments named by their
+/// index, snapshots show inline under a file name (U6).
+#[test]
+fn responses_say_their_type_and_downloads_their_disposition() {
+    let s = serve(&[]);
+    let p = partner(&s.data, "Headers");
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        let cookie = login(&c, base, &p).await;
+        let (id, model) = upload_model(&c, base, &cookie, crate::util::cube()).await;
+        let token = crate::printer::new_token(&c, base, &p["api_key"], &model).await;
+        let nosniff = |r: &reqwest::Response| {
+            r.headers().get("x-content-type-options").and_then(|v| v.to_str().ok()).map(str::to_string)
+        };
+        let disposition = |r: &reqwest::Response| {
+            r.headers().get("content-disposition").and_then(|v| v.to_str().ok()).map(str::to_string)
+        };
+
+        let r = c.get(format!("{base}/streams/{token}/chunks/0")).send().await.expect("chunk");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(nosniff(&r).as_deref(), Some("nosniff"));
+        assert_eq!(disposition(&r).as_deref(), Some("attachment; filename=\"chunk-000000.zst\""));
+
+        for url in
+            [format!("{base}/model/{id}/snapshot"), format!("{base}/model/{id}/snapshot?view=top&size=64")]
+        {
+            let r = c.get(&url).header("cookie", &cookie).send().await.expect("snapshot");
+            assert_eq!(r.status(), StatusCode::OK, "{url}");
+            assert_eq!(r.headers()["content-type"], "image/png");
+            assert_eq!(nosniff(&r).as_deref(), Some("nosniff"), "{url}");
+            assert_eq!(disposition(&r).as_deref(), Some("inline; filename=\"snapshot.png\""), "{url}");
+        }
+
+        // JSON answers and JSON errors, authenticated or not.
+        for (url, status) in [
+            (format!("{base}/streams/{token}/manifest"), StatusCode::OK),
+            (format!("{base}/prints/{token}"), StatusCode::OK),
+            (format!("{base}/streams/not-a-token/manifest"), StatusCode::NOT_FOUND),
+            (format!("{base}/model/{id}/"), StatusCode::UNAUTHORIZED),
+            (format!("{base}/no/such/route"), StatusCode::NOT_FOUND),
+        ] {
+            let r = c.get(&url).send().await.expect("json");
+            assert_eq!(r.status(), status, "{url}");
+            assert!(
+                r.headers()["content-type"].to_str().is_ok_and(|t| t.starts_with("application/json")),
+                "{url}"
+            );
+            assert_eq!(nosniff(&r).as_deref(), Some("nosniff"), "{url}");
+        }
+    });
+}
+
+/// A callback URL on a public address but a port other than 80 and 443
+/// is refused, and so is every IPv6 form that carries an internal IPv4
+/// address (F1); the delivery log says why without naming addresses.
+#[test]
+fn callbacks_to_odd_ports_and_disguised_internal_addresses_are_refused() {
+    let s = serve(&["--callback-retry-base-ms", "50", "--callback-give-up-secs", "1"]);
+    let p = partner(&s.data, "Callbacks");
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        let cookie = login(&c, base, &p).await;
+        for (url, why) in [
+            ("http://93.184.216.34:8080/hook", "port 8080"),
+            ("http://[::127.0.0.1]/hook", "not a public address"),
+            ("http://[64:ff9b::a9fe:a9fe]/latest/meta-data/", "not a public address"),
+            ("http://[2002:7f00:1::1]/hook", "not a public address"),
+            ("http://[::ffff:0:7f00:1]/hook", "not a public address"),
+            ("http://192.0.0.170/hook", "not a public address"),
+            ("http://localhost:80/hook", "resolves to an address that is not public"),
+        ] {
+            let (id, _) = crate::server::upload_model_with_callback(
+                &c,
+                base,
+                &cookie,
+                crate::util::cube(),
+                serde_json::json!({"url": url}),
+            )
+            .await;
+            let log = wait_for_attempt(&c, base, &cookie, &id).await;
+            let error = log["callbacks"][0]["attempts"][0]["error"].as_str().unwrap_or_default().to_string();
+            assert!(error.contains(why), "{url}: {log}");
+            if url.contains("localhost") {
+                // What the name resolves to stays unsaid.
+                assert!(!error.contains("127.0.0.1") && !error.contains("::1"), "{url}: {error}");
+            }
+        }
+    });
+}
+
+async fn wait_for_attempt(c: &reqwest::Client, base: &str, cookie: &str, id: &str) -> serde_json::Value {
+    for _ in 0..200 {
+        let log = crate::server::get_json_as(c, &format!("{base}/model/{id}/callbacks"), cookie).await;
+        if log["callbacks"][0]["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            return log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no callback attempt for {id}");
+}
