@@ -107,3 +107,89 @@ async fn wait_for_attempt(c: &reqwest::Client, base: &str, cookie: &str, id: &st
     }
     panic!("no callback attempt for {id}");
 }
+
+/// A declared `Content-Length` over the limit is refused before the body
+/// is read, on both upload routes (U1), and a legacy upload onto a revoked
+/// token is refused whether its fields come before or after the file.
+#[test]
+fn oversized_uploads_and_revoked_tokens_are_refused_before_the_body() {
+    use std::io::{Read, Write};
+    let s = serve(&["--upload-limit-mib", "1"]);
+    let p = partner(&s.data, "Uploads");
+    let key = p["api_key"].as_str().expect("key").to_string();
+    let base = s.base.clone();
+    let (upload, token) = rt().block_on(async {
+        let c = client();
+        let cookie = login(&c, &base, &p).await;
+        let (_, upload, _) =
+            crate::server::create_model(&c, &base, &cookie, serde_json::json!({"name": "big"})).await;
+        let r = c.get(format!("{base}/api3/api_create_partner_token?api_key={key}")).send().await.expect("t");
+        let created: serde_json::Value = r.json().await.expect("json");
+        let token = created["data"]["token"].as_str().expect("token").to_string();
+        (upload, token)
+    });
+    let addr = base.trim_start_matches("http://").to_string();
+    let spool = s.data.join("uploads");
+    let spooled = || std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0);
+    // Headers only, declaring 600 MiB: the answer comes with no byte sent.
+    let declared = |request_line: String, extra: &str| {
+        let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+        write!(conn, "{request_line}\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\n\r\n", 600u64 << 20)
+            .expect("send");
+        let mut answer = vec![0u8; 4096];
+        let n = conn.read(&mut answer).expect("an answer before any body byte");
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    };
+    let path = upload.trim_start_matches(&base).to_string();
+    let answer = declared(format!("PUT {path} HTTP/1.1"), "Content-Type: application/octet-stream\r\n");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    let answer = declared(
+        format!("POST /api3/api_upload_partner_stl?api_key={key}&token={token} HTTP/1.1"),
+        "Content-Type: multipart/form-data; boundary=xyz\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(spooled(), 0, "nothing was spooled");
+
+    rt().block_on(async {
+        let c = client();
+        let r = c.delete(format!("{base}/tokens/{token}?api_key={key}")).send().await.expect("revoke");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let cube = crate::util::cube();
+        let fields = [
+            ("api_key", key.as_str()),
+            ("token", token.as_str()),
+            ("receiver_email", "a@b.example"),
+            ("print_value", "1"),
+        ];
+        for fields_first in [true, false] {
+            let body = if fields_first {
+                crate::server::multipart("b0undary", &fields, &cube)
+            } else {
+                // The file first, then the fields.
+                let mut b = crate::server::multipart("b0undary", &[], &cube);
+                let end = b"--b0undary--\r\n";
+                b.truncate(b.len() - end.len());
+                for (k, v) in fields {
+                    b.extend_from_slice(
+                        format!("--b0undary\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                            .as_bytes(),
+                    );
+                }
+                b.extend_from_slice(end);
+                b
+            };
+            let r = client()
+                .post(format!("{base}/api3/api_upload_partner_stl"))
+                .header("content-type", "multipart/form-data; boundary=b0undary")
+                .body(body)
+                .send()
+                .await
+                .expect("upload");
+            let text = r.text().await.expect("body");
+            assert!(text.contains("token has been revoked"), "fields first: {fields_first}: {text}");
+        }
+    });
+    assert_eq!(spooled(), 0, "no spool file is left behind");
+}

@@ -108,15 +108,24 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
                 finish(artefact(st, &c, &id, &what, q, range.as_deref()).await)
             },
         );
-    let upload = warp::path!("uploads" / String)
-        .and(warp::put())
-        .and(s())
-        .and(warp::query::<Signed>())
-        .and(warp::header::optional::<String>("x-content-sha256"))
-        .and(warp::body::stream())
-        .then(|id: String, st: Arc<AppState>, q: Signed, digest: Option<String>, body| async move {
-            finish(upload(st, &id, q, digest.as_deref(), Box::pin(body)).await)
-        });
+    let upload =
+        warp::path!("uploads" / String)
+            .and(warp::put())
+            .and(s())
+            .and(warp::query::<Signed>())
+            .and(warp::header::optional::<String>("x-content-sha256"))
+            .and(warp::header::optional::<u64>("content-length"))
+            .and(warp::body::stream())
+            .then(
+                |id: String,
+                 st: Arc<AppState>,
+                 q: Signed,
+                 digest: Option<String>,
+                 length: Option<u64>,
+                 body| async move {
+                    finish(upload(st, &id, q, digest.as_deref(), length, Box::pin(body)).await)
+                },
+            );
     let tokens = either("token", "tokens")
         .and(warp::path::end())
         .and(warp::post())
@@ -528,6 +537,7 @@ async fn upload<S, B>(
     id: &str,
     q: Signed,
     expected_sha256: Option<&str>,
+    length: Option<u64>,
     mut body: S,
 ) -> Result<Response, ApiError>
 where
@@ -541,6 +551,10 @@ where
         };
         e
     })?;
+    // A declared length over the limit is refused before a byte is read.
+    if length.is_some_and(|n| n > state.config.upload_limit) {
+        return Err(api::too_large(state.config.upload_limit));
+    }
     let model = state.db_read(|db| db.partner_model(id))?.ok_or_else(|| ApiError::not_found("model"))?;
     if model.status != ModelStatus::NotUploaded {
         return Err(already_uploaded(model.status.as_str()));
