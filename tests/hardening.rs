@@ -193,3 +193,96 @@ fn oversized_uploads_and_revoked_tokens_are_refused_before_the_body() {
     });
     assert_eq!(spooled(), 0, "no spool file is left behind");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Login as a weapon (A1, L4): a hundred concurrent wrong passwords run at
+/// most the limit's number of hashes (the rest are 429 or 503 with
+/// `Retry-After`) and memory stays bounded; one address spraying names is
+/// limited too; an unknown name costs the same hash as a known one.
+#[test]
+fn concurrent_wrong_passwords_hash_only_up_to_the_limit_and_names_do_not_show() {
+    let s = serve(&[]);
+    let a = partner(&s.data, "Shop A");
+    let base = s.base.clone();
+    rt().block_on(async {
+        let c = client();
+        let login = |user: String, password: String| {
+            let c = c.clone();
+            let url = format!("{base}/sessions");
+            async move {
+                c.post(url).json(&serde_json::json!({"username": user, "password": password})).send().await
+            }
+        };
+        // Timing first, on a quiet server: the median of a few tries each.
+        let timed = |user: &'static str| {
+            let login = &login;
+            async move {
+                let mut ms = Vec::new();
+                for i in 0..5 {
+                    let started = std::time::Instant::now();
+                    let r = login(user.to_string(), format!("wrong-{i}")).await.expect("login");
+                    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+                    ms.push(started.elapsed().as_secs_f64());
+                }
+                ms.sort_by(f64::total_cmp);
+                ms[2]
+            }
+        };
+        let known_name: &'static str =
+            Box::leak(a["username"].as_str().expect("name").to_string().into_boxed_str());
+        let known = timed(known_name).await;
+        let unknown = timed("nobody-by-this-name").await;
+        assert!(
+            unknown > known * 0.25,
+            "an unknown name answers in {unknown:.4} s, a known one in {known:.4} s"
+        );
+
+        let before = rss_kib(s.pid());
+        let attempts: Vec<_> = (0..100).map(|i| login("victim".into(), format!("guess-{i}"))).collect();
+        let answers = futures_util::future::join_all(attempts).await;
+        let mut hashed = 0;
+        for r in answers {
+            let r = r.expect("answer");
+            match r.status() {
+                StatusCode::FORBIDDEN => hashed += 1,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                    assert!(r.headers().contains_key("retry-after"));
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert!(hashed <= 20, "{hashed} wrong passwords were checked, the limit is 20 a minute");
+        let grown = rss_kib(s.pid()).saturating_sub(before);
+        assert!(grown < 200 * 1024, "the server grew by {grown} KiB");
+    });
+    // One address spraying distinct names, on a server of its own: limited
+    // over all names.
+    let sprayed = serve(&[]);
+    let base = sprayed.base.clone();
+    rt().block_on(async {
+        let c = client();
+        let mut limited = None;
+        for i in 0..80 {
+            let r = c
+                .post(format!("{base}/sessions"))
+                .json(&serde_json::json!({"username": format!("sprayed-{i}-{}", "x".repeat(4000)), "password": "pw"}))
+                .send()
+                .await
+                .expect("answer");
+            if r.status() == StatusCode::TOO_MANY_REQUESTS {
+                limited = Some(i);
+                break;
+            }
+        }
+        let at = limited.expect("an address is limited over all names");
+        assert!(at <= 60, "limited only after {at} names");
+    });
+}

@@ -38,6 +38,92 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    Sha256::digest(bytes).into()
+}
+
+/// A PHC string to verify against when the name is unknown, so an unknown
+/// name costs the same hash as a known one (no enumeration by timing).
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&random_hex(16)).unwrap_or_default())
+}
+
+/// Whether `password` matches `hash`, or, with no hash (an unknown name),
+/// `false` after the same work.
+pub fn verify_password_or_decoy(password: &str, hash: Option<&str>) -> bool {
+    match hash {
+        Some(h) => verify_password(password, h),
+        None => {
+            let _ = verify_password(password, decoy_hash());
+            false
+        }
+    }
+}
+
+/// Password checks that may wait for a hashing slot beyond those running.
+pub const HASH_QUEUE: usize = 16;
+
+/// Password hashing off the reactor, bounded: `slots` threads of its own
+/// hash (each needs argon2's 19 MiB, reused by the same thread's allocator
+/// arena, so memory stays at `slots` x 19 MiB however many requests come),
+/// at most `queue` checks wait, and the rest are refused at once
+/// ([`HashBusy`]) rather than queued without bound.
+#[derive(Debug)]
+pub struct HashPool {
+    jobs: std::sync::mpsc::SyncSender<HashJob>,
+}
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// The hashing queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many password checks at once")]
+pub struct HashBusy;
+
+impl HashPool {
+    /// A pool of `slots` hashing threads and `queue` waiting checks.
+    pub fn new(slots: usize, queue: usize) -> HashPool {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<HashJob>(queue);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..slots.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("strata-hash-{i}")).spawn(move || {
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password hashing thread");
+            }
+        }
+        HashPool { jobs }
+    }
+
+    /// Runs `f` (a password hash or check) on the pool's threads, or
+    /// refuses when the queue is full.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashBusy> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: HashJob = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs.try_send(job).map_err(|_| HashBusy)?;
+        rx.await.map_err(|_| HashBusy)
+    }
+}
+
 /// An HMAC-SHA256 over `message` under `key`, ready to finish or verify.
 fn mac(key: &[u8], message: &str) -> Hmac<Sha256> {
     let mut mac =
@@ -107,6 +193,44 @@ pub fn cookie(header: Option<&str>, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hash_pool_runs_a_few_queues_a_few_and_refuses_the_rest() {
+        let rt =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+        rt.block_on(async {
+            let pool = std::sync::Arc::new(HashPool::new(1, 2));
+            let (release, hold) = std::sync::mpsc::channel::<()>();
+            let hold = std::sync::Arc::new(std::sync::Mutex::new(hold));
+            let job =
+                |pool: std::sync::Arc<HashPool>,
+                 hold: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>| {
+                    tokio::spawn(async move {
+                        pool.run(move || {
+                            let _ = hold.lock().map(|h| h.recv());
+                        })
+                        .await
+                    })
+                };
+            // The first is taken by the one thread, then the queue fills.
+            let mut tasks = vec![job(pool.clone(), hold.clone())];
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tasks.extend((0..5).map(|_| job(pool.clone(), hold.clone())));
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            for _ in 0..3 {
+                let _ = release.send(());
+            }
+            let mut ran = 0;
+            let mut refused = 0;
+            for t in tasks {
+                match t.await.expect("task") {
+                    Ok(()) => ran += 1,
+                    Err(HashBusy) => refused += 1,
+                }
+            }
+            assert_eq!((ran, refused), (3, 3), "one running, two queued, three refused");
+        });
+    }
 
     #[test]
     fn passwords_hash_with_argon2id_and_verify() {

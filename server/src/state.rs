@@ -30,7 +30,9 @@ pub struct AppState {
     pub public_url: String,
     chunk_digests: Mutex<hashlink::LruCache<BlobId, Arc<[String]>>>,
     chunk_bytes: Mutex<ChunkCache>,
-    login_failures: Mutex<HashMap<String, (std::time::Instant, u32)>>,
+    login_failures: Mutex<HashMap<[u8; 16], (std::time::Instant, u32)>>,
+    /// Password hashing: a few at once, a short queue, the rest refused.
+    pub hashing: crate::auth::HashPool,
     signups: Mutex<HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
     /// Requests per partner per minute on partner routes.
     pub per_key: crate::limits::Buckets,
@@ -55,6 +57,27 @@ pub struct AppState {
 /// to it are refused with 429 until the window ends.
 pub const LOGIN_FAILURES_PER_MINUTE: u32 = 20;
 const LOGIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Password attempts one client address may make per minute without
+/// success, over all names.
+pub const LOGIN_FAILURES_PER_IP_PER_MINUTE: u32 = 60;
+/// The most entries the login-failure table holds.
+const LOGIN_TABLE_ENTRIES: usize = 100_000;
+
+/// The failure table's key for a user name: 16 bytes of its SHA-256.
+fn login_key(username: &str) -> [u8; 16] {
+    let digest = crate::auth::sha256(format!("name:{username}").as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
+/// The failure table's key for a client address.
+fn ip_key(ip: std::net::IpAddr) -> [u8; 16] {
+    let digest = crate::auth::sha256(format!("ip:{ip}").as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
 
 /// Database connections per server.
 const DB_CONNECTIONS: usize = 4;
@@ -116,6 +139,10 @@ impl AppState {
             chunk_digests: Mutex::new(hashlink::LruCache::new(CHUNK_DIGEST_CACHE)),
             chunk_bytes: Mutex::new(ChunkCache::default()),
             login_failures: Mutex::new(HashMap::new()),
+            hashing: crate::auth::HashPool::new(
+                std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+                crate::auth::HASH_QUEUE,
+            ),
             signups: Mutex::new(HashMap::new()),
             callbacks_due: tokio::sync::Notify::new(),
             callback_http,
@@ -158,37 +185,63 @@ impl AppState {
         Ok(bytes)
     }
 
-    /// Whether `username` may try a password now: `Err(seconds)` to wait
-    /// when it has had [`LOGIN_FAILURES_PER_MINUTE`] wrong passwords within
-    /// the current minute. Counted per account name, known or not, so
-    /// guessing is slowed without telling which accounts exist.
-    pub fn login_allowed(&self, username: &str) -> Result<(), u64> {
-        let failures = self.login_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match failures.get(username) {
-            Some((since, n)) if *n >= LOGIN_FAILURES_PER_MINUTE && since.elapsed() < LOGIN_WINDOW => {
-                Err((LOGIN_WINDOW - since.elapsed()).as_secs() + 1)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a wrong password for `username`.
-    pub fn login_failed(&self, username: &str) {
+    /// Takes a password attempt for `username` from `ip`, before any hash
+    /// is computed: `Err(seconds)` to wait when the name has had
+    /// [`LOGIN_FAILURES_PER_MINUTE`] attempts that did not succeed within
+    /// the current minute, or the address [`LOGIN_FAILURES_PER_IP_PER_MINUTE`].
+    /// Every attempt counts as a failure until [`AppState::login_succeeded`]
+    /// clears it, so a hundred concurrent guesses run at most the limit's
+    /// number of hashes. Names are counted by a hash of the name, known or
+    /// not, so the table's size is bounded whatever names are sent and
+    /// nothing tells which accounts exist.
+    pub fn login_attempt(&self, username: &str, ip: Option<std::net::IpAddr>) -> Result<(), u64> {
         let mut failures = self.login_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if failures.len() >= 100_000 {
-            // Bounded memory under a spray of names: old windows go first.
+        let now = std::time::Instant::now();
+        let name = login_key(username);
+        let keys = [
+            Some((name, LOGIN_FAILURES_PER_MINUTE)),
+            ip.map(|ip| (ip_key(ip), LOGIN_FAILURES_PER_IP_PER_MINUTE)),
+        ];
+        for (key, limit) in keys.iter().flatten() {
+            if let Some((since, n)) = failures.get(key)
+                && *n >= *limit
+                && since.elapsed() < LOGIN_WINDOW
+            {
+                return Err((LOGIN_WINDOW - since.elapsed()).as_secs() + 1);
+            }
+        }
+        if failures.len() >= LOGIN_TABLE_ENTRIES {
+            // Bounded memory under a spray of names: old windows go first,
+            // then, if the spray is within one window, the table starts over
+            // (each entry is 16 bytes of key and a count).
             failures.retain(|_, (since, _)| since.elapsed() < LOGIN_WINDOW);
+            if failures.len() >= LOGIN_TABLE_ENTRIES {
+                failures.clear();
+            }
         }
-        let entry = failures.entry(username.to_string()).or_insert((std::time::Instant::now(), 0));
-        if entry.0.elapsed() >= LOGIN_WINDOW {
-            *entry = (std::time::Instant::now(), 0);
+        for (key, _) in keys.into_iter().flatten() {
+            let entry = failures.entry(key).or_insert((now, 0));
+            if entry.0.elapsed() >= LOGIN_WINDOW {
+                *entry = (now, 0);
+            }
+            entry.1 += 1;
         }
-        entry.1 += 1;
+        Ok(())
     }
 
-    /// Clears the count after a good password.
-    pub fn login_succeeded(&self, username: &str) {
-        self.login_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(username);
+    /// After a good password: clears the name's count and takes this
+    /// attempt back from the address's (its other failures stay).
+    pub fn login_succeeded(&self, username: &str, ip: Option<std::net::IpAddr>) {
+        let mut failures = self.login_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        failures.remove(&login_key(username));
+        if let Some(entry) = ip.and_then(|ip| failures.get_mut(&ip_key(ip))) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+    }
+
+    /// Entries in the login-failure table now (for tests and metrics).
+    pub fn login_table_len(&self) -> usize {
+        self.login_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 
     /// Counts a sign-up from `ip`: `Err(seconds)` to wait when the address

@@ -20,11 +20,14 @@ use strata_pipeline::db::{ApiToken, Partner, now_ms};
 pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let s = || with_state(state.clone());
     let idle = state.config.body_idle_timeout;
-    let login = warp::path!("sessions").and(warp::post()).and(s()).and(small_body(idle)).then(
-        |st: Arc<AppState>, ct: Option<String>, body: bytes::Bytes| async move {
-            finish(login(&st, ct.as_deref(), &body).await)
-        },
-    );
+    let login = warp::path!("sessions")
+        .and(warp::post())
+        .and(s())
+        .and(warp::ext::optional::<Peer>())
+        .and(small_body(idle))
+        .then(|st: Arc<AppState>, peer: Option<Peer>, ct: Option<String>, body: bytes::Bytes| async move {
+            finish(login(&st, peer, ct.as_deref(), &body).await)
+        });
     let session = || warp::path!("sessions").or(warp::path!("sessions" / "current")).unify();
     let current = session()
         .and(warp::get())
@@ -200,37 +203,43 @@ fn text(body: &serde_json::Value, field: &str) -> Result<String, ApiError> {
     }
 }
 
-async fn login(state: &Arc<AppState>, ct: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
+async fn login(
+    state: &Arc<AppState>,
+    peer: Option<Peer>,
+    ct: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let body = parse_body(ct, body)?;
     let (username, password) = (text(&body, "username")?, text(&body, "password")?);
-    if let Err(wait) = state.login_allowed(&username) {
+    // Counted before any hash is computed, per name and per address.
+    if let Err(wait) = state.login_attempt(&username, peer.map(|Peer(a)| a.ip())) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_attempts",
-            format!("too many wrong passwords for this account; try again in {wait} s"),
+            format!("too many login attempts; try again in {wait} s"),
         )
         .with_header("retry-after", wait.to_string()));
     }
     let found = state.db_read(|db| db.partner_login(&username))?;
-    // Argon2 is deliberately slow: off the reactor.
-    let ok = match found {
-        Some((partner, hash)) => {
-            let valid = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-                .await
-                .map_err(ApiError::internal)?;
-            valid.then_some(partner)
-        }
-        None => None,
-    };
-    let Some(partner) = ok else {
-        state.login_failed(&username);
+    // Argon2 is deliberately slow: off the reactor, a few at once, and the
+    // same work for an unknown name as for a known one.
+    let (partner, hash) = found.map_or((None, None), |(p, h)| (Some(p), Some(h)));
+    let valid = state
+        .hashing
+        .run(move || crate::auth::verify_password_or_decoy(&password, hash.as_deref()))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{e}; try again in a second"))
+                .with_header("retry-after", "1")
+        })?;
+    let Some(partner) = partner.filter(|_| valid) else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "invalid_credentials",
             "wrong username or password",
         ));
     };
-    state.login_succeeded(&username);
+    state.login_succeeded(&username, peer.map(|Peer(a)| a.ip()));
     // A new id at every login (no fixation); only its hash is stored.
     let session = auth::random_hex(32);
     let ttl = state.config.session_ttl;
@@ -303,9 +312,11 @@ async fn signup(
         .with_header("retry-after", wait.to_string()));
     }
     let st = state.clone();
-    let made = tokio::task::spawn_blocking(move || crate::accounts::create(&st.db(), &account))
-        .await
-        .map_err(ApiError::internal)?;
+    // Hashing the password takes a slot of the same bounded pool as logins.
+    let made = state.hashing.run(move || crate::accounts::create(&st.db(), &account)).await.map_err(|e| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{e}; try again in a second"))
+            .with_header("retry-after", "1")
+    })?;
     let made = match made {
         Ok(m) => m,
         Err(crate::accounts::AccountError::UsernameTaken(u)) => {
