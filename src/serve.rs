@@ -43,6 +43,19 @@ pub(crate) struct ServeArgs {
     /// Seconds an upload may send nothing before it is dropped.
     #[arg(long, default_value_t = 30, hide = true)]
     body_idle_timeout_secs: u64,
+    /// Seconds a small (JSON or form) request body may take whole.
+    #[arg(long, default_value_t = 20)]
+    body_deadline_secs: u64,
+    /// Seconds an upload's body may take whole.
+    #[arg(long, default_value_t = 4 * 3600)]
+    upload_deadline_secs: u64,
+    /// Seconds a body may start slowly before its rate counts.
+    #[arg(long, default_value_t = 10)]
+    body_grace_secs: u64,
+    /// The least average rate of a request body after its grace, in bytes
+    /// a second (a body dripping slower is dropped with 408).
+    #[arg(long, default_value_t = 1024)]
+    body_min_rate: u64,
     /// Let anyone create an account with POST /users/ (3DIAX's self
     /// sign-up; limited per client address). Off by default.
     #[arg(long)]
@@ -160,6 +173,10 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         callback_give_up: std::time::Duration::from_secs(args.callback_give_up_secs),
         max_connections_per_ip: args.max_connections_per_ip,
         body_idle_timeout: std::time::Duration::from_secs(args.body_idle_timeout_secs),
+        body_deadline: std::time::Duration::from_secs(args.body_deadline_secs),
+        upload_deadline: std::time::Duration::from_secs(args.upload_deadline_secs),
+        body_grace: std::time::Duration::from_secs(args.body_grace_secs),
+        body_min_rate: args.body_min_rate,
         allow_signup: args.allow_signup,
         signups_per_hour: args.signups_per_hour,
         queue_per_partner: args.queue_per_partner,

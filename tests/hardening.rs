@@ -286,3 +286,90 @@ fn concurrent_wrong_passwords_hash_only_up_to_the_limit_and_names_do_not_show() 
         assert!(at <= 60, "limited only after {at} names");
     });
 }
+
+/// Sends `head` (with a Content-Length far beyond what follows), then a
+/// byte every `every`, and returns the answer and how long it took.
+fn drip(addr: &str, head: &str, every: std::time::Duration) -> (String, std::time::Duration) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(std::time::Duration::from_millis(10))).expect("timeout");
+    let started = std::time::Instant::now();
+    conn.write_all(head.as_bytes()).expect("head");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    if let Ok(n) = conn.read(&mut buf) {
+                        answer.extend_from_slice(&buf[..n]);
+                    }
+                    break;
+                }
+            }
+            Err(_) => {
+                // Nothing yet: the next byte, slowly.
+                std::thread::sleep(every);
+                if conn.write_all(b" ").is_err() {
+                    // Closed: whatever was answered is in the buffer.
+                    let _ = conn.read_to_end(&mut answer);
+                    break;
+                }
+            }
+        }
+    }
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+}
+
+/// Bodies without a minimum rate or deadline (L2): a JSON body dripping a
+/// byte a second on an unauthenticated route is dropped at its deadline,
+/// an upload dripping below the least rate after its grace, each with 408
+/// `body_too_slow`, and the upload leaves no spool file.
+#[test]
+fn dripping_bodies_are_dropped_at_their_deadline_or_rate() {
+    let s = serve(&[
+        "--body-deadline-secs",
+        "3",
+        "--body-grace-secs",
+        "2",
+        "--body-min-rate",
+        "100",
+        "--upload-deadline-secs",
+        "600",
+    ]);
+    let p = partner(&s.data, "Drips");
+    let base = s.base.clone();
+    let addr = base.trim_start_matches("http://").to_string();
+    let every = std::time::Duration::from_millis(700);
+    for path in ["/sessions", "/tokens", "/prints/0123456789abcdef0123456789abcdef/status"] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+        );
+        let (answer, took) = drip(&addr, &head, every);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("body_too_slow"), "{path}: {answer}");
+        assert!(took < std::time::Duration::from_secs(10), "{path}: held {took:?}");
+    }
+    let upload = rt().block_on(async {
+        let c = client();
+        let cookie = login(&c, &base, &p).await;
+        let (_, upload, _) =
+            crate::server::create_model(&c, &base, &cookie, serde_json::json!({"name": "drip"})).await;
+        upload
+    });
+    let path = upload.trim_start_matches(&base).to_string();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100000\r\n\r\nsolid");
+    let (answer, took) = drip(&addr, &head, every);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("bytes a second"), "{answer}");
+    assert!(took < std::time::Duration::from_secs(10), "held {took:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        std::fs::read_dir(s.data.join("uploads")).map(|d| d.count()).unwrap_or(0),
+        0,
+        "no spool file left"
+    );
+}

@@ -284,17 +284,14 @@ where
 /// Reads a whole (small) body, refusing more than `limit` bytes with 413
 /// as soon as the count passes it: `warp::body::bytes()` alone has no
 /// limit, and `content_length_limit` refuses chunked bodies outright.
-pub async fn read_limited<S, B>(
-    mut body: S,
-    limit: usize,
-    idle: std::time::Duration,
-) -> Result<Bytes, ApiError>
+pub async fn read_limited<S, B>(mut body: S, limit: usize, pace: Pace) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: bytes::Buf,
 {
     let mut out = BytesMut::new();
-    while let Some(chunk) = within(idle, body.next()).await? {
+    let clock = pace.start();
+    while let Some(chunk) = clock.next(out.len() as u64, body.next()).await? {
         let mut chunk =
             chunk.map_err(|e| ApiError::bad_request("bad_body", format!("cannot read the body: {e}")))?;
         if out.len() + chunk.remaining() > limit {
@@ -326,6 +323,74 @@ pub fn too_large(limit: u64) -> ApiError {
 /// request is dropped, by default (`Config::body_idle_timeout`) (reliability row L2: a slow or stalled upload must
 /// not hold a connection and a spool file for ever).
 pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How a request body must arrive (reliability row L2): never silent for
+/// longer than `idle`, whole within `deadline`, and after `grace` at no
+/// less than `min_rate` bytes a second on average, so a body dripping a
+/// byte every few seconds cannot hold a connection, a task and a spool
+/// file for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// The longest silence between two pieces.
+    pub idle: std::time::Duration,
+    /// The longest a whole body may take.
+    pub deadline: std::time::Duration,
+    /// How long a body may start slowly before its rate counts.
+    pub grace: std::time::Duration,
+    /// Bytes a second, on average since the start, once `grace` is over.
+    pub min_rate: u64,
+}
+
+impl Pace {
+    /// Starts the clock for one body.
+    pub fn start(self) -> PaceClock {
+        PaceClock { pace: self, started: tokio::time::Instant::now() }
+    }
+}
+
+/// One body's [`Pace`], running.
+#[derive(Debug, Clone, Copy)]
+pub struct PaceClock {
+    pace: Pace,
+    started: tokio::time::Instant,
+}
+
+impl PaceClock {
+    /// Awaits the next piece once `received` bytes came: 408 (and
+    /// `Connection: close`) when the body is past its deadline, below its
+    /// rate, or silent for longer than its idle time.
+    pub async fn next<T>(
+        &self,
+        received: u64,
+        next: impl std::future::Future<Output = T>,
+    ) -> Result<T, ApiError> {
+        let elapsed = self.started.elapsed();
+        let slow = |why: String| {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_too_slow", why)
+                .with_header("connection", "close")
+        };
+        if elapsed >= self.pace.deadline {
+            return Err(slow(format!(
+                "the body took longer than {} s; send it again",
+                self.pace.deadline.as_secs()
+            )));
+        }
+        if elapsed > self.pace.grace && (received as f64) < self.pace.min_rate as f64 * elapsed.as_secs_f64()
+        {
+            return Err(slow(format!(
+                "the body arrives at less than {} bytes a second; send it again",
+                self.pace.min_rate
+            )));
+        }
+        let left = self.pace.deadline - elapsed;
+        if left < self.pace.idle {
+            return tokio::time::timeout(left, next).await.map_err(|_| {
+                slow(format!("the body took longer than {} s; send it again", self.pace.deadline.as_secs()))
+            });
+        }
+        within(self.pace.idle, next).await
+    }
+}
 
 /// Awaits the next piece of a request body, or 408 (and `Connection:
 /// close`) when none comes within `idle`.

@@ -110,6 +110,14 @@ pub struct Config {
     pub chunk_cache_bytes: u64,
     /// How long an upload may send nothing before it is dropped (408).
     pub body_idle_timeout: Duration,
+    /// The longest a small (JSON or form) request body may take whole.
+    pub body_deadline: Duration,
+    /// The longest an upload's body may take whole.
+    pub upload_deadline: Duration,
+    /// How long a body may start slowly before its rate counts.
+    pub body_grace: Duration,
+    /// The least average rate of a body after its grace, in bytes a second.
+    pub body_min_rate: u64,
     /// Connections one client address may hold open at once; more are
     /// closed as soon as they are accepted.
     pub max_connections_per_ip: usize,
@@ -140,6 +148,23 @@ pub struct Config {
     pub provider_url_ttl: Duration,
 }
 
+impl Config {
+    /// How a small (JSON or form) body must arrive.
+    pub fn small_pace(&self) -> api::Pace {
+        api::Pace {
+            idle: self.body_idle_timeout,
+            deadline: self.body_deadline,
+            grace: self.body_grace,
+            min_rate: self.body_min_rate,
+        }
+    }
+
+    /// How an upload's body must arrive.
+    pub fn upload_pace(&self) -> api::Pace {
+        api::Pace { deadline: self.upload_deadline, ..self.small_pace() }
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -157,6 +182,10 @@ impl Default for Config {
             callback_ports: vec![80, 443],
             chunk_cache_bytes: 256 * 1024 * 1024,
             body_idle_timeout: api::BODY_IDLE_TIMEOUT,
+            body_deadline: Duration::from_secs(20),
+            upload_deadline: Duration::from_secs(4 * 3600),
+            body_grace: Duration::from_secs(10),
+            body_min_rate: 1024,
             max_connections_per_ip: 256,
             capability_url_ttl: Duration::from_secs(3600),
             allow_signup: false,

@@ -19,7 +19,7 @@ use strata_pipeline::db::{ApiToken, Partner, now_ms};
 /// The account routes.
 pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let s = || with_state(state.clone());
-    let idle = state.config.body_idle_timeout;
+    let idle = state.config.small_pace();
     let login = warp::path!("sessions")
         .and(warp::post())
         .and(s())

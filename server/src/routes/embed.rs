@@ -215,7 +215,7 @@ fn owned(state: &AppState, owner: &str, model_id: &str) -> Result<PartnerModel, 
 pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let s = || with_state(state.clone());
     let origin = || warp::header::optional::<String>("origin");
-    let idle = state.config.body_idle_timeout;
+    let idle = state.config.small_pace();
     // Bodies up to the JSON limit, with or without a Content-Length
     // (chunked requests too).
     let body = move || super::partners::small_body(idle).map(|_: Option<String>, b: bytes::Bytes| b);

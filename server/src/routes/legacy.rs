@@ -32,7 +32,7 @@ type Params = HashMap<String, String>;
 /// The legacy routes.
 pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let s = || with_state(state.clone());
-    let idle = state.config.body_idle_timeout;
+    let idle = state.config.small_pace();
     // The query, a form body if any, and the Api-Key header, merged (the
     // body's fields win over the query's).
     let params = move || {
@@ -230,8 +230,9 @@ async fn upload(
     }
     let (spool_name, spool) = state.life.store().new_spool("legacy");
     let mut sha256 = None;
-    let result: Result<(), ApiError> = async {
-        let idle = state.config.body_idle_timeout;
+    let pace = state.config.upload_pace();
+    let idle = pace.idle;
+    let whole = async {
         while let Some(mut part) = api::within(idle, form.try_next())
             .await?
             .map_err(|e| ApiError::bad_request("bad_multipart", e.to_string()))?
@@ -246,7 +247,7 @@ async fn upload(
                     check_upload(&state, &q, None)?;
                 }
                 let mut data = Box::pin(part.stream());
-                sha256 = Some(super::partners::spool_body(&spool, &mut data, limit, idle).await?);
+                sha256 = Some(super::partners::spool_body(&spool, &mut data, limit, pace).await?);
             } else if name.len() <= 64 {
                 let mut value = Vec::new();
                 while let Some(chunk) = api::within(idle, part.data())
@@ -263,8 +264,17 @@ async fn upload(
             }
         }
         Ok(())
-    }
-    .await;
+    };
+    // The whole form, fields and file, within the upload's deadline.
+    let result: Result<(), ApiError> = match tokio::time::timeout(pace.deadline, whole).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_too_slow",
+            format!("the upload took longer than {} s; send it again", pace.deadline.as_secs()),
+        )
+        .with_header("connection", "close")),
+    };
     let cleanup = || {
         let _ = std::fs::remove_file(&spool);
     };

@@ -26,7 +26,7 @@ type Body = warp::filters::BoxedFilter<(Option<String>, bytes::Bytes)>;
 
 /// The content type and the whole (limited) body, under the configured
 /// idle timeout like every other body.
-pub(crate) fn small_body(idle: std::time::Duration) -> Body {
+pub(crate) fn small_body(idle: api::Pace) -> Body {
     warp::header::optional::<String>("content-type")
         .and(warp::body::stream())
         .then(move |ct: Option<String>, body| async move {
@@ -42,7 +42,7 @@ pub(crate) fn small_body(idle: std::time::Duration) -> Body {
 /// The partner routes.
 pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let s = || with_state(state.clone());
-    let idle = state.config.body_idle_timeout;
+    let idle = state.config.small_pace();
     let models = || either("model", "models");
     let create = models()
         .and(warp::path::end())
@@ -561,8 +561,7 @@ where
     }
     state.life_call(|life| life.admit(&model.partner_id))?;
     let (spool_name, spool) = state.life.store().new_spool(id);
-    let result =
-        spool_body(&spool, &mut body, state.config.upload_limit, state.config.body_idle_timeout).await;
+    let result = spool_body(&spool, &mut body, state.config.upload_limit, state.config.upload_pace()).await;
     let (size, sha256) = match result {
         Ok(spooled) => spooled,
         Err(e) => {
@@ -631,7 +630,7 @@ pub(crate) async fn spool_body<S, B>(
     path: &std::path::Path,
     body: &mut S,
     limit: u64,
-    idle: std::time::Duration,
+    pace: api::Pace,
 ) -> Result<(u64, String), ApiError>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
@@ -664,7 +663,8 @@ where
     });
     let read = async {
         let mut size = 0u64;
-        while let Some(chunk) = api::within(idle, body.next()).await? {
+        let clock = pace.start();
+        while let Some(chunk) = clock.next(size, body.next()).await? {
             let mut chunk =
                 chunk.map_err(|e| ApiError::bad_request("bad_body", format!("the upload broke off: {e}")))?;
             let n = chunk.remaining();

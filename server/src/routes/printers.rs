@@ -49,7 +49,7 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::stream())
         .then(|token: String, st: Arc<AppState>, id: Option<String>, ct: Option<String>, body| async move {
-            let body = match read_limited(Box::pin(body), 16 * 1024, st.config.body_idle_timeout).await {
+            let body = match read_limited(Box::pin(body), 16 * 1024, st.config.small_pace()).await {
                 Ok(b) => b,
                 Err(e) => return finish(Err(e)),
             };

@@ -113,7 +113,7 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
 
 fn unversioned(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let s = || with_state(state.clone());
-    let idle = state.config.body_idle_timeout;
+    let idle = state.config.small_pace();
     let body = move || super::partners::small_body(idle);
     let services = || either("service", "services");
     let register =
@@ -702,7 +702,7 @@ where
     };
     let target = state.life.provider_result_path(&job.id)?;
     let partial = target.with_extension("part");
-    let spooled = super::partners::spool_body(&partial, &mut body, max, state.config.body_idle_timeout).await;
+    let spooled = super::partners::spool_body(&partial, &mut body, max, state.config.upload_pace()).await;
     let (size, sha256) = match spooled {
         Ok(done) => done,
         Err(e) => {

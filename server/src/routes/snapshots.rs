@@ -23,7 +23,7 @@ use strata_pipeline::db::{PartnerModel, Snapshot, SnapshotStatus, now_ms};
 /// The snapshot resource routes.
 pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let s = || with_state(state.clone());
-    let idle = state.config.body_idle_timeout;
+    let idle = state.config.small_pace();
     let base = || either("model", "models").and(warp::path::param::<String>()).and(warp::path("snapshot"));
     let create = base()
         .and(warp::path::end())
