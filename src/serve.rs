@@ -40,6 +40,14 @@ pub(crate) struct ServeArgs {
     /// behind one NAT share an address, so this is generous).
     #[arg(long, default_value_t = 256)]
     max_connections_per_ip: usize,
+    /// Connections open at once over all clients (0: from the open-file
+    /// limit, raised to its maximum at start, less 256 for the store).
+    #[arg(long, default_value_t = 0)]
+    max_connections: usize,
+    /// Seconds a new connection may take to send its first request line
+    /// (or HTTP/2 preface) and headers.
+    #[arg(long, default_value_t = 10)]
+    header_read_timeout_secs: u64,
     /// Seconds an upload may send nothing before it is dropped.
     #[arg(long, default_value_t = 30, hide = true)]
     body_idle_timeout_secs: u64,
@@ -172,6 +180,8 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         callback_retry_base: std::time::Duration::from_millis(args.callback_retry_base_ms),
         callback_give_up: std::time::Duration::from_secs(args.callback_give_up_secs),
         max_connections_per_ip: args.max_connections_per_ip,
+        max_connections: args.max_connections,
+        header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout_secs.max(1)),
         body_idle_timeout: std::time::Duration::from_secs(args.body_idle_timeout_secs),
         body_deadline: std::time::Duration::from_secs(args.body_deadline_secs),
         upload_deadline: std::time::Duration::from_secs(args.upload_deadline_secs),

@@ -373,3 +373,57 @@ fn dripping_bodies_are_dropped_at_their_deadline_or_rate() {
         "no spool file left"
     );
 }
+
+/// Whether the server closed `conn` within `limit` (a read answers 0 or an
+/// error rather than timing out).
+fn closed_within(conn: &mut std::net::TcpStream, limit: std::time::Duration) -> bool {
+    use std::io::Read;
+    conn.set_read_timeout(Some(limit)).expect("timeout");
+    let mut buf = [0u8; 256];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            // An answer (a 408, say) and then the close.
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+            }
+        }
+    }
+}
+
+/// Connections that never time out (L1, L3): silent sockets and sockets
+/// that sent only a prefix of the HTTP/2 preface are closed at the header
+/// deadline; past the global cap new connections are closed at once, and
+/// a client gets through again once they are gone.
+#[test]
+fn silent_and_half_preface_connections_are_closed_and_the_cap_holds() {
+    use std::io::Write;
+    let s = serve(&["--header-read-timeout-secs", "2", "--max-connections", "30"]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut silent: Vec<_> = (0..20).map(|_| std::net::TcpStream::connect(&addr).expect("connect")).collect();
+    let mut half: Vec<_> = (0..5)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&addr).expect("connect");
+            c.write_all(b"PRI * HTTP/2.0\r\n").expect("prefix");
+            c
+        })
+        .collect();
+    // Five more fill the cap of 30; the next ones are closed at once.
+    let mut filling: Vec<_> = (0..5).map(|_| std::net::TcpStream::connect(&addr).expect("connect")).collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut over = std::net::TcpStream::connect(&addr).expect("the kernel accepts");
+    assert!(closed_within(&mut over, std::time::Duration::from_millis(1500)), "over the cap, left open");
+    let started = std::time::Instant::now();
+    for (i, c) in silent.iter_mut().chain(half.iter_mut()).chain(filling.iter_mut()).enumerate() {
+        assert!(
+            closed_within(c, std::time::Duration::from_secs(8)),
+            "connection {i} still open after {:?}",
+            started.elapsed()
+        );
+    }
+    // Room again: a real request is served.
+    let r =
+        rt().block_on(async { client().get(format!("{}/healthz", s.base)).send().await.expect("healthz") });
+    assert_eq!(r.status(), StatusCode::OK);
+}

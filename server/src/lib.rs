@@ -121,6 +121,10 @@ pub struct Config {
     /// Connections one client address may hold open at once; more are
     /// closed as soon as they are accepted.
     pub max_connections_per_ip: usize,
+    /// Connections open at once over all clients; 0 sets it from the
+    /// file-descriptor limit (raised to its hard maximum at start), leaving
+    /// room for the store's files.
+    pub max_connections: usize,
     /// How long the signed `content`, `snapshot` and `manifest` URLs of a
     /// model resource stay valid.
     pub capability_url_ttl: Duration,
@@ -187,6 +191,7 @@ impl Default for Config {
             body_grace: Duration::from_secs(10),
             body_min_rate: 1024,
             max_connections_per_ip: 256,
+            max_connections: 0,
             capability_url_ttl: Duration::from_secs(3600),
             allow_signup: false,
             signups_per_hour: 5,
@@ -242,6 +247,65 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// Raises the soft limit on open files to the hard one where allowed, and
+/// answers the soft limit now in force.
+fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.maximum.is_some_and(|hard| limit.current.is_some_and(|soft| soft < hard)) {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    limit.current.unwrap_or(1 << 20)
+}
+
+/// Descriptors kept for the store, logs and outgoing requests when the
+/// connection cap is set from the limit.
+const RESERVED_FDS: u64 = 256;
+
+/// The first bytes of an HTTP/2 connection.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits, up to `deadline`, until a new connection has sent enough to be
+/// served: any first byte of an HTTP/1 request (whose headers hyper's own
+/// timeout then covers), or the whole HTTP/2 preface (which hyper's
+/// protocol sniffing would wait for without a deadline). `false` for a
+/// silent socket or a stalled preface.
+async fn first_bytes(stream: &tokio::net::TcpStream, deadline: Duration) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let peeked = tokio::time::timeout_at(until, stream.peek(&mut buf)).await;
+        let n = match peeked {
+            Ok(Ok(n)) => n,
+            _ => return false,
+        };
+        if n == 0 {
+            return false;
+        }
+        // Not (yet) distinguishable from an HTTP/2 preface: wait for more.
+        if buf[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Counts and logs a refused connection (at most one log line a second).
+fn refused_connection(reason: &'static str) {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    metrics::counter!("strata_connections_refused_total", "reason" => reason).increment(1);
+    let now = strata_pipeline::db::now_ms() as u64 / 1000;
+    if LAST.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+        tracing::warn!(reason, "connection refused");
+    }
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
@@ -267,6 +331,13 @@ impl Server {
         observe::metrics();
         let header_timeout = config.header_read_timeout;
         let per_ip = ConnectionCounts::new(config.max_connections_per_ip);
+        let fds = raise_fd_limit();
+        let cap = match config.max_connections {
+            0 => fds.saturating_sub(RESERVED_FDS).max(64) as usize,
+            n => n,
+        };
+        tracing::info!(max_connections = cap, open_files = fds, "connection limits");
+        let open = Arc::new(tokio::sync::Semaphore::new(cap));
         let state = Arc::new(state::AppState::open(config, addr)?);
         // Deliveries queued before a restart go out again from here.
         let callbacks = tokio::spawn(callbacks::run(state.clone()));
@@ -284,6 +355,17 @@ impl Server {
                 .header_read_timeout(header_timeout)
                 .max_buf_size(64 * 1024)
                 .max_headers(100);
+            // HTTP/2: pings find dead peers, and one connection cannot
+            // open streams or send header lists without bound.
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .max_concurrent_streams(64)
+                .max_header_list_size(64 * 1024)
+                .max_pending_accept_reset_streams(20)
+                .max_local_error_reset_streams(256);
             let builder = Arc::new(builder);
             loop {
                 let (stream, peer) = tokio::select! {
@@ -301,13 +383,26 @@ impl Server {
                 // byte is read, so one client cannot exhaust descriptors.
                 let Some(slot) = per_ip.enter(peer.ip()) else {
                     drop(stream);
+                    refused_connection("per_address");
+                    continue;
+                };
+                // Over the global cap (below the descriptor limit): closed
+                // at once, so the process keeps descriptors for its store.
+                let Ok(open_slot) = open.clone().try_acquire_owned() else {
+                    drop(stream);
+                    refused_connection("global");
                     continue;
                 };
                 let service = api::with_request_id(peer, warp::service(routes.clone()));
                 let builder = builder.clone();
                 tokio::spawn(async move {
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-                    drop(slot);
+                    if first_bytes(&stream, header_timeout).await {
+                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    } else {
+                        metrics::counter!("strata_connections_refused_total", "reason" => "silent")
+                            .increment(1);
+                    }
+                    drop((slot, open_slot));
                 });
             }
         });

@@ -401,7 +401,7 @@ pub fn check_url(
 }
 
 /// Checks where a service says requests go, as callbacks are checked
-/// ([`crate::callbacks::check_destination`]).
+/// (`callbacks::check_destination`).
 pub async fn check_destination(state: &AppState, url: &str) -> Result<(), String> {
     crate::callbacks::check_destination(
         url,
