@@ -63,20 +63,21 @@ pub const LOGIN_FAILURES_PER_IP_PER_MINUTE: u32 = 60;
 /// The most entries the login-failure table holds.
 const LOGIN_TABLE_ENTRIES: usize = 100_000;
 
-/// The failure table's key for a user name: 16 bytes of its SHA-256.
-fn login_key(username: &str) -> [u8; 16] {
-    let digest = crate::auth::sha256(format!("name:{username}").as_bytes());
+/// The failure table's key for a user name or a client address: 16 bytes
+/// of the SHA-256 of `kind:value`.
+fn table_key(kind: &str, value: impl std::fmt::Display) -> [u8; 16] {
+    let digest = crate::auth::sha256(format!("{kind}:{value}").as_bytes());
     let mut key = [0u8; 16];
     key.copy_from_slice(&digest[..16]);
     key
 }
 
-/// The failure table's key for a client address.
+fn login_key(username: &str) -> [u8; 16] {
+    table_key("name", username)
+}
+
 fn ip_key(ip: std::net::IpAddr) -> [u8; 16] {
-    let digest = crate::auth::sha256(format!("ip:{ip}").as_bytes());
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&digest[..16]);
-    key
+    table_key("ip", ip)
 }
 
 /// Database connections per server.

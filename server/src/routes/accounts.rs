@@ -203,6 +203,12 @@ fn text(body: &serde_json::Value, field: &str) -> Result<String, ApiError> {
     }
 }
 
+/// 503 with `Retry-After` when the password-hashing queue is full.
+fn hash_busy(e: crate::auth::HashBusy) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{e}; try again in a second"))
+        .with_header("retry-after", "1")
+}
+
 async fn login(
     state: &Arc<AppState>,
     peer: Option<Peer>,
@@ -228,10 +234,7 @@ async fn login(
         .hashing
         .run(move || crate::auth::verify_password_or_decoy(&password, hash.as_deref()))
         .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{e}; try again in a second"))
-                .with_header("retry-after", "1")
-        })?;
+        .map_err(hash_busy)?;
     let Some(partner) = partner.filter(|_| valid) else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -313,10 +316,8 @@ async fn signup(
     }
     let st = state.clone();
     // Hashing the password takes a slot of the same bounded pool as logins.
-    let made = state.hashing.run(move || crate::accounts::create(&st.db(), &account)).await.map_err(|e| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{e}; try again in a second"))
-            .with_header("retry-after", "1")
-    })?;
+    let made =
+        state.hashing.run(move || crate::accounts::create(&st.db(), &account)).await.map_err(hash_busy)?;
     let made = match made {
         Ok(m) => m,
         Err(crate::accounts::AccountError::UsernameTaken(u)) => {
