@@ -42,6 +42,9 @@ pub(crate) struct IngestArgs {
     /// Layer height for the streams.
     #[arg(long, default_value_t = 0.2, value_parser = crate::stream::positive)]
     layer_height: f64,
+    /// What one model's processing may cost.
+    #[command(flatten)]
+    limits: crate::serve::LimitArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -99,6 +102,7 @@ pub(crate) fn run(args: &IngestArgs) -> ExitCode {
     options.retry_failed = args.retry_failed;
     options.process.slice.layer_height = args.layer_height;
     options.process.slice.first_layer = args.layer_height;
+    options.process.limits = args.limits.limits();
     let bar = indicatif::ProgressBar::new(inputs.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} models  {per_sec}  {msg}  ETA {eta}")

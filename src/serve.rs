@@ -91,10 +91,50 @@ pub(crate) struct ServeArgs {
     /// timed out (and the user told), in seconds.
     #[arg(long, default_value_t = 3600)]
     provider_timeout_secs: u64,
+    /// What one model's processing may cost.
+    #[command(flatten)]
+    limits: LimitArgs,
     /// How log lines (to stderr) are written: text, or one JSON object per
     /// line with the request id, route and partner (STRATA_LOG filters).
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+}
+
+/// The per-model limits, shared by `strata serve` and `strata ingest`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LimitArgs {
+    /// Layers one model may be sliced into; a taller model fails with
+    /// `too_many_layers` before any slicing.
+    #[arg(long, default_value_t = 100_000)]
+    max_layers: usize,
+    /// MiB one model's stream, snapshot and repaired copy may store; more
+    /// fails the model with `stored_bytes_limit`.
+    #[arg(long, default_value_t = 2048)]
+    max_stored_mib: u64,
+    /// Seconds one model's processing may take; longer fails it with
+    /// `time_limit`.
+    #[arg(long, default_value_t = 600)]
+    max_job_secs: u64,
+    /// MiB the mesh of one 3MF may take while it is read; more fails it
+    /// with `memory_limit`.
+    #[arg(long, default_value_t = 2048)]
+    max_model_memory_mib: u64,
+    /// MiB a 3MF's model XML may inflate to; more fails it with
+    /// `bad_container` (a zip bomb).
+    #[arg(long, default_value_t = 1024)]
+    max_3mf_xml_mib: u64,
+}
+
+impl LimitArgs {
+    pub(crate) fn limits(&self) -> strata_pipeline::process::ModelLimits {
+        strata_pipeline::process::ModelLimits {
+            max_layers: self.max_layers.max(1),
+            max_stored_bytes: self.max_stored_mib.saturating_mul(1 << 20),
+            max_job_time: std::time::Duration::from_secs(self.max_job_secs.max(1)),
+            max_mesh_bytes: self.max_model_memory_mib.saturating_mul(1 << 20),
+            max_3mf_xml_bytes: self.max_3mf_xml_mib.saturating_mul(1 << 20),
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -194,6 +234,7 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         requests_per_ip_per_minute: args.requests_per_ip_per_minute,
         sessions_per_model_per_ip_per_hour: args.sessions_per_model_per_ip_per_hour,
         provider_timeout: std::time::Duration::from_secs(args.provider_timeout_secs.max(1)),
+        model_limits: args.limits.limits(),
         ..Config::default()
     };
     rt.block_on(async {

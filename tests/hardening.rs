@@ -427,3 +427,78 @@ fn silent_and_half_preface_connections_are_closed_and_the_cap_holds() {
         rt().block_on(async { client().get(format!("{}/healthz", s.base)).send().await.expect("healthz") });
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// A 3MF package holding `model` as its model part.
+fn three_mf(model: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let deflate = zip::write::SimpleFileOptions::default();
+    zip.start_file("3D/3dmodel.model", deflate).expect("zip entry");
+    zip.write_all(model.as_bytes()).expect("zip write");
+    zip.finish().expect("zip finish").into_inner()
+}
+
+/// Models that cost far more than their bytes fail with the limit's code,
+/// quickly, and the server goes on serving (Z1, P3).
+#[test]
+fn tall_models_and_amplifying_3mfs_fail_with_their_limit() {
+    let s = serve(&["--max-model-memory-mib", "64", "--max-3mf-xml-mib", "1"]);
+    let p = partner(&s.data, "Bombs");
+    // 284 bytes: a tetrahedron 200 m tall, a million layers at 0.2 mm.
+    let tall = {
+        let v = [[0.0f32, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [0.0, 0.0, 200_000.0]];
+        let mut stl = vec![0u8; 80];
+        stl.extend_from_slice(&4u32.to_le_bytes());
+        for f in [[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]] {
+            stl.extend_from_slice(&[0u8; 12]);
+            for i in f {
+                for c in v[i] {
+                    stl.extend_from_slice(&c.to_le_bytes());
+                }
+            }
+            stl.extend_from_slice(&[0u8; 2]);
+        }
+        stl
+    };
+    assert_eq!(tall.len(), 284);
+    let triangle = r#"<object id="1"><mesh><vertices><vertex x="0" y="0" z="0"/><vertex x="1" y="0" z="0"/>
+        <vertex x="0" y="1" z="0"/><vertex x="0" y="0" z="1"/></vertices><triangles><triangle v1="0" v2="2" v3="1"/>
+        <triangle v1="0" v2="1" v3="3"/><triangle v1="1" v2="2" v3="3"/><triangle v1="0" v2="3" v3="2"/></triangles></mesh></object>"#;
+    let group: String = (0..1000)
+        .map(|i| format!(r#"<component objectid="1" transform="1 0 0 0 1 0 0 0 1 {} 0 0"/>"#, 2 * i))
+        .collect();
+    let amplified = three_mf(&format!(
+        r#"<model unit="millimeter"><resources>{triangle}<object id="2"><components>{group}</components></object></resources><build>{}</build></model>"#,
+        r#"<item objectid="2"/>"#.repeat(1000)
+    ));
+    let inflating = three_mf(&format!(
+        r#"<model unit="millimeter"><resources>{triangle}</resources>{}<build><item objectid="1"/></build></model>"#,
+        "<!-- padding -->\n".repeat(100_000)
+    ));
+    assert!(inflating.len() < 64 << 10, "{} bytes deflated", inflating.len());
+    rt().block_on(async {
+        let c = client();
+        let base = &s.base;
+        let cookie = login(&c, base, &p).await;
+        for (name, bytes, code, says) in [
+            ("tall", tall, "too_many_layers", "the limit is 100000"),
+            ("amplified", amplified, "memory_limit", "over the job's 67108864-byte memory limit"),
+            ("inflating", inflating, "bad_container", "over the 1048576-byte limit"),
+        ] {
+            let clock = std::time::Instant::now();
+            let (_, model) = upload_model(&c, base, &cookie, bytes).await;
+            assert_eq!(model["status"], "error", "{name}: {model}");
+            assert_eq!(model["error"]["code"], code, "{name}: {model}");
+            let message = model["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(says), "{name}: {model}");
+            assert!(
+                clock.elapsed() < std::time::Duration::from_secs(10),
+                "{name} took {:?}",
+                clock.elapsed()
+            );
+        }
+        // Still serving, and a real model is processed beside them.
+        let (_, cube) = upload_model(&c, base, &cookie, crate::util::cube()).await;
+        assert_eq!(cube["status"], "processed", "{cube}");
+    });
+}

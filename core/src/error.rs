@@ -97,6 +97,19 @@ pub enum ParseError {
         facets: u64,
     },
 
+    /// The mesh the file builds would take more memory than the job may
+    /// spend on it (a few bytes of 3MF can name one object a million times).
+    ///
+    /// # How to fix
+    /// Split the model, or raise the job's memory limit (`max_model_memory_mib`).
+    #[error("the mesh would take {bytes} bytes or more, over the job's {limit}-byte memory limit")]
+    OverBudget {
+        /// Bytes counted when the limit was passed.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+
     /// A format Strata recognises but cannot read yet, or no known format.
     #[error("{detected}: not a format Strata reads (STL, OBJ and 3MF are)")]
     Unsupported {
@@ -116,6 +129,7 @@ impl ParseError {
             ParseError::Syntax { .. } => "syntax",
             ParseError::Container { .. } => "bad_container",
             ParseError::TooLarge { .. } => "too_large",
+            ParseError::OverBudget { .. } => "memory_limit",
             ParseError::Unsupported { .. } => "unsupported_format",
         }
     }

@@ -63,6 +63,17 @@ pub fn inspect(
     weld: &WeldOptions,
     validate: &ValidateOptions,
 ) -> Result<Inspection, ParseError> {
+    inspect_within(bytes, weld, validate, &threemf::Limits::default())
+}
+
+/// [`inspect`], a 3MF read within `limits` (the bytes its XML may inflate
+/// to, the memory its mesh may take).
+pub fn inspect_within(
+    bytes: &[u8],
+    weld: &WeldOptions,
+    validate: &ValidateOptions,
+    limits: &threemf::Limits,
+) -> Result<Inspection, ParseError> {
     let (name, triangles) = match format::detect(bytes) {
         format::Format::Stl => {
             let stl = stl::parse(bytes)?;
@@ -70,7 +81,7 @@ pub fn inspect(
             return Ok(finish(stl.format.name(), stl.warnings, mesh, soup, validate));
         }
         format::Format::Obj => ("obj", obj::parse(bytes)?.mesh),
-        format::Format::ThreeMf => ("3mf", threemf::parse(bytes)?.mesh),
+        format::Format::ThreeMf => ("3mf", threemf::parse_within(bytes, limits)?.mesh),
     };
     let (mesh, soup) = mesh::weld(&triangles, weld)?;
     let warnings = if triangles.triangles.is_empty() { vec![Warning::Empty] } else { Vec::new() };

@@ -74,6 +74,21 @@ impl Default for SliceOptions {
     }
 }
 
+/// Bounds on one slicing run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceLimits {
+    /// At most this many layers.
+    pub max_layers: usize,
+    /// Give up when this instant passes (checked before every layer).
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl Default for SliceLimits {
+    fn default() -> SliceLimits {
+        SliceLimits { max_layers: MAX_LAYERS, deadline: None }
+    }
+}
+
 /// Why a mesh could not be sliced.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -82,9 +97,9 @@ pub enum SliceError {
     #[error("layer height {0} must be a positive number")]
     BadLayerHeight(f64),
     /// The mesh is so tall for the layer height that it would need more
-    /// than [`MAX_LAYERS`] layers.
+    /// layers than the limit ([`SliceLimits::max_layers`]).
     #[error(
-        "{layers} layers needed (the mesh is {height} tall at {layer_height} per layer); the limit is {MAX_LAYERS}"
+        "{layers} layers needed (the mesh is {height} tall at {layer_height} per layer); the limit is {limit}"
     )]
     TooManyLayers {
         /// Layers needed.
@@ -93,6 +108,17 @@ pub enum SliceError {
         height: f64,
         /// The requested layer height.
         layer_height: f64,
+        /// The most layers allowed.
+        limit: u64,
+    },
+    /// The deadline ([`SliceLimits::deadline`]) passed before every layer
+    /// was cut.
+    #[error("slicing passed the job's time limit after {done} of {layers} layers")]
+    TimeLimit {
+        /// Layers cut, at least.
+        done: u64,
+        /// Layers needed.
+        layers: u64,
     },
 }
 
@@ -102,6 +128,7 @@ impl SliceError {
         match self {
             SliceError::BadLayerHeight(_) => "bad_layer_height",
             SliceError::TooManyLayers { .. } => "too_many_layers",
+            SliceError::TimeLimit { .. } => "time_limit",
         }
     }
 }
@@ -156,8 +183,18 @@ impl Layer {
     }
 }
 
-/// Plane heights for a mesh spanning `zmin..=zmax`.
+/// Plane heights for a mesh spanning `zmin..=zmax`, at most [`MAX_LAYERS`].
 pub fn plane_heights(zmin: f64, zmax: f64, options: &SliceOptions) -> Result<Vec<f64>, SliceError> {
+    plane_heights_within(zmin, zmax, options, MAX_LAYERS)
+}
+
+/// [`plane_heights`], at most `max_layers` of them.
+pub fn plane_heights_within(
+    zmin: f64,
+    zmax: f64,
+    options: &SliceOptions,
+    max_layers: usize,
+) -> Result<Vec<f64>, SliceError> {
     for h in [options.layer_height, options.first_layer] {
         if !(h.is_finite() && h > 0.0) {
             return Err(SliceError::BadLayerHeight(h));
@@ -166,11 +203,12 @@ pub fn plane_heights(zmin: f64, zmax: f64, options: &SliceOptions) -> Result<Vec
     let (h, first) = (options.layer_height, options.first_layer);
     let rest = ((zmax - zmin - first) / h).ceil().max(0.0);
     let layers = 1.0 + rest;
-    if !layers.is_finite() || layers > MAX_LAYERS as f64 {
+    if !layers.is_finite() || layers > max_layers as f64 {
         return Err(SliceError::TooManyLayers {
             layers: layers as u64,
             height: zmax - zmin,
             layer_height: h,
+            limit: max_layers as u64,
         });
     }
     // Same arithmetic as tests/fixtures/slice_reference.py, so the planes
@@ -194,21 +232,40 @@ pub fn plane_heights(zmin: f64, zmax: f64, options: &SliceOptions) -> Result<Vec
 
 /// Slices a mesh (see the module documentation).
 pub fn slice(mesh: &IndexedMesh, options: &SliceOptions) -> Result<Vec<Layer>, SliceError> {
+    slice_within(mesh, options, &SliceLimits::default())
+}
+
+/// [`slice()`] within `limits`: too many layers is refused before any work,
+/// and a deadline that passes stops the cutting.
+pub fn slice_within(
+    mesh: &IndexedMesh,
+    options: &SliceOptions,
+    limits: &SliceLimits,
+) -> Result<Vec<Layer>, SliceError> {
     if mesh.faces.is_empty() {
-        plane_heights(0.0, 0.0, options)?;
+        plane_heights_within(0.0, 0.0, options, limits.max_layers)?;
         return Ok(Vec::new());
     }
     let (zmin, zmax) = mesh.vertices.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(f64::from(v.z)), hi.max(f64::from(v.z)))
     });
-    let z = plane_heights(zmin, zmax, options)?;
+    let z = plane_heights_within(zmin, zmax, options, limits.max_layers)?;
     let buckets = bucket_faces(mesh, &z);
     // A mesh wound inside out as a whole still slices the right way up.
     let inverted = crate::mesh::signed_volume(&mesh.vertices, mesh.faces.iter()) < 0.0;
-    Ok(z.par_iter()
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let layers: Option<Vec<Layer>> = z
+        .par_iter()
         .zip(buckets.par_iter())
-        .map(|(&plane, faces)| cut_layer(mesh, plane, faces, inverted))
-        .collect())
+        .map(|(&plane, faces)| {
+            if limits.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return None;
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Some(cut_layer(mesh, plane, faces, inverted))
+        })
+        .collect();
+    layers.ok_or_else(|| SliceError::TimeLimit { done: done.into_inner(), layers: z.len() as u64 })
 }
 
 /// For each plane, the faces that cross it: zmin < z <= zmax (a vertex on

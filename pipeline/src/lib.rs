@@ -80,6 +80,20 @@ pub enum PipelineError {
     /// The stream could not be packed.
     #[error("{0}")]
     Stream(#[from] strata_core::stream::StreamError),
+    /// Processing took longer than the job's time limit.
+    #[error("processing passed the job's time limit of {0} s")]
+    TimeLimit(u64),
+    /// The model's derived artefacts would take more of the store than one
+    /// model may.
+    #[error(
+        "the model's stream, snapshot and repair would store {bytes} bytes, over the {limit}-byte limit per model"
+    )]
+    StoredBytesLimit {
+        /// Bytes the artefacts take.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The snapshot could not be rendered.
     #[error("{0}")]
     Render(#[from] strata_core::render::RenderError),
@@ -119,6 +133,8 @@ impl PipelineError {
             PipelineError::NotAVolume(_) => "not_a_volume",
             PipelineError::Slice(e) => e.code(),
             PipelineError::Stream(e) => e.code(),
+            PipelineError::TimeLimit(_) => "time_limit",
+            PipelineError::StoredBytesLimit { .. } => "stored_bytes_limit",
             PipelineError::Render(_) => "render",
             PipelineError::Panic(_) => "panic",
             PipelineError::Db(_) | PipelineError::Schema(_) => "database",

@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::Serialize;
 use strata_core::render::RenderOptions;
 use strata_core::repair::{RepairLog, RepairOptions, repair_validated, to_binary_stl};
-use strata_core::slice::SliceOptions;
+use strata_core::slice::{SliceLimits, SliceOptions};
 use strata_core::stream::{BoundingBox, EncodeOptions, EncodedStream, ModelInfo};
 use strata_core::{ValidateOptions, ValidationReport, WeldOptions};
 
@@ -20,6 +20,8 @@ pub struct ProcessOptions {
     pub render: RenderOptions,
     /// Stream packing.
     pub encode: EncodeOptions,
+    /// What one model may cost.
+    pub limits: ModelLimits,
 }
 
 impl Default for ProcessOptions {
@@ -28,7 +30,56 @@ impl Default for ProcessOptions {
             slice: SliceOptions::default(),
             render: RenderOptions { width: 256, height: 256, antialias: true, ..RenderOptions::default() },
             encode: EncodeOptions::default(),
+            limits: ModelLimits::default(),
         }
+    }
+}
+
+/// What processing one model may cost; past any of them the model fails
+/// with its own code (`too_many_layers`, `stored_bytes_limit`,
+/// `time_limit`, `memory_limit`, `bad_container` for an XML bomb) before
+/// or instead of spending more. Each is a setting of `strata serve` and
+/// `strata ingest`; the defaults are safe on the open internet and far
+/// above any real print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelLimits {
+    /// Layers per model (100,000: 20 m at 0.2 mm).
+    pub max_layers: usize,
+    /// Bytes a model's derived artefacts (stream chunks and manifest,
+    /// snapshot, repaired copy) may add to the store (2 GiB).
+    pub max_stored_bytes: u64,
+    /// Processing time per job (10 minutes), checked between stages and
+    /// before every layer.
+    pub max_job_time: std::time::Duration,
+    /// Memory a 3MF's mesh may take while it is read (2 GiB).
+    pub max_mesh_bytes: u64,
+    /// Bytes a 3MF's model XML may inflate to (1 GiB).
+    pub max_3mf_xml_bytes: u64,
+}
+
+impl Default for ModelLimits {
+    fn default() -> ModelLimits {
+        ModelLimits {
+            max_layers: 100_000,
+            max_stored_bytes: 2 << 30,
+            max_job_time: std::time::Duration::from_secs(600),
+            max_mesh_bytes: 2 << 30,
+            max_3mf_xml_bytes: strata_core::threemf::MAX_MODEL_BYTES,
+        }
+    }
+}
+
+impl ModelLimits {
+    fn threemf(&self) -> strata_core::threemf::Limits {
+        strata_core::threemf::Limits {
+            max_xml_bytes: self.max_3mf_xml_bytes,
+            max_mesh_bytes: self.max_mesh_bytes,
+        }
+    }
+
+    /// The slicer's bounds for a job that started at `start`.
+    pub fn slicing(&self, start: std::time::Instant) -> SliceLimits {
+        SliceLimits { max_layers: self.max_layers, deadline: start.checked_add(self.max_job_time) }
     }
 }
 
@@ -184,9 +235,23 @@ fn process_inner(
         clock = now;
         secs
     };
-    let ins = strata_core::inspect(bytes, &WeldOptions::default(), &ValidateOptions::default());
+    let start = std::time::Instant::now();
+    let limits = &options.limits;
+    let in_time = || {
+        if start.elapsed() > limits.max_job_time {
+            return Err(PipelineError::TimeLimit(limits.max_job_time.as_secs()));
+        }
+        Ok(())
+    };
+    let ins = strata_core::inspect_within(
+        bytes,
+        &WeldOptions::default(),
+        &ValidateOptions::default(),
+        &limits.threemf(),
+    );
     timings.parse += lap();
     let ins = ins?;
+    in_time()?;
     if ins.mesh.faces.is_empty() {
         return Err(PipelineError::Empty);
     }
@@ -197,6 +262,7 @@ fn process_inner(
         let faces = ins.mesh.faces.len();
         let fixed = repair_validated(ins.mesh, &before, &RepairOptions::default());
         timings.repair += lap();
+        in_time()?;
         if fixed.mesh.faces.is_empty() {
             return Err(PipelineError::AllDegenerate(faces));
         }
@@ -214,7 +280,25 @@ fn process_inner(
     let render = RenderOptions { cull_back_faces: true, ..options.render };
     let snapshot_png = strata_core::render::render(&mesh, &render)?.image.to_png()?;
     timings.render += lap();
-    let (_, stream) = stream_of(&mesh, &before, sha256, &options.slice, &options.encode, timings)?;
+    in_time()?;
+    let (_, stream) = stream_within(
+        &mesh,
+        &before,
+        sha256,
+        &options.slice,
+        &limits.slicing(start),
+        &options.encode,
+        timings,
+    )?;
+    in_time()?;
+    let manifest = serde_json::to_vec(&stream.manifest).map_or(0, |m| m.len());
+    let stored = stream.chunks.iter().map(Vec::len).sum::<usize>()
+        + manifest
+        + snapshot_png.len()
+        + repaired_stl.as_ref().map_or(0, Vec::len);
+    if stored as u64 > limits.max_stored_bytes {
+        return Err(PipelineError::StoredBytesLimit { bytes: stored as u64, limit: limits.max_stored_bytes });
+    }
     Ok(Processed { format: ins.format, before, repair, repaired_stl, snapshot_png, stream })
 }
 
@@ -231,8 +315,21 @@ pub fn stream_of(
     encode: &EncodeOptions,
     timings: &mut StageTimes,
 ) -> Result<(Vec<strata_core::slice::Layer>, EncodedStream), PipelineError> {
+    stream_within(mesh, report, sha256, slice, &SliceLimits::default(), encode, timings)
+}
+
+/// [`stream_of`], sliced within `limits`.
+pub fn stream_within(
+    mesh: &strata_core::IndexedMesh,
+    report: &ValidationReport,
+    sha256: &str,
+    slice: &SliceOptions,
+    limits: &SliceLimits,
+    encode: &EncodeOptions,
+    timings: &mut StageTimes,
+) -> Result<(Vec<strata_core::slice::Layer>, EncodedStream), PipelineError> {
     let clock = std::time::Instant::now();
-    let layers = strata_core::slice::slice(mesh, slice)?;
+    let layers = strata_core::slice::slice_within(mesh, slice, limits)?;
     timings.slice += clock.elapsed().as_secs_f64();
     let clock = std::time::Instant::now();
     let bbox = report
@@ -325,5 +422,38 @@ mod tests {
         let e = process(&bytes, "x", &o).map(|_| ()).expect_err("nothing to print");
         assert_eq!(e.code(), "all_degenerate");
         assert!(e.to_string().starts_with("all 3 triangles are degenerate"), "{e}");
+    }
+
+    #[test]
+    fn each_limit_fails_the_model_with_its_code() {
+        let limited = |limits: ModelLimits| ProcessOptions { limits, ..ProcessOptions::default() };
+        let code =
+            |bytes: &[u8], o: &ProcessOptions| process(bytes, "x", o).map(|_| ()).map_err(|e| e.code());
+        let base = ModelLimits::default();
+        // A 4-facet tetrahedron 200 m tall: a million layers at 0.2 mm,
+        // refused before any is cut.
+        let tall = [[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [0.0, 0.0, 200_000.0]];
+        let facets: Vec<_> = [[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]]
+            .iter()
+            .map(|f: &[usize; 3]| strata_core::stl::Facet { normal: [0.0; 3], vertices: f.map(|i| tall[i]) })
+            .collect();
+        let tall = strata_core::synth::to_binary_stl("tall", &facets);
+        let clock = std::time::Instant::now();
+        let e = process(&tall, "x", &limited(base)).map(|_| ()).expect_err("too tall");
+        assert_eq!(e.code(), "too_many_layers");
+        assert!(e.to_string().contains("the limit is 100000"), "{e}");
+        assert!(clock.elapsed() < std::time::Duration::from_secs(5), "refused before the work");
+        // The same model within a raised limit is sliced.
+        let few = limited(ModelLimits { max_layers: 2_000, ..base });
+        let short = strata_core::synth::to_binary_stl("short", &strata_core::synth::cube_facets());
+        assert_eq!(code(&short, &few), Ok(()));
+        // Stored bytes: a cube's stream and snapshot take more than 100 bytes.
+        let tiny = limited(ModelLimits { max_stored_bytes: 100, ..base });
+        let e = process(&short, "x", &tiny).map(|_| ()).expect_err("over");
+        assert_eq!(e.code(), "stored_bytes_limit");
+        assert!(e.to_string().contains("over the 100-byte limit per model"), "{e}");
+        // Time: a job with no time at all stops at the first check.
+        let none = limited(ModelLimits { max_job_time: std::time::Duration::ZERO, ..base });
+        assert_eq!(code(&short, &none), Err("time_limit"));
     }
 }

@@ -150,6 +150,9 @@ pub struct Config {
     /// How long a provider's input and output URLs stay valid (at most
     /// until the job's deadline).
     pub provider_url_ttl: Duration,
+    /// What processing one model may cost (layers, stored bytes, time,
+    /// memory); past a limit the model fails with the limit's code.
+    pub model_limits: strata_pipeline::process::ModelLimits,
 }
 
 impl Config {
@@ -201,6 +204,7 @@ impl Default for Config {
             sessions_per_model_per_ip_per_hour: 600,
             provider_timeout: Duration::from_secs(3600),
             provider_url_ttl: Duration::from_secs(15 * 60),
+            model_limits: strata_pipeline::process::ModelLimits::default(),
         }
     }
 }

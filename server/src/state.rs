@@ -96,7 +96,10 @@ impl AppState {
             queue_per_partner: config.queue_per_partner,
             // The same estimate `strata ingest` budgets with.
             memory_budget: strata_pipeline::ingest::default_memory_budget(),
-            process: strata_pipeline::process::ProcessOptions::default(),
+            process: strata_pipeline::process::ProcessOptions {
+                limits: config.model_limits,
+                ..strata_pipeline::process::ProcessOptions::default()
+            },
         };
         let (life, recovered, interrupted) = Lifecycle::open(&config.data, DB_CONNECTIONS, life_config)?;
         if recovered.requeued + recovered.spools_kept + interrupted > 0 {

@@ -189,3 +189,23 @@ fn intersecting_bodies_are_unioned() {
         assert!((layer.area() - 4.0).abs() < 1e-9);
     }
 }
+
+#[test]
+fn limits_on_layers_and_time_stop_the_slicer() {
+    let cube = mesh_of(&cube_facets());
+    let fine = SliceOptions { layer_height: 0.031_25, first_layer: 0.031_25 };
+    let few = SliceLimits { max_layers: 50, deadline: None };
+    assert!(matches!(
+        slice_within(&cube, &fine, &few),
+        Err(SliceError::TooManyLayers { layers: 64, limit: 50, .. })
+    ));
+    let past = SliceLimits { max_layers: MAX_LAYERS, deadline: Some(std::time::Instant::now()) };
+    let e = slice_within(&cube, &fine, &past).expect_err("no time left");
+    assert_eq!(e.code(), "time_limit");
+    assert!(e.to_string().starts_with("slicing passed the job's time limit after 0 of 64 layers"), "{e}");
+    let ample = SliceLimits {
+        max_layers: 64,
+        deadline: std::time::Instant::now().checked_add(std::time::Duration::from_secs(60)),
+    };
+    assert_eq!(slice_within(&cube, &fine, &ample).expect("within").len(), 64);
+}
