@@ -91,6 +91,10 @@ pub(crate) struct ServeArgs {
     /// timed out (and the user told), in seconds.
     #[arg(long, default_value_t = 3600)]
     provider_timeout_secs: u64,
+    /// Seconds a resumable (tus) upload may take from its creation; then
+    /// it answers 410 and its bytes are removed.
+    #[arg(long, default_value_t = 24 * 3600)]
+    tus_expiry_secs: u64,
     /// What one model's processing may cost.
     #[command(flatten)]
     limits: LimitArgs,
@@ -235,6 +239,7 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         sessions_per_model_per_ip_per_hour: args.sessions_per_model_per_ip_per_hour,
         provider_timeout: std::time::Duration::from_secs(args.provider_timeout_secs.max(1)),
         model_limits: args.limits.limits(),
+        tus_expiry: std::time::Duration::from_secs(args.tus_expiry_secs.max(1)),
         ..Config::default()
     };
     rt.block_on(async {

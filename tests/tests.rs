@@ -80,3 +80,7 @@ mod sdk;
 
 // Hardening for the open internet: headers, request destinations.
 mod hardening;
+
+// Resumable uploads (tus 1.0) through PyPI's tuspy, across a killed
+// server, and every refusal of the protocol.
+mod tus;

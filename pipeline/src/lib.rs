@@ -40,6 +40,7 @@ pub mod prints;
 pub mod process;
 pub mod providers;
 pub mod store;
+pub mod tus;
 
 use std::path::PathBuf;
 

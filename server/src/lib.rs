@@ -150,6 +150,8 @@ pub struct Config {
     /// How long a provider's input and output URLs stay valid (at most
     /// until the job's deadline).
     pub provider_url_ttl: Duration,
+    /// How long a resumable (tus) upload may take from its creation.
+    pub tus_expiry: Duration,
     /// What processing one model may cost (layers, stored bytes, time,
     /// memory); past a limit the model fails with the limit's code.
     pub model_limits: strata_pipeline::process::ModelLimits,
@@ -205,6 +207,7 @@ impl Default for Config {
             provider_timeout: Duration::from_secs(3600),
             provider_url_ttl: Duration::from_secs(15 * 60),
             model_limits: strata_pipeline::process::ModelLimits::default(),
+            tus_expiry: Duration::from_secs(24 * 3600),
         }
     }
 }

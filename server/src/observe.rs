@@ -69,7 +69,7 @@ pub fn route_label(path: &str) -> String {
         let label = match (previous, *seg) {
             (None, first) => match first {
                 "model" | "models" | "token" | "tokens" | "sessions" | "users" | "api_tokens" | "uploads"
-                | "streams" | "prints" | "widget" | "api3" | "healthz" | "readyz" | "metrics"
+                | "files" | "streams" | "prints" | "widget" | "api3" | "healthz" | "readyz" | "metrics"
                 | "openapi.json" | "jwt" | ".well-known" | "api" => first.to_string(),
                 _ => "{other}".to_string(),
             },

@@ -110,6 +110,13 @@ impl AppState {
                 "resuming the work of an interrupted run"
             );
         }
+        match life.sweep_tus_uploads() {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(removed, "removed the files of expired or unrecorded resumable uploads")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not sweep resumable uploads"),
+        }
         for username in &recovered.secrets_backfilled {
             tracing::warn!(
                 partner = %username,

@@ -21,6 +21,7 @@ mod jobs;
 mod partners;
 mod resources;
 mod services;
+mod tus;
 mod vocab;
 
 pub use callbacks::{Callback, CallbackAttempt, CallbackState, NewCallback};
@@ -33,6 +34,7 @@ pub use resources::{ApiToken, Lineage, Snapshot, SnapshotStatus};
 pub use services::{
     LinkOutcome, ProviderJob, ProviderJobStatus, ProviderJobUpdate, Service, ServiceLink, ServiceType,
 };
+pub use tus::TusUpload;
 
 /// The migrations, in order; never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[
@@ -67,6 +69,7 @@ CREATE INDEX models_status ON models (status);
     embed::MIGRATION_6,
     services::MIGRATION_7,
     embed::MIGRATION_8,
+    tus::MIGRATION_9,
 ];
 
 /// One model's row.

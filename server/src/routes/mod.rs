@@ -8,6 +8,7 @@ pub mod partners;
 pub mod printers;
 pub mod providers;
 pub mod snapshots;
+pub mod tus;
 pub mod widget;
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub fn all(state: Arc<AppState>) -> Routes {
         .or(accounts::routes(state.clone()))
         .unify()
         .or(partners::routes(state.clone()))
+        .unify()
+        .or(tus::routes(state.clone()))
         .unify()
         .or(snapshots::routes(state.clone()))
         .unify()

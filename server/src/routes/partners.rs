@@ -661,32 +661,45 @@ where
         }
         Ok(auth::hex(&hasher.finalize()))
     });
-    let read = async {
-        let mut size = 0u64;
-        let clock = pace.start();
-        while let Some(chunk) = clock.next(size, body.next()).await? {
-            let mut chunk =
-                chunk.map_err(|e| ApiError::bad_request("bad_body", format!("the upload broke off: {e}")))?;
-            let n = chunk.remaining();
-            size += n as u64;
-            metrics::counter!("strata_upload_bytes_total").increment(n as u64);
-            if size > limit {
-                return Err(api::too_large(limit));
-            }
-            // The writer stopped (a failed write): its error is reported
-            // below.
-            if tx.send(chunk.copy_to_bytes(n)).await.is_err() {
-                break;
-            }
-        }
-        Ok(size)
-    }
-    .await;
+    let read = pump_body(body, pace, limit, || api::too_large(limit), &tx).await;
     refused.store(read.is_err(), std::sync::atomic::Ordering::Release);
     drop(tx);
     let written = writer.await.map_err(ApiError::internal)?;
     let size = read?;
     Ok((size, written.map_err(ApiError::internal)?))
+}
+
+/// Feeds `body` to a blocking writer through `tx`, under `pace`, and
+/// refuses with `over()` once it passes `limit` bytes; the bytes read. A
+/// writer that stopped (a failed write) ends the feeding: its error is
+/// the writer's to report.
+pub(crate) async fn pump_body<S, B>(
+    body: &mut S,
+    pace: api::Pace,
+    limit: u64,
+    over: impl Fn() -> ApiError,
+    tx: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+) -> Result<u64, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let mut size = 0u64;
+    let clock = pace.start();
+    while let Some(chunk) = clock.next(size, body.next()).await? {
+        let mut chunk =
+            chunk.map_err(|e| ApiError::bad_request("bad_body", format!("the upload broke off: {e}")))?;
+        let n = chunk.remaining();
+        size += n as u64;
+        metrics::counter!("strata_upload_bytes_total").increment(n as u64);
+        if size > limit {
+            return Err(over());
+        }
+        if tx.send(chunk.copy_to_bytes(n)).await.is_err() {
+            break;
+        }
+    }
+    Ok(size)
 }
 
 /// `POST /token/`'s body. Fields a 3DIAX client sends beyond these are
