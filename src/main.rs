@@ -3,6 +3,7 @@
 //! Each subcommand parses its flags, calls one library entry point per
 //! input and formats the result; no model logic lives here.
 
+mod config;
 mod files;
 mod ingest;
 mod printer;
@@ -16,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Serialize;
 use strata_core::{Error, Inspection, ModelBytes, ValidateOptions, ValidationReport, Warning, WeldOptions};
 
@@ -60,6 +61,11 @@ enum Command {
     /// Run the reference service provider (model healing with Strata's
     /// repair), for trying and testing external services.
     Provider(serve::ProviderArgs),
+    /// Settings: `strata.toml` (or `--config FILE`, or `STRATA_CONFIG`)
+    /// under `[serve]` and `[ingest]`, overridden by `STRATA_<SETTING>`
+    /// variables, overridden by flags.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Administration: partner accounts.
     #[command(subcommand)]
     Admin(serve::AdminCommand),
@@ -129,8 +135,22 @@ fn parse_tolerance(s: &str) -> Result<f32, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let file = config::take_file(&mut args);
+    let command = config::with_env(Cli::command());
+    let (args, from_file) = match config::layered(&command, args, file.as_deref()) {
+        Ok(layered) => layered,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let matches = command.clone().get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
+        Command::Config(config::ConfigCommand::Check { serve }) => {
+            config::check(&command, &serve, &from_file, file.as_deref())
+        }
         Command::Inspect(args) => inspect(&args),
         Command::Repair(args) => repair::run(&args),
         Command::Slice(args) => stream::slice(&args),

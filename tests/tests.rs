@@ -84,3 +84,6 @@ mod hardening;
 // Resumable uploads (tus 1.0) through PyPI's tuspy, across a killed
 // server, and every refusal of the protocol.
 mod tus;
+
+// Settings from strata.toml, the environment and flags.
+mod config;
