@@ -502,3 +502,160 @@ fn tall_models_and_amplifying_3mfs_fail_with_their_limit() {
         assert_eq!(cube["status"], "processed", "{cube}");
     });
 }
+
+/// A keep-alive HTTP/1 connection idle after its answer is closed after
+/// the header timeout (hyper starts it again for every next request);
+/// within it, the connection serves the next request (L1).
+#[test]
+fn idle_keep_alive_connections_are_closed_after_the_header_timeout() {
+    use std::io::{Read, Write};
+    let s = serve(&["--header-read-timeout-secs", "2"]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    let ask = |conn: &mut std::net::TcpStream| {
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: strata\r\n\r\n").expect("send");
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).contains("\"ok\"") {
+            let n = conn.read(&mut buf).expect("answer");
+            assert!(n > 0, "closed before answering: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    };
+    ask(&mut conn);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    ask(&mut conn);
+    let idle = std::time::Instant::now();
+    assert!(
+        closed_within(&mut conn, std::time::Duration::from_secs(6)),
+        "an idle keep-alive connection stayed open"
+    );
+    let after = idle.elapsed();
+    assert!(after >= std::time::Duration::from_millis(1500), "closed too soon: {after:?}");
+}
+
+/// Every version of these crates in `Cargo.lock` is at least the release
+/// that fixed what the reason names (a Cargo.lock edited by hand, or a
+/// `cargo update --precise` downgrade, fails here); and the SQLite that
+/// rusqlite bundles is one with the fixes we rely on.
+#[test]
+fn dependencies_in_cargo_lock_meet_their_security_floors() {
+    const FLOORS: &[(&str, &str, &str)] = &[
+        ("h2", "0.4.4", "RUSTSEC-2024-0332, CONTINUATION frame flood"),
+        ("hyper", "1.4.0", "the HTTP/1 header read timeout that also closes idle keep-alive connections"),
+        ("idna", "1.0.0", "RUSTSEC-2024-0421, punycode labels that pass host checks"),
+        ("url", "2.5.4", "idna 1.0 (host checks of callback and provider URLs)"),
+        ("crossbeam-channel", "0.5.15", "RUSTSEC-2025-0024, double free on drop"),
+        ("tokio", "1.44.2", "RUSTSEC-2025-0023, broadcast channel unsoundness"),
+        ("zip", "2.3.0", "CVE-2025-29787, path traversal through symlinks"),
+        ("ring", "0.17.12", "RUSTSEC-2025-0009, AES panic on overflow"),
+        ("rustls", "0.23.18", "RUSTSEC-2024-0399, a panic in the server acceptor"),
+        ("jsonwebtoken", "12.0.0", "RFC 8725 algorithm checks"),
+    ];
+    let lock =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).expect("Cargo.lock");
+    let parse =
+        |v: &str| -> Vec<u64> { v.split(['.', '-', '+']).take(3).map(|p| p.parse().unwrap_or(0)).collect() };
+    for (name, floor, why) in FLOORS {
+        let versions: Vec<&str> = lock
+            .split("[[package]]")
+            .filter(|p| p.lines().any(|l| l == format!("name = \"{name}\"")))
+            .filter_map(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")?.strip_suffix('"')))
+            .collect();
+        for v in &versions {
+            assert!(parse(v) >= parse(floor), "{name} {v} is older than {floor}: {why}");
+        }
+        // A crate that leaves the tree needs no floor; say so, so the table
+        // is pruned rather than silently passing.
+        if versions.is_empty() {
+            eprintln!("note: {name} is no longer in Cargo.lock; its floor can go");
+        }
+    }
+    // SQLite 3.44 or later (CVE-2023-7104 was fixed in 3.43.1).
+    let sqlite = rusqlite::version();
+    assert!(parse(sqlite) >= parse("3.44.0"), "bundled SQLite {sqlite}");
+}
+
+/// Whether the SPDX expression `license` is satisfied by `allow`: `OR`
+/// (also the old `/`) needs one side, `AND` both, `WITH` names one
+/// licence with its exception.
+fn license_allowed(license: &str, allow: &[String]) -> bool {
+    let spaced = license.replace('(', " ( ").replace(')', " ) ").replace('/', " OR ");
+    let tokens: Vec<String> = spaced.split_whitespace().map(str::to_string).collect();
+    fn expr(t: &[String], i: &mut usize, allow: &[String]) -> bool {
+        let mut any = term(t, i, allow);
+        while t.get(*i).is_some_and(|s| s.eq_ignore_ascii_case("or")) {
+            *i += 1;
+            any |= term(t, i, allow);
+        }
+        any
+    }
+    fn term(t: &[String], i: &mut usize, allow: &[String]) -> bool {
+        let mut all = factor(t, i, allow);
+        while t.get(*i).is_some_and(|s| s.eq_ignore_ascii_case("and")) {
+            *i += 1;
+            all &= factor(t, i, allow);
+        }
+        all
+    }
+    fn factor(t: &[String], i: &mut usize, allow: &[String]) -> bool {
+        let Some(first) = t.get(*i).cloned() else { return false };
+        *i += 1;
+        if first == "(" {
+            let inner = expr(t, i, allow);
+            *i += 1; // ")"
+            return inner;
+        }
+        let mut id = first;
+        if t.get(*i).is_some_and(|s| s == "WITH") {
+            id = format!("{id} WITH {}", t.get(*i + 1).cloned().unwrap_or_default());
+            *i += 2;
+        }
+        allow.contains(&id)
+    }
+    let mut i = 0;
+    expr(&tokens, &mut i, allow) && i == tokens.len()
+}
+
+/// Every package in the build, ours included, is under a licence on
+/// `deny.toml`'s allow list (cargo-deny's licence check, without needing
+/// cargo-deny installed); a copyleft-only crate fails here.
+#[test]
+fn every_dependency_license_is_on_the_allow_list() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let deny: toml_edit::DocumentMut =
+        std::fs::read_to_string(format!("{root}/deny.toml")).expect("deny.toml").parse().expect("TOML");
+    let allow: Vec<String> = deny["licenses"]["allow"]
+        .as_array()
+        .expect("licenses.allow")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    assert!(license_allowed("MIT OR LGPL-2.1-or-later", &allow));
+    assert!(!license_allowed("GPL-3.0-only", &allow));
+    assert!(!license_allowed("MIT AND GPL-3.0-only", &allow));
+    assert!(license_allowed("(MIT OR Apache-2.0) AND Unicode-3.0", &allow));
+    // The packages built for this machine (others need not be downloaded).
+    let rustc = std::process::Command::new("rustc").arg("-vV").output().expect("rustc -vV");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("host triple");
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--filter-platform", &host, "--manifest-path"])
+        .arg(format!("{root}/Cargo.toml"))
+        .output()
+        .expect("cargo metadata");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let packages = meta["packages"].as_array().expect("packages");
+    assert!(packages.len() > 100, "{} packages", packages.len());
+    let refused: Vec<String> = packages
+        .iter()
+        .filter(|p| !p["license"].as_str().is_some_and(|l| license_allowed(l, &allow)))
+        .map(|p| format!("{} {}: {}", p["name"], p["version"], p["license"]))
+        .collect();
+    assert!(refused.is_empty(), "licences not on deny.toml's allow list:\n{}", refused.join("\n"));
+}
