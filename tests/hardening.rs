@@ -644,7 +644,15 @@ fn every_dependency_license_is_on_the_allow_list() {
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
         .expect("host triple");
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--locked", "--filter-platform", &host, "--manifest-path"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--filter-platform",
+            &host,
+            "--manifest-path",
+        ])
         .arg(format!("{root}/Cargo.toml"))
         .output()
         .expect("cargo metadata");

@@ -32,6 +32,9 @@ pub mod providers;
 pub mod routes;
 pub mod state;
 
+#[cfg(test)]
+mod proptests;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -322,7 +322,7 @@ where
 }
 
 /// `Upload-Checksum: sha256 <base64>`, the digest.
-fn parse_checksum(value: &str) -> Result<[u8; 32], ApiError> {
+pub(crate) fn parse_checksum(value: &str) -> Result<[u8; 32], ApiError> {
     let bad = |m: String| ApiError::bad_request("bad_checksum", m);
     let (algorithm, digest) =
         value.trim().split_once(' ').ok_or_else(|| bad("Upload-Checksum is \"sha256 <base64>\"".into()))?;
