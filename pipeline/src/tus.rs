@@ -9,7 +9,10 @@
 //! server answered survives a crash, and two requests racing on one
 //! upload cannot both land. When the offset reaches the length the file
 //! is hashed, moved into the spool and accepted exactly as a one-shot
-//! `PUT` upload is ([`Lifecycle::accept_upload`]), and the row goes.
+//! `PUT` upload is ([`Lifecycle::accept_upload`]), and the row goes; when
+//! it cannot be accepted now (the partner's queue is full) the bytes and
+//! the offset go back to before the last `PATCH`, which the client sends
+//! again after `Retry-After`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -179,16 +182,23 @@ impl Lifecycle {
         let (spool, spool_path) = self.store().new_spool(&model.id);
         std::fs::rename(&path, &spool_path).map_err(io)?;
         let job = UploadJob { spool, sha256: sha256.clone(), size: upload.length };
-        let accepted = self.accept_upload(&model, &job);
-        self.db().delete_tus_upload(&upload.id)?;
-        match accepted {
-            Ok(transition) => Ok(Finished { sha256, transition }),
-            Err(e) => {
+        match self.accept_upload(&model, &job) {
+            Ok(transition) => {
+                self.db().delete_tus_upload(&upload.id)?;
+                Ok(Finished { sha256, transition })
+            }
+            Err(AcceptError::AlreadyUploaded) => {
                 let _ = std::fs::remove_file(&spool_path);
-                Err(match e {
-                    AcceptError::AlreadyUploaded => TusError::NotAwaiting("uploaded"),
-                    e => e.into(),
-                })
+                self.db().delete_tus_upload(&upload.id)?;
+                Err(TusError::NotAwaiting("uploaded"))
+            }
+            Err(e) => {
+                // Not accepted now (a full queue, a busy store): the bytes
+                // go back and the offset to before this PATCH, so the
+                // client sends its last piece again and nothing is lost.
+                std::fs::rename(&spool_path, &path).map_err(io)?;
+                self.db().advance_tus_upload(&upload.id, upload.length, upload.offset)?;
+                Err(e.into())
             }
         }
     }
@@ -220,5 +230,68 @@ impl Lifecycle {
             }
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Partner;
+    use crate::lifecycle::LifecycleConfig;
+    use crate::process::ProcessOptions;
+
+    fn open(dir: &std::path::Path, queue: u64) -> Lifecycle {
+        let config = LifecycleConfig {
+            public_url: "http://strata.test".into(),
+            callback_give_up: Duration::from_secs(60),
+            queue_per_partner: queue,
+            memory_budget: 1 << 30,
+            process: ProcessOptions::default(),
+        };
+        Lifecycle::open(dir, 2, config).expect("open").0
+    }
+
+    /// The last PATCH of an upload whose partner's queue is full gives the
+    /// bytes and the offset back (nothing is lost); sent again once there
+    /// is room, the upload is accepted with the file's digest.
+    #[test]
+    fn a_full_queue_at_the_last_byte_loses_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bytes = crate::core::synth::to_binary_stl("cube", &crate::core::synth::cube_facets());
+        let upload = {
+            let life = open(dir.path(), 0);
+            let p = Partner {
+                id: "p1".into(),
+                name: "Shop".into(),
+                email: "a@b.c".into(),
+                username: "shop".into(),
+            };
+            life.db().create_partner(&p, "hash", "key", "whsec_c2VjcmV0").expect("partner");
+            let m = PartnerModel::new("m1".into(), "p1".into(), "Cube".into(), ModelStatus::NotUploaded, 0);
+            life.db().create_partner_model(&m).expect("model");
+            let upload = life
+                .create_tus_upload(&m, bytes.len() as u64, 1 << 20, Duration::from_secs(60))
+                .expect("created");
+            let over = life.create_tus_upload(&m, 2 << 20, 1 << 20, Duration::from_secs(60));
+            assert!(matches!(over, Err(TusError::TooLarge { .. })));
+            // The route writes and syncs the bytes, then reports them.
+            std::fs::write(life.tus_file(&upload.id), &bytes).expect("write");
+            let e = life.tus_appended(&upload, bytes.len() as u64).expect_err("queue full");
+            assert!(matches!(e, TusError::Accept(AcceptError::QueueFull { .. })), "{e}");
+            let now = life.tus_upload(&upload.id).expect("still there");
+            assert_eq!(now.offset, 0, "the offset went back to before the PATCH");
+            assert_eq!(std::fs::read(life.tus_file(&upload.id)).expect("bytes kept"), bytes);
+            assert!(matches!(
+                life.tus_before_append(&upload.id, 7, None),
+                Err(TusError::OffsetMismatch { expected: 0, got: 7 })
+            ));
+            now
+        };
+        let life = open(dir.path(), 8);
+        let done = life.tus_appended(&upload, bytes.len() as u64).expect("accepted").expect("finished");
+        assert_eq!(done.sha256, crate::core::stream::sha256_hex(&bytes));
+        assert!(matches!(life.tus_upload(&upload.id), Err(TusError::NotFound)));
+        let m = life.db().partner_model("m1").expect("q").expect("model");
+        assert_eq!(m.status, ModelStatus::Processing);
     }
 }
