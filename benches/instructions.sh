@@ -13,7 +13,7 @@ baseline=benches/instructions.baseline.json
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 status=0
-cargo bench --locked --bench instructions 2>&1 | tee "$out" || status=$?
+cargo bench --locked -p strata-core --bench instructions 2>&1 | tee "$out" || status=$?
 if [[ "${1:-}" == "--bless" ]]; then
     python3 - "$out" "$baseline" <<'PY'
 import json, re, sys

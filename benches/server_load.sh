@@ -8,7 +8,11 @@
 #      times (goal: at least 300 MB/s);
 #   3. the status endpoints' requests/s: GET /tokens/{token} (the partner
 #      polling, 200 and 304), GET /prints/{token} (the widget polling) and
-#      POST /prints/{token}/status (printers reporting, one row update each).
+#      POST /prints/{token}/status (printers reporting, one row update each);
+#   4. chunk and status requests from 50 legitimate clients while the
+#      connection attack of scripts/attack.sh (silent sockets, stalled
+#      HTTP/2 prefaces, dripping headers and bodies) runs beside them
+#      (goal: no errors, p99 under 50 ms).
 # The per-key and per-address rate limits are turned off: one wrk client
 # stands in for many printers and partners here.
 #
@@ -179,6 +183,68 @@ LUA
 } >"$work/status.lua"
 read -r rps _ p99 err < <(run_wrk "$base/prints/$token/status" "$work/status.lua")
 echo "POST /prints/{token}/status (printers):    $rps req/s, p99 $p99 ($err)"
+
+echo
+echo "== legitimate clients while scripts/attack.sh's connection attack runs (${secs}s each, wrk -t1 -c50) =="
+# The attacker keeps, for the whole section, 300 silent sockets, 50 stalled
+# HTTP/2 prefaces, 50 requests whose headers drip a byte a second and 20
+# JSON bodies dripping on /sessions, opening a new one whenever the server
+# closes one (its first-byte, header and body deadlines). Goal: no errors
+# and p99 under 50 ms for chunk and status requests.
+python3 - "$port" "$work/attack.stop" >"$work/attack.log" 2>&1 <<'PY' &
+import socket, sys, threading, time, os
+port, stop = int(sys.argv[1]), sys.argv[2]
+opened = [0]
+def keep(kind):
+    while not os.path.exists(stop):
+        try:
+            # From 127.0.0.2: an attacker's own address, with its own
+            # per-address limits, as it would be on the internet.
+            s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0))
+            opened[0] += 1
+            if kind == "preface":
+                s.sendall(b"PRI * HTTP/2.0\r\n")
+            elif kind == "headers":
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            elif kind == "body":
+                s.sendall(b"POST /sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+            s.settimeout(1)
+            while not os.path.exists(stop):
+                try:
+                    if not s.recv(4096):
+                        break
+                except socket.timeout:
+                    if kind in ("headers", "body"):
+                        s.sendall(b" " if kind == "body" else b"X")
+            s.close()
+        except OSError:
+            pass
+        time.sleep(0.2)  # bounded: at most five new connections a second per thread
+for kind, n in (("silent", 300), ("preface", 50), ("headers", 50), ("body", 20)):
+    for _ in range(n):
+        threading.Thread(target=keep, args=(kind,), daemon=True).start()
+while not os.path.exists(stop):
+    time.sleep(0.5)
+print(f"attacker opened {opened[0]} connections")
+PY
+attacker=$!
+sleep 3
+under() { # LABEL URL [SCRIPT]
+  local args=(-t1 -c50 -d"${secs}s" --latency)
+  [ -n "${3:-}" ] && args+=(-s "$3")
+  wrk "${args[@]}" "$2" >"$work/wrk.out" 2>&1
+  local rps p99 errs
+  rps="$(awk '/Requests\/sec/{print $2}' "$work/wrk.out")"
+  p99="$(awk '/ 99%/{print $2}' "$work/wrk.out")"
+  errs="$(grep -E 'Non-2xx|Socket errors' "$work/wrk.out" | tr '\n' ' ' || true)"
+  echo "$1 $rps req/s, p99 $p99 (${errs:-no errors})"
+}
+under "chunks (printers):                " "$base/streams/$token/chunks/0" "$work/chunks.lua"
+under "GET /prints/{token} (widget):     " "$base/prints/$token"
+under "POST /prints/{token}/status:      " "$base/prints/$token/status" "$work/status.lua"
+touch "$work/attack.stop"; wait "$attacker" || true
+cat "$work/attack.log"
+echo "server log lines for refused connections: $(grep -c 'connection refused' "$work/serve.log" || true)"
 
 echo
 echo "== upload of a ~200 MB STL over loopback (3 runs) =="

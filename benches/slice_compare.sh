@@ -16,7 +16,7 @@
 #   trimesh (PyPI trimesh 5.2, in a virtualenv made here): section_multiplane
 #     at our exact plane heights, timed in-process.
 #   strata: `strata slice --timings` (load, slice, encode, write), and
-#     criterion's figure from `cargo bench --bench core -- slice-1M`.
+#     criterion's figure from `cargo bench -p strata-core --bench core -- slice-1M`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"

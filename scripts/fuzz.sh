@@ -24,6 +24,7 @@ targets=("$@")
 seed_dir() {
     case "$1" in
         repair) echo corpus/repair ;;
+        server_*) echo corpus/server ;;
         *) echo corpus/stl ;;
     esac
 }

@@ -1,6 +1,8 @@
 //! Replays every input under `fuzz/corpus/` through the library: whatever
 //! the fuzzers once found interesting must still load or fail cleanly, and
-//! repair what loads without panicking.
+//! repair what loads without panicking; the server's parsers (Range,
+//! Upload-Checksum, signatures and JWTs, JSON and form bodies, multipart)
+//! take every input too.
 
 use std::path::Path;
 
@@ -35,6 +37,16 @@ fn fuzz_corpora_load_or_fail_cleanly() {
             let _ = strata_core::stl::parse_ascii(&bytes);
             let _ = strata_core::obj::parse(&bytes);
             let _ = strata_core::stream::Manifest::from_json(&bytes, &Default::default());
+            // The server's parsers of untrusted input, each with its own
+            // assertions (`strata_server::fuzzing`).
+            use strata_server::fuzzing;
+            for entry in [fuzzing::range, fuzzing::checksum, fuzzing::signatures, fuzzing::json_body] {
+                entry(&bytes);
+            }
+            let parts = fuzzing::multipart(&bytes);
+            if path.file_name().is_some_and(|n| n == "multipart_upload") {
+                assert_eq!(parts, 2, "the seed upload form has a field and a file");
+            }
             replayed += 1;
         }
     }

@@ -198,13 +198,51 @@ fn tus_refusals_have_their_status_and_leave_the_offset() {
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let r = head().await.expect("head");
         assert_eq!(offset(&r), "100");
-        // Termination: 204, then 404.
+        // A second PATCH while one is still sending its body: 423, and the
+        // first one's bytes are not disturbed.
+        let url = reqwest::Url::parse(&files).expect("location is a URL");
+        let mut held = tokio::net::TcpStream::connect((url.host_str().expect("host"), url.port().expect("port")))
+            .await
+            .expect("connect");
+        let rest = cube.len() - 100;
+        let head_lines = format!(
+            "PATCH {} HTTP/1.1\r\nHost: {}\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 100\r\nContent-Length: {rest}\r\n\r\n",
+            url.path(),
+            url.authority()
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut held, head_lines.as_bytes()).await.expect("headers");
+        tokio::io::AsyncWriteExt::write_all(&mut held, &cube[100..110]).await.expect("a first slice");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let r = patch(100, cube[100..].to_vec()).send().await.expect("patch");
+        assert_eq!(r.status(), StatusCode::LOCKED);
+        assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "upload_busy");
+        // The held PATCH finishes its body: the upload is complete.
+        tokio::io::AsyncWriteExt::write_all(&mut held, &cube[110..]).await.expect("the rest");
+        let mut answer = vec![0u8; 512];
+        let n = tokio::io::AsyncReadExt::read(&mut held, &mut answer).await.expect("answer");
+        let answer = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 204"), "{answer}");
+        assert!(answer.contains(&format!("upload-offset: {}", cube.len())), "{answer}");
+        drop(held);
+        // Finished: the upload is gone and the model has its bytes.
+        assert_eq!(head().await.expect("head").status(), StatusCode::NOT_FOUND);
+        let r = c.post(&upload).header("tus-resumable", "1.0.0").header("upload-length", "10").send().await;
+        assert_eq!(r.expect("post").status(), StatusCode::CONFLICT, "the model is no longer awaiting bytes");
+
+        // Termination: 204, then 404, on a second model's upload.
+        let (_, upload, _) = create_model(&c, base, &cookie, json!({"name": "cube 2"})).await;
+        let r = c.post(&upload).header("tus-resumable", "1.0.0").header("upload-length", "10").send().await;
+        let r = r.expect("post");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let files = r.headers()["location"].to_str().expect("ascii").to_string();
+        let head = || c.head(&files).header("tus-resumable", "1.0.0").send();
         let r = c.delete(&files).header("tus-resumable", "1.0.0").send().await.expect("delete");
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         assert_eq!(head().await.expect("head").status(), StatusCode::NOT_FOUND);
 
         // Expiry: 410 once its time is up.
-        let r = post("10").await.expect("post");
+        let r = c.post(&upload).header("tus-resumable", "1.0.0").header("upload-length", "10").send().await;
+        let r = r.expect("post");
         assert_eq!(r.status(), StatusCode::CREATED);
         let files = r.headers()["location"].to_str().expect("ascii").to_string();
         tokio::time::sleep(std::time::Duration::from_millis(3500)).await;

@@ -164,20 +164,8 @@ impl Lifecycle {
     fn finish_tus_upload(&self, upload: &TusUpload) -> Result<Finished, TusError> {
         let path = self.tus_file(&upload.id);
         let io = |source| TusError::Io { path: path.clone(), source };
-        let sha256 = {
-            use sha2::Digest;
-            let mut file = std::fs::File::open(&path).map_err(io)?;
-            let mut hasher = sha2::Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = std::io::Read::read(&mut file, &mut buf).map_err(io)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
-            hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
-        };
+        let file = std::fs::File::open(&path).map_err(io)?;
+        let sha256 = crate::core::stream::sha256_hex_of_reader(file).map_err(io)?;
         let model = self.db().partner_model(&upload.model_id)?.ok_or(TusError::NotFound)?;
         let (spool, spool_path) = self.store().new_spool(&model.id);
         std::fs::rename(&path, &spool_path).map_err(io)?;
@@ -216,16 +204,24 @@ impl Lifecycle {
     /// forgets uploads expired a day ago; how many files went.
     pub fn sweep_tus_uploads(&self) -> Result<usize, TusError> {
         let forgotten = self.db().purge_expired_tus_uploads(now_ms(), GONE_GRACE_MS)?;
-        let live: std::collections::HashSet<String> = self.db().tus_upload_ids()?.into_iter().collect();
+        let live = self.db().tus_upload_expiries()?;
+        let now = now_ms();
         let dir = self.store().dir().join("tus");
         let mut removed = 0;
         let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let expired = live.contains(&name) && self.tus_upload(&name).is_err();
-            if (!live.contains(&name) || expired || forgotten.contains(&name))
-                && std::fs::remove_file(entry.path()).is_ok()
-            {
+            // A file without a row, or whose row expired (kept a while so
+            // its client gets 410), holds bytes nobody can finish.
+            // A file younger than a minute may belong to an upload being
+            // created now, whose row is not written yet.
+            let fresh = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < Duration::from_secs(60)));
+            let keep =
+                live.get(&name).is_some_and(|&expires| expires > now) || (fresh && !live.contains_key(&name));
+            if (!keep || forgotten.contains(&name)) && std::fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }
         }
@@ -293,5 +289,34 @@ mod tests {
         assert!(matches!(life.tus_upload(&upload.id), Err(TusError::NotFound)));
         let m = life.db().partner_model("m1").expect("q").expect("model");
         assert_eq!(m.status, ModelStatus::Processing);
+    }
+
+    /// The sweep removes the files of expired uploads and old files no
+    /// upload names, and keeps live uploads and files just created (whose
+    /// row may not be written yet).
+    #[test]
+    fn the_sweep_keeps_live_and_fresh_files_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let life = open(dir.path(), 8);
+        let p =
+            Partner { id: "p1".into(), name: "Shop".into(), email: "a@b.c".into(), username: "shop".into() };
+        life.db().create_partner(&p, "hash", "key", "whsec_c2VjcmV0").expect("partner");
+        let m = PartnerModel::new("m1".into(), "p1".into(), "Cube".into(), ModelStatus::NotUploaded, 0);
+        life.db().create_partner_model(&m).expect("model");
+        let live = life.create_tus_upload(&m, 100, 1 << 20, Duration::from_secs(60)).expect("live");
+        let expired = life.create_tus_upload(&m, 100, 1 << 20, Duration::ZERO).expect("expired");
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        let orphan = life.tus_file("0123456789abcdef0123456789abcdef");
+        std::fs::write(&orphan, b"left by a crash").expect("orphan");
+        std::fs::File::options().write(true).open(&orphan).and_then(|f| f.set_modified(old)).expect("age it");
+        let fresh = life.tus_file("fedcba9876543210fedcba9876543210");
+        std::fs::write(&fresh, b"being created").expect("fresh");
+        assert_eq!(life.sweep_tus_uploads().expect("sweep"), 2);
+        assert!(life.tus_file(&live.id).exists());
+        assert!(fresh.exists());
+        assert!(!orphan.exists());
+        assert!(!life.tus_file(&expired.id).exists());
+        // The expired upload still answers 410 (its row is kept a while).
+        assert!(matches!(life.tus_upload(&expired.id), Err(TusError::Expired)));
     }
 }

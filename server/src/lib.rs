@@ -32,6 +32,9 @@ pub mod providers;
 pub mod routes;
 pub mod state;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod proptests;
 

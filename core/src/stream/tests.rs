@@ -220,3 +220,17 @@ proptest! {
         prop_assert!(decode(&s, &Limits::default()).is_err());
     }
 }
+
+#[test]
+fn hashing_a_reader_matches_hashing_its_bytes() {
+    // Over one read buffer, so the digest spans several reads; the empty
+    // input and the known digest of "abc" (FIPS 180-2) pin the format.
+    let bytes: Vec<u8> =
+        (0..(3 << 20) + 17).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    assert_eq!(sha256_hex_of_reader(&bytes[..]).unwrap(), sha256_hex(&bytes));
+    assert_eq!(sha256_hex_of_reader(&b""[..]).unwrap(), sha256_hex(b""));
+    assert_eq!(
+        sha256_hex_of_reader(&b"abc"[..]).unwrap(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}

@@ -82,11 +82,11 @@ impl Db {
         Ok(self.conn.execute("DELETE FROM tus_uploads WHERE id = $1", params![id])? > 0)
     }
 
-    /// Every upload's id.
-    pub fn tus_upload_ids(&self) -> Result<Vec<String>, PipelineError> {
-        let mut stmt = self.conn.prepare("SELECT id FROM tus_uploads")?;
-        let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
-        Ok(ids)
+    /// Every upload's id and expiry (ms since the epoch).
+    pub fn tus_upload_expiries(&self) -> Result<std::collections::HashMap<String, i64>, PipelineError> {
+        let mut stmt = self.conn.prepare("SELECT id, expires_at FROM tus_uploads")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// Forgets the uploads expired before `now` (more than `grace` ms ago,
