@@ -66,6 +66,9 @@ enum Command {
     /// variables, overridden by flags.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Apply the store's database migrations (servers started with
+    /// `--no-migrate` wait for this), or with `--check` list what is pending.
+    Migrate(serve::MigrateArgs),
     /// Administration: partner accounts.
     #[command(subcommand)]
     Admin(serve::AdminCommand),
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
         Command::Printer(args) => printer::run(&args),
         Command::Upload(args) => upload::run(&args),
         Command::Admin(command) => serve::admin(&command),
+        Command::Migrate(args) => serve::migrate(&args),
         Command::Generate(args) => generate(&args),
     }
 }

@@ -26,6 +26,11 @@ pub(crate) struct ServeArgs {
     /// server's own network).
     #[arg(long)]
     allow_private_callbacks: bool,
+    /// Refuse to start when the store's database lacks migrations this
+    /// build has (run `strata migrate` first), instead of applying them:
+    /// for deployments where schema changes are an operator's step.
+    #[arg(long)]
+    no_migrate: bool,
     /// The ports callbacks and provider requests may go to on public
     /// hosts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "80,443")]
@@ -220,6 +225,11 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         upload_limit: args.upload_limit_mib.saturating_mul(1024 * 1024),
         public_url: args.public_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
         allow_private_callbacks: args.allow_private_callbacks,
+        migrations: if args.no_migrate {
+            strata_pipeline::db::Migrations::Require
+        } else {
+            strata_pipeline::db::Migrations::Apply
+        },
         callback_ports: args.callback_ports.clone(),
         callback_retry_base: std::time::Duration::from_millis(args.callback_retry_base_ms),
         callback_give_up: std::time::Duration::from_secs(args.callback_give_up_secs),
@@ -259,6 +269,61 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
             .await;
         ExitCode::SUCCESS
     })
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct MigrateArgs {
+    /// The data directory whose database to migrate.
+    #[arg(long, env = "STRATA_DATA", default_value = crate::ingest::DEFAULT_DATA)]
+    data: PathBuf,
+    /// Change nothing: print the schema's version and what is pending, and
+    /// exit with 1 when anything is.
+    #[arg(long)]
+    check: bool,
+}
+
+pub(crate) fn migrate(args: &MigrateArgs) -> ExitCode {
+    let result = strata_server::pipeline::store::migrate(&args.data, args.check)
+        .map_err(|e| format!("{}: {e}", args.data.display()));
+    crate::exit_with(result.map(|(before, after)| {
+        let db = args.data.join("meta.db");
+        if args.check {
+            if before.is_newer() {
+                println!(
+                    "{}: schema version {} is newer than this build ({}); upgrade strata",
+                    db.display(),
+                    before.applied,
+                    before.known
+                );
+                return ExitCode::FAILURE;
+            }
+            let pending: Vec<String> = before.pending().map(|v| v.to_string()).collect();
+            if pending.is_empty() {
+                println!("{}: schema version {}, up to date", db.display(), before.applied);
+                return ExitCode::SUCCESS;
+            }
+            println!(
+                "{}: schema version {}; {} pending migration(s): {}",
+                db.display(),
+                before.applied,
+                pending.len(),
+                pending.join(", ")
+            );
+            return ExitCode::FAILURE;
+        }
+        if before.applied == after.applied {
+            println!("{}: schema version {}, up to date", db.display(), after.applied);
+        } else {
+            println!(
+                "{}: schema version {} -> {} ({} migration(s) applied)",
+                db.display(),
+                before.applied,
+                after.applied,
+                after.applied - before.applied
+            );
+        }
+        ExitCode::SUCCESS
+    }))
 }
 
 pub(crate) fn admin(command: &AdminCommand) -> ExitCode {

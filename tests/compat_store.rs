@@ -1,7 +1,8 @@
 //! Backward compatibility of what Strata stores: a stream directory of
 //! format v1 still verifies and decodes, and a `meta.db` written at each
 //! earlier schema (`tests/fixtures/compat/make_old_dbs.py`, with a partner,
-//! a model and a token) migrates and serves.
+//! a model and a token) migrates and serves, at a server's start or
+//! through `strata migrate`.
 
 use std::path::Path;
 
@@ -86,4 +87,72 @@ fn a_meta_db_of_every_earlier_schema_migrates_and_serves() {
         let secret = run(&["admin", "callback-secret", "oldshop", "--data", data.to_str().expect("utf-8")]);
         assert!(String::from_utf8_lossy(&secret.stdout).starts_with("whsec_"), "v{version}");
     }
+}
+
+/// `strata migrate`: an old store is left as it is by `--check` and by a
+/// server started with `--no-migrate` (which refuses, naming the command),
+/// migrated by `strata migrate`, then served; a store newer than this
+/// build is refused by both.
+#[test]
+fn an_old_store_waits_for_strata_migrate_under_no_migrate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data");
+    std::fs::copy(fixtures().join("meta-v2.db"), data.join("meta.db")).expect("copy");
+    let d = data.to_str().expect("utf-8");
+    let text = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    let check = run(&["migrate", "--check", "--data", d]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(text(&check).contains("schema version 2; "), "{}", text(&check));
+    assert!(text(&check).contains("pending migration(s): 3, 4, "), "{}", text(&check));
+
+    // A server that may not migrate refuses at once and changes nothing.
+    let mut child = crate::util::strata()
+        .args(["serve", "--no-migrate", "--listen", "127.0.0.1:0", "--data", d])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(std::time::Instant::now() < deadline, "strata serve --no-migrate started on an old store");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let refused = child.wait_with_output().expect("output");
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("run `strata migrate` first"), "{}", text(&refused));
+    let again = run(&["migrate", "--check", "--data", d]);
+    assert!(text(&again).contains("schema version 2; "), "the refusal changed the store: {}", text(&again));
+
+    let migrated = run(&["migrate", "--data", d]);
+    assert!(migrated.status.success(), "{}", text(&migrated));
+    assert!(text(&migrated).contains("schema version 2 -> "), "{}", text(&migrated));
+    let check = run(&["migrate", "--check", "--data", d]);
+    assert!(check.status.success() && text(&check).contains("up to date"), "{}", text(&check));
+    let s = serve_in(&data, &["--no-migrate"]);
+    rt().block_on(async {
+        let r = client()
+            .get(format!("{}/model/m-old/", s.base))
+            .header("x-api-key", "0123456789abcdef0123456789abcdef")
+            .send()
+            .await
+            .expect("model");
+        assert_eq!(r.status(), StatusCode::OK);
+    });
+    // While it runs, `strata migrate` is refused by the data lock.
+    let busy = run(&["migrate", "--data", d]);
+    assert!(!busy.status.success(), "{}", text(&busy));
+    drop(s);
+
+    // A store from a newer build: refused, not touched.
+    let db = rusqlite::Connection::open(data.join("meta.db")).expect("open");
+    db.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)", []).expect("bump");
+    drop(db);
+    let newer = run(&["migrate", "--data", d]);
+    assert!(!newer.status.success());
+    assert!(text(&newer).contains("newer than this build"), "{}", text(&newer));
+    let check = run(&["migrate", "--check", "--data", d]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
 }

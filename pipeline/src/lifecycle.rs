@@ -160,7 +160,18 @@ impl Lifecycle {
         connections: usize,
         config: LifecycleConfig,
     ) -> Result<(Lifecycle, Recovered, usize), PipelineError> {
-        let (store, recovered) = Store::open(dir, connections)?;
+        Lifecycle::open_with(dir, connections, config, crate::db::Migrations::Apply)
+    }
+
+    /// [`Lifecycle::open`], migrating the store's database or requiring it
+    /// migrated.
+    pub fn open_with(
+        dir: &Path,
+        connections: usize,
+        config: LifecycleConfig,
+        migrations: crate::db::Migrations,
+    ) -> Result<(Lifecycle, Recovered, usize), PipelineError> {
+        let (store, recovered) = Store::open_with(dir, connections, migrations)?;
         let memory = MemoryBudget::new(config.memory_budget);
         let life = Lifecycle { store, config, admission: Mutex::new(()), memory };
         let interrupted = life.recover_orphans()?;

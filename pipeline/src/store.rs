@@ -25,7 +25,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::PipelineError;
 use crate::blob::FsBlobStore;
-use crate::db::{Db, now_ms};
+use crate::db::{Db, Migrations, SchemaStatus, now_ms};
 
 /// What the on-demand snapshot cache (`DATA/cache`) may hold.
 pub const SNAPSHOT_CACHE_BYTES: u64 = 256 << 20;
@@ -63,6 +63,16 @@ impl Store {
     /// turns under the busy timeout). Fails with [`PipelineError::Locked`]
     /// when another process holds it, before anything is touched.
     pub fn open(dir: &Path, connections: usize) -> Result<(Store, Recovered), PipelineError> {
+        Store::open_with(dir, connections, Migrations::Apply)
+    }
+
+    /// [`Store::open`], migrating the database or requiring it migrated
+    /// ([`Migrations::Require`]: refused before anything is touched).
+    pub fn open_with(
+        dir: &Path,
+        connections: usize,
+        migrations: Migrations,
+    ) -> Result<(Store, Recovered), PipelineError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| PipelineError::Io { path, source }
@@ -70,8 +80,8 @@ impl Store {
         // Before anything is cleared: a second process on the same data
         // directory is refused here, naming the first.
         let lock = DataLock::acquire(dir)?;
+        let db = Db::open_with(&dir.join("meta.db"), migrations)?;
         let blobs = FsBlobStore::open(dir)?;
-        let db = Db::open(&dir.join("meta.db"))?;
         let uploads = dir.join("uploads");
         std::fs::create_dir_all(&uploads).map_err(io(&uploads))?;
         let mut recovered =
@@ -156,6 +166,20 @@ impl Store {
         let start = self.next_db.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
         self.dbs[start].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// `strata migrate`: applies the migrations the store under `dir` lacks,
+/// holding the data directory's lock (so never under a running server);
+/// where the schema stood before and after. With `check_only`, nothing is
+/// changed and both are the current state.
+pub fn migrate(dir: &Path, check_only: bool) -> Result<(SchemaStatus, SchemaStatus), PipelineError> {
+    let path = dir.join("meta.db");
+    if check_only {
+        let now = Db::schema_status(&path)?;
+        return Ok((now, now));
+    }
+    let _lock = DataLock::acquire(dir)?;
+    Db::migrate_file(&path)
 }
 
 /// The exclusive hold on a data directory; released when dropped.

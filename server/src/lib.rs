@@ -114,6 +114,9 @@ pub struct Config {
     pub callback_ports: Vec<u16>,
     /// Memory for recently pulled chunks (0 turns the cache off).
     pub chunk_cache_bytes: u64,
+    /// Whether the server applies the store's missing migrations at start
+    /// (the default) or refuses to start until `strata migrate` ran.
+    pub migrations: strata_pipeline::db::Migrations,
     /// How long an upload may send nothing before it is dropped (408).
     pub body_idle_timeout: Duration,
     /// The longest a small (JSON or form) request body may take whole.
@@ -196,6 +199,7 @@ impl Default for Config {
             allow_private_callbacks: false,
             callback_ports: vec![80, 443],
             chunk_cache_bytes: 256 * 1024 * 1024,
+            migrations: strata_pipeline::db::Migrations::Apply,
             body_idle_timeout: api::BODY_IDLE_TIMEOUT,
             body_deadline: Duration::from_secs(20),
             upload_deadline: Duration::from_secs(4 * 3600),

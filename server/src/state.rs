@@ -101,7 +101,8 @@ impl AppState {
                 ..strata_pipeline::process::ProcessOptions::default()
             },
         };
-        let (life, recovered, interrupted) = Lifecycle::open(&config.data, DB_CONNECTIONS, life_config)?;
+        let (life, recovered, interrupted) =
+            Lifecycle::open_with(&config.data, DB_CONNECTIONS, life_config, config.migrations)?;
         if recovered.requeued + recovered.spools_kept + interrupted > 0 {
             tracing::info!(
                 requeued = recovered.requeued,

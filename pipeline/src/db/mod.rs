@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::PipelineError;
@@ -150,9 +150,68 @@ fn wal_mode(conn: &Connection) -> Result<(), PipelineError> {
     }
 }
 
+/// What opening a database does about migrations it lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Migrations {
+    /// Applies them (the embedded default: one process owns the store).
+    #[default]
+    Apply,
+    /// Refuses to open a database that lacks any ([`PipelineError::Schema`]
+    /// naming `strata migrate`): servers of a fleet leave schema changes to
+    /// an operator's explicit `strata migrate`.
+    Require,
+}
+
+/// Where a database's schema stands against this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// The newest migration applied (0 for a new database).
+    pub applied: i64,
+    /// The newest migration this build knows.
+    pub known: i64,
+}
+
+impl SchemaStatus {
+    /// The migrations this build would apply, in order.
+    pub fn pending(&self) -> std::ops::RangeInclusive<i64> {
+        (self.applied + 1)..=self.known
+    }
+
+    /// Whether the database is newer than this build (it refuses to use it).
+    pub fn is_newer(&self) -> bool {
+        self.applied > self.known
+    }
+}
+
+fn newer_schema(status: SchemaStatus) -> PipelineError {
+    PipelineError::Schema(format!(
+        "schema version {} is newer than this build ({}); upgrade strata",
+        status.applied, status.known
+    ))
+}
+
 impl Db {
     /// Opens (creating and migrating) the database at `path`.
     pub fn open(path: &Path) -> Result<Db, PipelineError> {
+        Db::open_with(path, Migrations::Apply)
+    }
+
+    /// Opens the database at `path`, migrating it or requiring it migrated.
+    pub fn open_with(path: &Path, migrations: Migrations) -> Result<Db, PipelineError> {
+        if migrations == Migrations::Require {
+            let status = Db::schema_status(path)?;
+            if status.is_newer() {
+                return Err(newer_schema(status));
+            }
+            if status.applied < status.known {
+                return Err(PipelineError::Schema(format!(
+                    "{}: schema version {} is older than this build ({}); run `strata migrate` first",
+                    path.display(),
+                    status.applied,
+                    status.known
+                )));
+            }
+        }
         let conn = Connection::open(path)?;
         // WAL: readers (the server) never block the ingest writer; a crash
         // loses at most the transaction in flight.
@@ -164,6 +223,45 @@ impl Db {
         let db = Db { conn };
         db.migrate()?;
         Ok(db)
+    }
+
+    /// Where the schema of the database at `path` stands, without changing
+    /// anything (a missing file is a new database, at 0).
+    pub fn schema_status(path: &Path) -> Result<SchemaStatus, PipelineError> {
+        let known = MIGRATIONS.len() as i64;
+        if !path.exists() {
+            return Ok(SchemaStatus { applied: 0, known });
+        }
+        // Read-write but never created: a WAL database's readers need its
+        // shared-memory file, which a read-only open may not make.
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let table: Option<String> = conn
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let applied = match table {
+            Some(_) => {
+                conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?
+            }
+            None => 0,
+        };
+        Ok(SchemaStatus { applied, known })
+    }
+
+    /// Applies what the database at `path` lacks; where it stood before
+    /// and after. A database newer than this build is refused.
+    pub fn migrate_file(path: &Path) -> Result<(SchemaStatus, SchemaStatus), PipelineError> {
+        let before = Db::schema_status(path)?;
+        if before.is_newer() {
+            return Err(newer_schema(before));
+        }
+        drop(Db::open(path)?);
+        Ok((before, Db::schema_status(path)?))
     }
 
     /// Starts a write transaction that takes the write lock at once
@@ -198,10 +296,7 @@ impl Db {
             let applied: i64 =
                 tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
             if applied > MIGRATIONS.len() as i64 {
-                return Err(PipelineError::Schema(format!(
-                    "schema version {applied} is newer than this build ({}); upgrade strata",
-                    MIGRATIONS.len()
-                )));
+                return Err(newer_schema(SchemaStatus { applied, known: MIGRATIONS.len() as i64 }));
             }
             let Some(sql) = MIGRATIONS.get(applied as usize) else {
                 return Ok(());
