@@ -21,6 +21,11 @@ pub(crate) struct IngestArgs {
     /// The data directory (blobs and the metadata database).
     #[arg(long, env = "STRATA_DATA", default_value = DEFAULT_DATA)]
     data: PathBuf,
+    /// Where blobs are stored: `local` (the data directory) or
+    /// `s3://BUCKET[/PREFIX]`, with credentials and the endpoint from the
+    /// usual AWS variables.
+    #[arg(long, default_value = "local", value_parser = strata_pipeline::objstore::BlobLocation::parse)]
+    blobs: strata_pipeline::objstore::BlobLocation,
     /// Models processed at once (default: the number of cores).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     jobs: Option<u16>,
@@ -100,6 +105,7 @@ pub(crate) fn run(args: &IngestArgs) -> ExitCode {
         options.memory_budget = mib << 20;
     }
     options.retry_failed = args.retry_failed;
+    options.blobs = args.blobs.clone();
     options.process.slice.layer_height = args.layer_height;
     options.process.slice.first_layer = args.layer_height;
     options.process.limits = args.limits.limits();

@@ -31,6 +31,17 @@ pub(crate) struct ServeArgs {
     /// for deployments where schema changes are an operator's step.
     #[arg(long)]
     no_migrate: bool,
+    /// Where blobs are stored: `local` (the data directory) or
+    /// `s3://BUCKET[/PREFIX]`, with credentials and the endpoint from the
+    /// usual AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`).
+    #[arg(long, default_value = "local", value_parser = strata_pipeline::objstore::BlobLocation::parse)]
+    blobs: strata_pipeline::objstore::BlobLocation,
+    /// With blobs in a bucket, redirect printers' chunk requests (307) to
+    /// presigned URLs valid this many seconds instead of streaming the
+    /// chunks through the server; 0 streams.
+    #[arg(long, default_value_t = 0, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    presign_chunks_secs: u64,
     /// The ports callbacks and provider requests may go to on public
     /// hosts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "80,443")]
@@ -215,6 +226,12 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         strata_server::observe::LogFormat::Text
     };
     strata_server::observe::init_logging(format);
+    if args.presign_chunks_secs > 0 && args.blobs == strata_pipeline::objstore::BlobLocation::Local {
+        eprintln!(
+            "error: --presign-chunks-secs needs --blobs s3://BUCKET: local blobs have no presigned URLs"
+        );
+        return ExitCode::from(2);
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -230,6 +247,9 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         } else {
             strata_pipeline::db::Migrations::Apply
         },
+        blobs: args.blobs.clone(),
+        presign_chunks: (args.presign_chunks_secs > 0)
+            .then(|| std::time::Duration::from_secs(args.presign_chunks_secs)),
         callback_ports: args.callback_ports.clone(),
         callback_retry_base: std::time::Duration::from_millis(args.callback_retry_base_ms),
         callback_give_up: std::time::Duration::from_secs(args.callback_give_up_secs),

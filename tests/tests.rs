@@ -87,3 +87,7 @@ mod tus;
 
 // Settings from strata.toml, the environment and flags.
 mod config;
+
+// Blobs in an S3-compatible bucket (s3s-fs inside this binary): the whole
+// flow, ingest, presigned redirects, multipart writes, bad settings.
+mod objstore;

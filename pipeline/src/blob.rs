@@ -2,9 +2,10 @@
 //! its bytes, so identical uploads, renders or chunks are stored once and a
 //! name always means the same bytes.
 //!
-//! [`BlobStore`] is the seam an object store (S3-compatible) plugs into
-//! later; [`FsBlobStore`] keeps blobs under the data directory and writes
-//! each one atomically (temporary file, fsync, rename, fsync of the
+//! [`BlobStore`] is the seam: [`FsBlobStore`] keeps blobs in the data
+//! directory, [`crate::objstore::ObjectBlobStore`] in an S3-compatible
+//! bucket, and [`Blobs`] is whichever the store was opened with.
+//! [`FsBlobStore`] writes each blob atomically (temporary file, fsync, rename, fsync of the
 //! directory), so a crash never leaves a partial blob under its final name.
 //!
 //! A catalog run stores thousands of small blobs, and one fsync each made
@@ -322,6 +323,102 @@ impl BlobStore for FsBlobStore {
 
     fn contains(&self, id: &BlobId) -> Result<bool, PipelineError> {
         Ok(self.path_of(id).is_file())
+    }
+}
+
+/// The store's blobs: in the data directory (the embedded default) or in
+/// an S3-compatible bucket ([`crate::objstore`]). Synchronous code uses
+/// the [`BlobStore`] methods; async code reads with [`Blobs::read`] and
+/// streams with [`Blobs::local`] or [`Blobs::object`].
+#[derive(Debug)]
+pub enum Blobs {
+    /// Files under `DATA/blobs`.
+    Local(FsBlobStore),
+    /// Objects under `PREFIX/blobs` in a bucket.
+    Object(crate::objstore::ObjectBlobStore),
+}
+
+impl Blobs {
+    /// Opens the blobs of the data directory `root` where `location` says.
+    pub fn open(root: &Path, location: &crate::objstore::BlobLocation) -> Result<Blobs, PipelineError> {
+        match location {
+            crate::objstore::BlobLocation::Local => FsBlobStore::open(root).map(Blobs::Local),
+            s3 => crate::objstore::ObjectBlobStore::open(s3).map(Blobs::Object),
+        }
+    }
+
+    /// The directory store, when blobs are local files.
+    pub fn local(&self) -> Option<&FsBlobStore> {
+        match self {
+            Blobs::Local(fs) => Some(fs),
+            Blobs::Object(_) => None,
+        }
+    }
+
+    /// The object store, when blobs are in a bucket.
+    pub fn object(&self) -> Option<&crate::objstore::ObjectBlobStore> {
+        match self {
+            Blobs::Local(_) => None,
+            Blobs::Object(o) => Some(o),
+        }
+    }
+
+    /// A blob's bytes, read from async code without blocking its thread.
+    pub async fn read(&self, id: &BlobId) -> Result<bytes::Bytes, PipelineError> {
+        match self {
+            Blobs::Local(fs) => {
+                let path = fs.path_of(id);
+                tokio::fs::read(&path)
+                    .await
+                    .map(bytes::Bytes::from)
+                    .map_err(|source| PipelineError::Io { path, source })
+            }
+            Blobs::Object(o) => o.read(id).await,
+        }
+    }
+}
+
+impl BlobStore for Blobs {
+    fn put(&self, bytes: &[u8]) -> Result<BlobId, PipelineError> {
+        match self {
+            Blobs::Local(b) => b.put(bytes),
+            Blobs::Object(b) => b.put(bytes),
+        }
+    }
+
+    fn get(&self, id: &BlobId) -> Result<Vec<u8>, PipelineError> {
+        match self {
+            Blobs::Local(b) => b.get(id),
+            Blobs::Object(b) => b.get(id),
+        }
+    }
+
+    fn contains(&self, id: &BlobId) -> Result<bool, PipelineError> {
+        match self {
+            Blobs::Local(b) => b.contains(id),
+            Blobs::Object(b) => b.contains(id),
+        }
+    }
+
+    fn stage(&self, bytes: &[u8]) -> Result<BlobId, PipelineError> {
+        match self {
+            Blobs::Local(b) => b.stage(bytes),
+            Blobs::Object(b) => b.stage(bytes),
+        }
+    }
+
+    fn stage_hashed(&self, id: BlobId, bytes: &[u8]) -> Result<BlobId, PipelineError> {
+        match self {
+            Blobs::Local(b) => b.stage_hashed(id, bytes),
+            Blobs::Object(b) => b.stage_hashed(id, bytes),
+        }
+    }
+
+    fn publish(&self, ids: &[BlobId]) -> Result<(), PipelineError> {
+        match self {
+            Blobs::Local(b) => b.publish(ids),
+            Blobs::Object(b) => b.publish(ids),
+        }
     }
 }
 

@@ -46,6 +46,8 @@ pub struct IngestOptions {
     /// Bytes the models in flight may take together, by
     /// [`estimated_cost`]; a model that alone costs more is processed alone.
     pub memory_budget: u64,
+    /// Where the blobs are (`--blobs`): the data directory or a bucket.
+    pub blobs: crate::objstore::BlobLocation,
 }
 
 impl Default for IngestOptions {
@@ -56,6 +58,7 @@ impl Default for IngestOptions {
             owner: None,
             retry_failed: false,
             memory_budget: default_memory_budget(),
+            blobs: crate::objstore::BlobLocation::Local,
         }
     }
 }
@@ -389,7 +392,8 @@ pub fn ingest(
     // The one way to open a data directory for writing: the lock first
     // (its temporary files may be another process's), then the blobs, the
     // database and the recovery of an interrupted server's jobs.
-    let (opened, _recovered) = crate::store::Store::open(data_dir, 1)?;
+    let store_options = crate::store::StoreOptions { blobs: options.blobs.clone(), ..Default::default() };
+    let (opened, _recovered) = crate::store::Store::open_with(data_dir, 1, &store_options)?;
     let blobs = opened.blobs();
     let db = opened.db();
     let known = db.model_ids(options.retry_failed)?;

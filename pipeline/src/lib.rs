@@ -36,6 +36,7 @@ pub mod embed;
 pub mod ids;
 pub mod ingest;
 pub mod lifecycle;
+pub mod objstore;
 pub mod prints;
 pub mod process;
 pub mod providers;
@@ -118,12 +119,36 @@ pub enum PipelineError {
         /// Who holds it (`process PID`).
         holder: String,
     },
+    /// The object store holding the blobs failed or refused a request.
+    #[error("object store {what}: {source}")]
+    ObjectStore {
+        /// The store and what was asked of it.
+        what: String,
+        /// What the store (or the client) said.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    /// The blobs' location (`--blobs`) is not one Strata can use.
+    #[error("blobs: {0}")]
+    BlobLocation(String),
     /// A blob the store said it staged is not there to publish.
     #[error("blob {0} was staged but is missing; nothing was recorded")]
     MissingBlob(String),
 }
 
 impl PipelineError {
+    /// Whether this says a file or object is not there (a blob that was
+    /// never stored), as opposed to a store that failed.
+    pub fn is_missing(&self) -> bool {
+        match self {
+            PipelineError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            PipelineError::ObjectStore { source, .. } => {
+                matches!(**source, object_store::Error::NotFound { .. })
+            }
+            _ => false,
+        }
+    }
+
     /// A stable machine-readable code for reports.
     pub fn code(&self) -> &'static str {
         match self {
@@ -141,6 +166,8 @@ impl PipelineError {
             PipelineError::Db(_) | PipelineError::Schema(_) => "database",
             PipelineError::Locked { .. } => "locked",
             PipelineError::MissingBlob(_) => "missing_blob",
+            PipelineError::ObjectStore { .. } => "object_store",
+            PipelineError::BlobLocation(_) => "blob_location",
         }
     }
 }

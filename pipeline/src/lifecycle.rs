@@ -160,7 +160,7 @@ impl Lifecycle {
         connections: usize,
         config: LifecycleConfig,
     ) -> Result<(Lifecycle, Recovered, usize), PipelineError> {
-        Lifecycle::open_with(dir, connections, config, crate::db::Migrations::Apply)
+        Lifecycle::open_with(dir, connections, config, &crate::store::StoreOptions::default())
     }
 
     /// [`Lifecycle::open`], migrating the store's database or requiring it
@@ -169,9 +169,9 @@ impl Lifecycle {
         dir: &Path,
         connections: usize,
         config: LifecycleConfig,
-        migrations: crate::db::Migrations,
+        options: &crate::store::StoreOptions,
     ) -> Result<(Lifecycle, Recovered, usize), PipelineError> {
-        let (store, recovered) = Store::open_with(dir, connections, migrations)?;
+        let (store, recovered) = Store::open_with(dir, connections, options)?;
         let memory = MemoryBudget::new(config.memory_budget);
         let life = Lifecycle { store, config, admission: Mutex::new(()), memory };
         let interrupted = life.recover_orphans()?;

@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::PipelineError;
-use crate::blob::FsBlobStore;
+use crate::blob::Blobs;
 use crate::db::{Db, Migrations, SchemaStatus, now_ms};
+use crate::objstore::BlobLocation;
 
 /// What the on-demand snapshot cache (`DATA/cache`) may hold.
 pub const SNAPSHOT_CACHE_BYTES: u64 = 256 << 20;
@@ -35,12 +36,21 @@ pub const SNAPSHOT_CACHE_BYTES: u64 = 256 << 20;
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    blobs: FsBlobStore,
+    blobs: Blobs,
     uploads: PathBuf,
     cache: crate::cache::DiskCache,
     dbs: Vec<Mutex<Db>>,
     next_db: std::sync::atomic::AtomicUsize,
     _lock: DataLock,
+}
+
+/// How [`Store::open_with`] opens a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Whether missing migrations are applied or refused.
+    pub migrations: Migrations,
+    /// Where the blobs are (`--blobs`).
+    pub blobs: BlobLocation,
 }
 
 /// What [`Store::open`] found and recovered.
@@ -63,15 +73,16 @@ impl Store {
     /// turns under the busy timeout). Fails with [`PipelineError::Locked`]
     /// when another process holds it, before anything is touched.
     pub fn open(dir: &Path, connections: usize) -> Result<(Store, Recovered), PipelineError> {
-        Store::open_with(dir, connections, Migrations::Apply)
+        Store::open_with(dir, connections, &StoreOptions::default())
     }
 
-    /// [`Store::open`], migrating the database or requiring it migrated
-    /// ([`Migrations::Require`]: refused before anything is touched).
+    /// [`Store::open`] with its options: the database migrated or required
+    /// migrated ([`Migrations::Require`]: refused before anything is
+    /// touched), and blobs in the data directory or in a bucket.
     pub fn open_with(
         dir: &Path,
         connections: usize,
-        migrations: Migrations,
+        options: &StoreOptions,
     ) -> Result<(Store, Recovered), PipelineError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -80,8 +91,8 @@ impl Store {
         // Before anything is cleared: a second process on the same data
         // directory is refused here, naming the first.
         let lock = DataLock::acquire(dir)?;
-        let db = Db::open_with(&dir.join("meta.db"), migrations)?;
-        let blobs = FsBlobStore::open(dir)?;
+        let db = Db::open_with(&dir.join("meta.db"), options.migrations)?;
+        let blobs = Blobs::open(dir, &options.blobs)?;
         let uploads = dir.join("uploads");
         std::fs::create_dir_all(&uploads).map_err(io(&uploads))?;
         let mut recovered =
@@ -122,7 +133,7 @@ impl Store {
     }
 
     /// The blobs.
-    pub fn blobs(&self) -> &FsBlobStore {
+    pub fn blobs(&self) -> &Blobs {
         &self.blobs
     }
 

@@ -117,6 +117,12 @@ pub struct Config {
     /// Whether the server applies the store's missing migrations at start
     /// (the default) or refuses to start until `strata migrate` ran.
     pub migrations: strata_pipeline::db::Migrations,
+    /// Where the blobs are: the data directory, or an S3-compatible bucket.
+    pub blobs: strata_pipeline::objstore::BlobLocation,
+    /// With blobs in a bucket: printers asking for a chunk are redirected
+    /// (307) to a presigned URL valid this long, instead of the server
+    /// streaming it. `None` streams.
+    pub presign_chunks: Option<Duration>,
     /// How long an upload may send nothing before it is dropped (408).
     pub body_idle_timeout: Duration,
     /// The longest a small (JSON or form) request body may take whole.
@@ -200,6 +206,8 @@ impl Default for Config {
             callback_ports: vec![80, 443],
             chunk_cache_bytes: 256 * 1024 * 1024,
             migrations: strata_pipeline::db::Migrations::Apply,
+            blobs: strata_pipeline::objstore::BlobLocation::Local,
+            presign_chunks: None,
             body_idle_timeout: api::BODY_IDLE_TIMEOUT,
             body_deadline: Duration::from_secs(20),
             upload_deadline: Duration::from_secs(4 * 3600),

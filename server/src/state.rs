@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use strata_pipeline::blob::{BlobId, FsBlobStore};
+use strata_pipeline::blob::{BlobId, Blobs};
 use strata_pipeline::db::Db;
 use strata_pipeline::lifecycle::{Lifecycle, LifecycleConfig};
 
@@ -101,8 +101,15 @@ impl AppState {
                 ..strata_pipeline::process::ProcessOptions::default()
             },
         };
-        let (life, recovered, interrupted) =
-            Lifecycle::open_with(&config.data, DB_CONNECTIONS, life_config, config.migrations)?;
+        let (life, recovered, interrupted) = Lifecycle::open_with(
+            &config.data,
+            DB_CONNECTIONS,
+            life_config,
+            &strata_pipeline::store::StoreOptions {
+                migrations: config.migrations,
+                blobs: config.blobs.clone(),
+            },
+        )?;
         if recovered.requeued + recovered.spools_kept + interrupted > 0 {
             tracing::info!(
                 requeued = recovered.requeued,
@@ -187,7 +194,7 @@ impl AppState {
         if let Some(b) = self.chunk_bytes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id) {
             return Ok(b);
         }
-        let bytes = bytes::Bytes::from(tokio::fs::read(self.blobs().path_of(id)).await?);
+        let bytes = self.blobs().read(id).await.map_err(std::io::Error::other)?;
         let budget = self.config.chunk_cache_bytes;
         self.chunk_bytes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(
             id,
@@ -321,7 +328,7 @@ impl AppState {
     }
 
     /// The blobs (originals, snapshots, manifests, chunks).
-    pub fn blobs(&self) -> &FsBlobStore {
+    pub fn blobs(&self) -> &Blobs {
         self.life.store().blobs()
     }
 }

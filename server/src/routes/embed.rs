@@ -740,7 +740,7 @@ async fn download_export(
         }
         Some(_) => {
             let blob = content.manifest_blob.ok_or_else(|| SdError::not_found("export"))?;
-            Ok(super::blob_response(state, &blob, "application/json", Some("manifest.json"))?)
+            Ok(super::blob_response(state, &blob, "application/json", Some("manifest.json")).await?)
         }
         None => Err(SdError::not_found("export")),
     }

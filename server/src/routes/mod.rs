@@ -396,18 +396,23 @@ pub(crate) fn etag_matches(if_none_match: Option<&str>, etag: &str) -> bool {
 }
 
 /// A blob as a download: fixed content type, `nosniff`, attachment.
-pub(crate) fn blob_response(
+pub(crate) async fn blob_response(
     state: &AppState,
     id: &str,
     content_type: &'static str,
     attachment: Option<&str>,
 ) -> Result<Response, ApiError> {
     let blob = strata_pipeline::blob::BlobId::parse(id).ok_or_else(|| ApiError::not_found("artefact"))?;
-    let bytes = strata_pipeline::blob::BlobStore::get(state.blobs(), &blob)
-        .map_err(|_| ApiError::not_found("artefact"))?;
+    let bytes = state.blobs().read(&blob).await.map_err(missing_or_internal)?;
     let mut resp = Response::new(bytes.into());
     download_headers(resp.headers_mut(), id, content_type, attachment);
     Ok(resp)
+}
+
+/// A blob that is not stored is 404 `not_found`; a store that failed
+/// (an object store unreachable) is a 500 that says so in the log.
+fn missing_or_internal(e: strata_pipeline::PipelineError) -> ApiError {
+    if e.is_missing() { ApiError::not_found("artefact") } else { ApiError::internal(e) }
 }
 
 /// The `Content-Disposition` of every snapshot image.
@@ -444,13 +449,26 @@ pub(crate) async fn blob_stream(
     attachment: Option<&str>,
     range: Option<&str>,
 ) -> Result<Response, ApiError> {
+    use futures_util::StreamExt;
+    use strata_pipeline::blob::Blobs;
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     use warp::Reply;
     let blob = strata_pipeline::blob::BlobId::parse(id).ok_or_else(|| ApiError::not_found("artefact"))?;
-    let mut file = tokio::fs::File::open(state.blobs().path_of(&blob))
-        .await
-        .map_err(|_| ApiError::not_found("artefact"))?;
-    let len = file.metadata().await.map_err(ApiError::internal)?.len();
+    /// Where the bytes come from.
+    enum Source<'a> {
+        File(tokio::fs::File),
+        Object(&'a strata_pipeline::objstore::ObjectBlobStore),
+    }
+    let (source, len) = match state.blobs() {
+        Blobs::Local(fs) => {
+            let file = tokio::fs::File::open(fs.path_of(&blob))
+                .await
+                .map_err(|_| ApiError::not_found("artefact"))?;
+            let len = file.metadata().await.map_err(ApiError::internal)?.len();
+            (Source::File(file), len)
+        }
+        Blobs::Object(o) => (Source::Object(o), o.size(&blob).await.map_err(missing_or_internal)?),
+    };
     let (status, start, end) = match range {
         None => (StatusCode::OK, 0, len),
         Some(r) => match printers::parse_range(r, len) {
@@ -465,10 +483,15 @@ pub(crate) async fn blob_stream(
             }
         },
     };
-    file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
+    let body = match source {
+        Source::File(mut file) => {
+            file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
+            tokio_util::io::ReaderStream::with_capacity(file.take(end - start), 256 * 1024).boxed()
+        }
+        Source::Object(o) => o.stream(&blob, start..end).await.map_err(missing_or_internal)?,
+    };
     metrics::counter!("strata_content_bytes_total").increment(end - start);
-    let body = tokio_util::io::ReaderStream::with_capacity(file.take(end - start), 256 * 1024);
-    let mut resp = warp::reply::stream(body).into_response();
+    let mut resp = warp::reply::stream(sync_wrapper::SyncStream::new(body)).into_response();
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     download_headers(h, id, content_type, attachment);

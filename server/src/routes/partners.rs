@@ -452,7 +452,7 @@ async fn artefact(
         }
         "manifest" => {
             let blob = content.manifest_blob.ok_or_else(|| ApiError::not_found("artefact"))?;
-            super::blob_response(&state, &blob, "application/json", None)
+            super::blob_response(&state, &blob, "application/json", None).await
         }
         _ => {
             let view = super::snapshots::parse_view(q.view.as_deref().unwrap_or("iso"))?;
@@ -479,7 +479,7 @@ pub(crate) async fn snapshot(
     use strata_pipeline::core::render::View;
     if view == View::Iso && width == 256 && height == 256 {
         let blob = content.snapshot_blob.clone().ok_or_else(|| ApiError::not_found("snapshot"))?;
-        return super::blob_response(state, &blob, "image/png", None);
+        return super::blob_response(state, &blob, "image/png", None).await;
     }
     let key = format!("{}-{view:?}-{width}x{height}.png", content.id);
     let st = state.clone();

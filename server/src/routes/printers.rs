@@ -20,9 +20,12 @@ use strata_pipeline::prints::{self, PrintRefusal, PrintStatus};
 pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let s = || with_state(state.clone());
     let printer = || warp::header::optional::<String>("x-printer-id");
-    let manifest = warp::path!("streams" / String / "manifest").and(warp::get()).and(s()).and(printer()).map(
-        |token: String, st: Arc<AppState>, id: Option<String>| finish(manifest(&st, &token, id.as_deref())),
-    );
+    let manifest =
+        warp::path!("streams" / String / "manifest").and(warp::get()).and(s()).and(printer()).then(
+            |token: String, st: Arc<AppState>, id: Option<String>| async move {
+                finish(manifest(&st, &token, id.as_deref()).await)
+            },
+        );
     let chunk = warp::path!("streams" / String / "chunks" / String)
         .and(warp::get())
         .and(s())
@@ -115,12 +118,12 @@ fn printer_id(id: Option<&str>) -> Option<&str> {
     id.map(str::trim).filter(|i| !i.is_empty() && i.len() <= 128 && i.bytes().all(|b| b.is_ascii_graphic()))
 }
 
-fn manifest(state: &AppState, token: &str, printer: Option<&str>) -> Result<Response, ApiError> {
+async fn manifest(state: &AppState, token: &str, printer: Option<&str>) -> Result<Response, ApiError> {
     let t = live_token(state, token)?;
     prints::may_pull(&t, printer_id(printer)).map_err(refused)?;
     let (model_id, blob) = stream_of(state, &t)?;
     state.db_call(|db| db.count_stream_pull(&model_id))?;
-    let mut resp = super::blob_response(state, &blob, "application/json", None)?;
+    let mut resp = super::blob_response(state, &blob, "application/json", None).await?;
     resp.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
     Ok(resp)
 }
@@ -162,6 +165,23 @@ async fn chunk(
     if super::etag_matches(cond.if_none_match.as_deref(), &etag) {
         return Ok(with_headers(api::empty(StatusCode::NOT_MODIFIED), StatusCode::NOT_MODIFIED, headers));
     }
+    // Blobs in a bucket, with redirects on: the printer fetches the chunk
+    // from the object store itself (its Range and If-Range go along), and
+    // the server only checks the token. The URL expires, so the redirect
+    // is not cached.
+    if let (Some(ttl), Some(store)) = (state.config.presign_chunks, state.blobs().object()) {
+        let url = store
+            .presign(strata_pipeline::objstore::Method::GET, &id, ttl)
+            .await
+            .map_err(ApiError::internal)?;
+        let headers = vec![
+            (http::header::LOCATION, url),
+            (http::header::CACHE_CONTROL, "no-store".to_string()),
+            (http::header::ETAG, etag),
+        ];
+        let status = StatusCode::TEMPORARY_REDIRECT;
+        return Ok(with_headers(api::empty(status), status, headers));
+    }
     let bytes = state.chunk_bytes(&id).await.map_err(ApiError::internal)?;
     let len = bytes.len() as u64;
     // If-Range uses the strong comparison: only the exact ETag counts.
@@ -199,7 +219,7 @@ async fn chunk_digests(state: &AppState, manifest: &BlobId) -> Result<Arc<[Strin
     if let Some(d) = state.cached_chunk_digests(manifest) {
         return Ok(d);
     }
-    let bytes = tokio::fs::read(state.blobs().path_of(manifest)).await.map_err(ApiError::internal)?;
+    let bytes = state.blobs().read(manifest).await.map_err(ApiError::internal)?;
     let parsed = strata_pipeline::core::stream::Manifest::from_json(&bytes, &Default::default())
         .map_err(ApiError::internal)?;
     let digests: Arc<[String]> = parsed.chunks.into_iter().map(|c| c.sha256).collect();

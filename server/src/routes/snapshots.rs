@@ -54,8 +54,8 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
         .and(s())
         .and(credentials())
         .and(warp::query::<super::Signed>())
-        .map(|id: String, sid: String, st: Arc<AppState>, c: Credentials, q: super::Signed| {
-            finish(content(&st, &c, &id, &sid, &q))
+        .then(|id: String, sid: String, st: Arc<AppState>, c: Credentials, q: super::Signed| async move {
+            finish(content(&st, &c, &id, &sid, &q).await)
         });
     create.or(show).unify().or(content).unify().boxed()
 }
@@ -227,7 +227,7 @@ fn create(
 
 /// The PNG of a rendered snapshot: by its signed URL, or with the owner's
 /// credentials.
-fn content(
+async fn content(
     state: &AppState,
     c: &Credentials,
     id: &str,
@@ -244,7 +244,7 @@ fn content(
         owned_snapshot(state, &partner_of(state, c)?, id, sid)?.1
     };
     match (snap.status, &snap.blob) {
-        (SnapshotStatus::Processed, Some(blob)) => super::blob_response(state, blob, "image/png", None),
+        (SnapshotStatus::Processed, Some(blob)) => super::blob_response(state, blob, "image/png", None).await,
         (SnapshotStatus::Processing, _) => {
             Err(ApiError::new(StatusCode::CONFLICT, "not_processed", "the snapshot is still being rendered")
                 .with_header("retry-after", "1"))

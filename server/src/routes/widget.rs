@@ -35,7 +35,7 @@ pub fn routes(state: Arc<AppState>) -> warp::filters::BoxedFilter<(Response,)> {
     let snapshot = warp::path!("prints" / String / "snapshot")
         .and(warp::get())
         .and(s())
-        .map(|token: String, st: Arc<AppState>| finish(snapshot(&st, &token)));
+        .then(|token: String, st: Arc<AppState>| async move { finish(snapshot(&st, &token).await) });
     page.or(view).unify().or(snapshot).unify().boxed()
 }
 
@@ -69,13 +69,13 @@ fn print_view(state: &AppState, token: &str, if_none_match: Option<&str>) -> Res
     Ok(resp)
 }
 
-fn snapshot(state: &AppState, token: &str) -> Result<Response, ApiError> {
+async fn snapshot(state: &AppState, token: &str) -> Result<Response, ApiError> {
     let t = live_token(state, token)?;
     let model = t.model_id.as_ref().map(|id| state.db_read(|db| db.partner_model(id))).transpose()?.flatten();
     let content =
         model.and_then(|m| m.content_id).map(|c| state.db_read(|db| db.model(&c))).transpose()?.flatten();
     let blob = content.and_then(|c| c.snapshot_blob).ok_or_else(|| ApiError::not_found("snapshot"))?;
-    super::blob_response(state, &blob, "image/png", None)
+    super::blob_response(state, &blob, "image/png", None).await
 }
 
 fn html_escape(s: &str) -> String {
