@@ -17,6 +17,10 @@ pub(crate) struct ServeArgs {
     /// The largest upload accepted, in MiB.
     #[arg(long, default_value_t = 512)]
     upload_limit_mib: u64,
+    /// Memory for recently pulled chunks, in MiB (0 reads every chunk
+    /// from the blob store).
+    #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    chunk_cache_mib: u64,
     /// The URL clients reach this server at (for links), e.g. behind a
     /// TLS proxy: `https://print.example.com`.
     #[arg(long)]
@@ -240,6 +244,7 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         listen: args.listen.clone(),
         data: args.data.clone(),
         upload_limit: args.upload_limit_mib.saturating_mul(1024 * 1024),
+        chunk_cache_bytes: args.chunk_cache_mib << 20,
         public_url: args.public_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
         allow_private_callbacks: args.allow_private_callbacks,
         migrations: if args.no_migrate {

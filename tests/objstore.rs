@@ -22,7 +22,7 @@ const SECRET: &str = "strata-test-secret-0123456789";
 struct S3 {
     endpoint: String,
     root: tempfile::TempDir,
-    _runtime: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl S3 {
@@ -52,7 +52,14 @@ impl S3 {
                 });
             }
         });
-        S3 { endpoint, root, _runtime: runtime }
+        S3 { endpoint, root, runtime: Some(runtime) }
+    }
+
+    /// Stops the server: its listener and connections close.
+    fn stop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 
     /// The AWS variables a client of this server needs (never none: with
@@ -139,14 +146,14 @@ impl Drop for KillOnDrop {
 /// presigned URLs that the S3 server checks (a tampered one is refused).
 #[test]
 fn blobs_in_a_bucket_serve_uploads_downloads_and_printers() {
-    let s3 = S3::start();
+    let mut s3 = S3::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let p = partner(&data, "Bucket Shop");
     let cube = crate::util::cube();
     let (server, base) =
         serve_with_env(&data, &s3.env(), &["--blobs", "s3://strata-test/eu/catalog"]).expect("serves");
-    let (token, manifest) = rt().block_on(async {
+    let (id, cookie, token, manifest) = rt().block_on(async {
         let c = client();
         let cookie = login(&c, &base, &p).await;
         let (id, model) = upload_model(&c, &base, &cookie, cube.clone()).await;
@@ -206,7 +213,7 @@ fn blobs_in_a_bucket_serve_uploads_downloads_and_printers() {
             let bytes = r.bytes().await.expect("bytes");
             assert_eq!(strata_core::stream::sha256_hex(&bytes), chunk["sha256"].as_str().expect("sha"));
         }
-        (token, manifest)
+        (id, cookie, token, manifest)
     });
     drop(server);
 
@@ -281,6 +288,51 @@ fn blobs_in_a_bucket_serve_uploads_downloads_and_printers() {
         let r =
             no_follow.get(format!("{base}/streams/{}/chunks/0", "0".repeat(32))).send().await.expect("404");
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let ready: Value =
+            client().get(format!("{base}/readyz")).send().await.expect("ready").json().await.expect("json");
+        assert_eq!(ready["store"], "ok", "{ready}");
+    });
+
+    // The printer client follows the redirects: it pulls, verifies and
+    // prints the whole stream from the bucket and reports success.
+    let out = dir.path().join("print");
+    let printed = run(&[
+        "printer",
+        "--server",
+        &base,
+        "--token",
+        &token,
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let summary: Value = serde_json::from_slice(&printed.stdout).expect("json");
+    assert_eq!(summary["status"], "SUCCESS", "{summary}");
+    assert_eq!(summary["layers"], manifest["layer_count"], "{summary}");
+    let total: u64 = manifest["chunks"]
+        .as_array()
+        .expect("chunks")
+        .iter()
+        .map(|c| c["bytes"].as_u64().expect("bytes"))
+        .sum();
+    assert_eq!(summary["bytes_downloaded"], total, "{summary}");
+
+    // The bucket goes away: readiness says so, and a download is a 500
+    // (logged), not a 404 that would tell a client the model is gone.
+    s3.stop();
+    rt().block_on(async {
+        let r = client().get(format!("{base}/readyz")).send().await.expect("ready");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let ready: Value = r.json().await.expect("json");
+        assert!(ready["store"].as_str().is_some_and(|s| s.contains("cannot be listed")), "{ready}");
+        let r = client()
+            .get(format!("{base}/model/{id}/content"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("content");
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
     });
 }
 

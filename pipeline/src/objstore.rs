@@ -33,7 +33,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
 use object_store::{
-    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    WriteMultipart,
 };
 
 use crate::PipelineError;
@@ -176,8 +177,14 @@ impl ObjectBlobStore {
                 .map_err(|e| PipelineError::BlobLocation(format!("{name}: setting {lower}: {e}")))?;
             builder = builder.with_config(key, *value);
         }
+        // A few quick retries, not object_store's default of ten over three
+        // minutes: a request path (a download, a readiness probe) should
+        // fail in seconds when the store is down, and say so.
+        let retry =
+            RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(10), ..RetryConfig::default() };
         let s3 = builder
             .with_bucket_name(bucket)
+            .with_retry(retry)
             .build()
             .map_err(|e| PipelineError::BlobLocation(format!("{name}: {e}")))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -315,6 +322,15 @@ impl ObjectBlobStore {
             .await
             .map(|url| url.to_string())
             .map_err(|e| s3_error(&self.name, format!("presigning blob {id}"), e))
+    }
+
+    /// Whether the bucket answers and takes these credentials (one listing
+    /// request, for readiness checks).
+    pub async fn check(&self) -> Result<(), PipelineError> {
+        let (s3, root) = (self.s3.clone(), self.root.clone());
+        self.run(async move { s3.list(Some(&root)).next().await.transpose().map(|_| ()) })
+            .await
+            .map_err(|e| s3_error(&self.name, "the bucket cannot be listed", e))
     }
 
     /// Every blob id stored (for checks and tests).

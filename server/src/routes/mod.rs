@@ -27,7 +27,10 @@ pub fn all(state: Arc<AppState>) -> Routes {
         .and(warp::get())
         .map(|| api::json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
     let st = state.clone();
-    let ready = warp::path!("readyz").and(warp::get()).map(move || readiness(&st));
+    let ready = warp::path!("readyz").and(warp::get()).then(move || {
+        let st = st.clone();
+        async move { readiness(&st).await }
+    });
     let st = state.clone();
     let metrics = warp::path!("metrics").and(warp::get()).map(move || {
         // Gauges read from the store when scraped.
@@ -74,13 +77,18 @@ pub fn all(state: Arc<AppState>) -> Routes {
         .boxed()
 }
 
-/// `GET /readyz`: 200 when the database answers and the blob store's
-/// directory takes a file; 503 naming what does not.
-fn readiness(state: &AppState) -> Response {
+/// `GET /readyz`: 200 when the database answers, the upload spool takes
+/// a file and, with blobs in a bucket, the bucket answers a listing; 503
+/// naming what does not.
+async fn readiness(state: &AppState) -> Response {
     let database = state.db_read(|db| db.pending_jobs_of("")).map(|_| ()).map_err(|e| e.to_string());
-    let probe = state.config.data.join("tmp").join(format!(".ready-{}", crate::auth::random_hex(4)));
-    let store =
+    // The upload spool: on local disk whatever the blobs' location.
+    let probe = state.life.store().uploads().join(format!(".ready-{}", crate::auth::random_hex(4)));
+    let mut store =
         std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe)).map_err(|e| e.to_string());
+    if let (Ok(()), Some(bucket)) = (&store, state.blobs().object()) {
+        store = bucket.check().await.map_err(|e| e.to_string());
+    }
     let word =
         |r: &Result<(), String>| r.as_ref().map_or_else(|e| format!("failing: {e}"), |()| "ok".to_string());
     let ok = database.is_ok() && store.is_ok();
