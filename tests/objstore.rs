@@ -443,3 +443,52 @@ fn the_object_store_writes_large_blobs_in_parts_and_reads_them_back() {
     assert!(e.to_string().contains("s3://strata-test/lib"), "{e}");
     assert!(!e.is_missing());
 }
+
+/// With blobs in a bucket, a provider's input URL is a presigned GET of
+/// the model in the bucket (checked by the S3 server: a tampered one is
+/// refused), expiring within the URL lifetime; its output URL stays the
+/// server's, which checks the result's size and digest.
+#[test]
+fn providers_download_their_input_from_the_bucket_by_a_presigned_url() {
+    use crate::providers::{job_until, register, request_job, stand_in};
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let p = partner(&data, "Provider User");
+    let (_server, base) =
+        serve_with_env(&data, &s3.env(), &["--blobs", "s3://strata-test/prov", "--allow-private-callbacks"])
+            .expect("serves");
+    let (accepting, requests) = stand_in(202, "{}");
+    rt().block_on(async {
+        let c = client();
+        let cookie = login(&c, &base, &p).await;
+        let cube = crate::util::cube();
+        let (model, _) = upload_model(&c, &base, &cookie, cube.clone()).await;
+        let (service, _secret) = register(&c, &base, &cookie, &accepting).await;
+        let job_uri = request_job(&c, &base, &cookie, &service, &model).await;
+        let job = job_until(&c, &job_uri, &cookie, &["queued", "sent"]).await;
+        assert_eq!(job["status"], "accepted", "{job}");
+        let (_, body) = requests.recv_timeout(Duration::from_secs(10)).expect("the request");
+        let sent: Value = serde_json::from_slice(&body).expect("json");
+        let input = sent["input"]["url"].as_str().expect("input").to_string();
+        let sha = strata_core::stream::sha256_hex(&cube);
+        assert!(input.starts_with(&s3.endpoint), "{input}");
+        assert!(input.contains(&format!("/prov/blobs/{}/{sha}?", &sha[..2])), "{input}");
+        let expires: u64 = input
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("X-Amz-Expires="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no X-Amz-Expires in {input}"));
+        assert!((1..=15 * 60).contains(&expires), "{expires}");
+        let r = c.get(&input).send().await.expect("input");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.expect("bytes").as_ref(), cube.as_slice());
+        let r = c.get(&input).header("range", "bytes=0-9").send().await.expect("range");
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.bytes().await.expect("bytes").as_ref(), &cube[..10]);
+        let forged = input.replace("X-Amz-Expires=", "X-Amz-Expires=9");
+        assert_eq!(c.get(&forged).send().await.expect("forged").status(), StatusCode::FORBIDDEN);
+        let output = sent["output"]["upload_url"].as_str().expect("output");
+        assert!(output.starts_with(&base), "the output URL stays the server's: {output}");
+    });
+}

@@ -28,7 +28,7 @@ fn free_port() -> u16 {
 /// A provider stand-in on loopback: answers every request with `status`
 /// and `body` (or never, when `status` is 0), and hands each request's
 /// headers and body to the test.
-fn stand_in(status: u16, body: &'static str) -> (String, mpsc::Receiver<(String, Vec<u8>)>) {
+pub(crate) fn stand_in(status: u16, body: &'static str) -> (String, mpsc::Receiver<(String, Vec<u8>)>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/jobs", listener.local_addr().expect("addr"));
     let (tx, rx) = mpsc::channel();
@@ -66,7 +66,7 @@ fn stand_in(status: u16, body: &'static str) -> (String, mpsc::Receiver<(String,
     (url, rx)
 }
 
-async fn register(c: &reqwest::Client, base: &str, cookie: &str, url: &str) -> (String, String) {
+pub(crate) async fn register(c: &reqwest::Client, base: &str, cookie: &str, url: &str) -> (String, String) {
     let r = c
         .post(format!("{base}/service/"))
         .header("cookie", cookie)
@@ -86,7 +86,7 @@ async fn register(c: &reqwest::Client, base: &str, cookie: &str, url: &str) -> (
 }
 
 /// Polls the job until its status is not one of `passing`.
-async fn job_until(c: &reqwest::Client, uri: &str, cookie: &str, passing: &[&str]) -> Value {
+pub(crate) async fn job_until(c: &reqwest::Client, uri: &str, cookie: &str, passing: &[&str]) -> Value {
     for _ in 0..600 {
         let j: Value = get_json_as(c, uri, cookie).await;
         if !passing.contains(&j["status"].as_str().unwrap_or("")) {
@@ -97,7 +97,13 @@ async fn job_until(c: &reqwest::Client, uri: &str, cookie: &str, passing: &[&str
     panic!("the job stayed in {passing:?}");
 }
 
-async fn request_job(c: &reqwest::Client, base: &str, cookie: &str, service: &str, model: &str) -> String {
+pub(crate) async fn request_job(
+    c: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    service: &str,
+    model: &str,
+) -> String {
     let r = c
         .post(format!("{base}/jobs/"))
         .header("cookie", cookie)

@@ -329,6 +329,31 @@ pub fn input_url(state: &AppState, job: &ProviderJob) -> (String, i64) {
     (signed_url(state, "GET", &format!("/provider/models/{}/content", job.model_id), &params), exp)
 }
 
+/// With blobs in a bucket: the provider's input URL as a presigned GET of
+/// the model's original in the bucket, so the provider downloads it from
+/// the object store, not through this server; `None` with local blobs (or
+/// when signing fails, logged: the server's own signed URL then serves).
+/// Unlike the server's URL, which is refused once the job ends, a
+/// presigned URL stays valid until it expires (at most
+/// `--provider-url-ttl-secs`, and never past the job's deadline).
+async fn presigned_input(
+    state: &AppState,
+    job: &ProviderJob,
+    content: &strata_pipeline::db::ModelRecord,
+) -> Option<(String, i64)> {
+    let bucket = state.blobs().object()?;
+    let blob = content.original_blob.as_deref().and_then(strata_pipeline::blob::BlobId::parse)?;
+    let exp = url_expiry(state, job);
+    let ttl = Duration::from_secs(u64::try_from(exp - now_ms() / 1000).ok().filter(|&s| s > 0)?);
+    match bucket.presign(strata_pipeline::objstore::Method::GET, &blob, ttl).await {
+        Ok(url) => Some((url, exp)),
+        Err(e) => {
+            tracing::warn!(job = %job.id, error = %e, "providers: cannot presign the input; sending the server's URL");
+            None
+        }
+    }
+}
+
 /// The provider's output URL for `job`, its size cap and expiry.
 pub fn output_url(state: &AppState, job: &ProviderJob) -> (String, u64, i64) {
     let exp = url_expiry(state, job);
@@ -495,7 +520,10 @@ async fn send(state: &AppState, queued: &strata_pipeline::db::Job) {
     let _ = state.life_call(|life| {
         life.move_provider_job(&job, &open, ProviderJobStatus::Sent, ProviderJobUpdate::default())
     });
-    let (input, input_exp) = input_url(state, &job);
+    let (input, input_exp) = match presigned_input(state, &job, &content).await {
+        Some(presigned) => presigned,
+        None => input_url(state, &job),
+    };
     let (output, max_bytes, output_exp) = output_url(state, &job);
     let iso = crate::routes::iso8601;
     let options: serde_json::Value = serde_json::from_str(&job.options).unwrap_or_default();
