@@ -401,6 +401,27 @@ fn the_object_store_writes_large_blobs_in_parts_and_reads_them_back() {
     let small_id = store.put(&small).expect("small");
     let large_id = store.put(&large).expect("large");
     assert_eq!(store.put(&large).expect("again"), large_id);
+    // A conditional create of a key that exists: the server may answer 412
+    // before reading the body and close the connection; either way the
+    // blob is stored, so it is a success (a whole catalog of similar models
+    // stores the same chunks and snapshots again and again).
+    for _ in 0..3 {
+        assert_eq!(store.put(&small).expect("small again"), small_id);
+    }
+    let medium = vec![7u8; 3 << 20];
+    let medium_id = store.put(&medium).expect("medium");
+    // Workers of a catalog run store the same blob at the same moment (the
+    // same chunks, the same snapshot); the server answers 412 before it
+    // reads the body and closes the connection under the writer.
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..4 {
+                    assert_eq!(store.put(&medium).expect("medium again"), medium_id);
+                }
+            });
+        }
+    });
     assert_eq!(store.get(&small_id).expect("get"), small);
     assert_eq!(store.get(&large_id).expect("get"), large);
     assert!(store.contains(&large_id).expect("contains"));
@@ -410,7 +431,7 @@ fn the_object_store_writes_large_blobs_in_parts_and_reads_them_back() {
     assert!(missing.is_missing(), "{missing}");
     let mut listed = store.list().expect("list");
     listed.sort();
-    let mut want = vec![small_id.clone(), large_id.clone()];
+    let mut want = vec![small_id.clone(), large_id.clone(), medium_id.clone()];
     want.sort();
     assert_eq!(listed, want);
     // The object on the server's disk is the whole blob.
@@ -491,4 +512,65 @@ fn providers_download_their_input_from_the_bucket_by_a_presigned_url() {
         let output = sent["output"]["upload_url"].as_str().expect("output");
         assert!(output.starts_with(&base), "the output URL stays the server's: {output}");
     });
+}
+
+/// A create answered 412 before the body is read, the connection closed
+/// under the writer (a broken pipe for the client, as s3s does when two
+/// workers store the same blob at once): the object the server says exists
+/// (HEAD, same size) makes it a success, not a failed catalog run.
+#[test]
+fn a_create_refused_mid_body_is_a_success_when_the_object_exists() {
+    use std::io::{Read, Write};
+    use strata_pipeline::blob::BlobStore;
+    use strata_pipeline::objstore::{BlobLocation, ObjectBlobStore};
+    let blob = vec![9u8; 4 << 20];
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let size = blob.len();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let answer = if head.starts_with("GET ") {
+                let list = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><Name>strata-test</Name><Prefix>x/blobs</Prefix><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>";
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{list}",
+                    list.len()
+                )
+            } else if head.starts_with("HEAD ") {
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {size}\r\netag: \"e\"\r\nlast-modified: Mon, 07 Dec 2026 20:00:00 GMT\r\n\r\n"
+                )
+            } else {
+                // The PUT: refused before a byte of its body is read.
+                let body = "<Error><Code>PreconditionFailed</Code></Error>";
+                format!(
+                    "HTTP/1.1 412 Precondition Failed\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            let _ = stream.write_all(answer.as_bytes());
+            if !head.starts_with("PUT ") {
+                // Keep-alive requests are answered one per connection here.
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
+        }
+    });
+    let settings = [
+        ("AWS_ACCESS_KEY_ID", KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let store =
+        ObjectBlobStore::open_with(&BlobLocation::parse("s3://strata-test/x").expect("location"), &settings)
+            .expect("opens");
+    let id = store.put(&blob).expect("the object exists: a success");
+    assert_eq!(id, strata_pipeline::blob::BlobId::of(&blob));
 }

@@ -120,13 +120,16 @@ pub enum PipelineError {
         holder: String,
     },
     /// The object store holding the blobs failed or refused a request.
-    #[error("object store {what}: {source}")]
+    #[error("object store {what}: {source}{causes}")]
     ObjectStore {
         /// The store and what was asked of it.
         what: String,
         /// What the store (or the client) said.
         #[source]
         source: Box<object_store::Error>,
+        /// The causes under `source` its message does not repeat, each
+        /// after `": "` (empty when there are none).
+        causes: String,
     },
     /// The blobs' location (`--blobs`) is not one Strata can use.
     #[error("blobs: {0}")]

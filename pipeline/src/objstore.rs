@@ -49,6 +49,9 @@ pub const MULTIPART_MIN: usize = 16 << 20;
 /// The size of each part of a multipart upload (S3's least is 5 MiB).
 const PART: usize = 8 << 20;
 
+/// How often a single-request create is tried when it fails in transit.
+const CREATE_ATTEMPTS: u64 = 3;
+
 /// Parts of one upload in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
 
@@ -145,7 +148,19 @@ impl Drop for Runtime {
 }
 
 fn s3_error(name: &str, what: impl std::fmt::Display, source: object_store::Error) -> PipelineError {
-    PipelineError::ObjectStore { what: format!("{name}: {what}"), source: Box::new(source) }
+    // The client's own causes (a refused connection, a TLS failure) sit
+    // deep in the chain and are what an operator needs to read.
+    let mut causes = String::new();
+    let mut next = std::error::Error::source(&source);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !source.to_string().contains(&text) && !causes.contains(&text) {
+            causes.push_str(": ");
+            causes.push_str(&text);
+        }
+        next = cause.source();
+    }
+    PipelineError::ObjectStore { what: format!("{name}: {what}"), source: Box::new(source), causes }
 }
 
 impl ObjectBlobStore {
@@ -250,12 +265,35 @@ impl ObjectBlobStore {
 
     async fn store(s3: Arc<AmazonS3>, key: ObjectPath, bytes: Bytes) -> Result<(), object_store::Error> {
         if bytes.len() < MULTIPART_MIN {
-            let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-            return match s3.put_opts(&key, PutPayload::from(bytes), opts).await {
-                // Content-addressed: whoever made it wrote these bytes.
-                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-                Err(e) => Err(e),
-            };
+            let len = bytes.len() as u64;
+            let mut attempt = 1;
+            loop {
+                let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+                let e = match s3.put_opts(&key, PutPayload::from(bytes.clone()), opts).await {
+                    // Content-addressed: whoever made it wrote these bytes.
+                    Ok(_)
+                    | Err(
+                        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+                    ) => return Ok(()),
+                    Err(e) => e,
+                };
+                // A server may answer 412 to the create before it reads the
+                // body and close the connection, so the client sees a broken
+                // pipe, not the 412, and may even send the next request on
+                // that dead connection (s3s does both when two workers store
+                // the same chunk at once; object_store does not retry a PUT
+                // that failed mid-body). A stored object of the right size
+                // under this key holds these bytes; otherwise the write,
+                // idempotent as every content-addressed one, is tried again.
+                if s3.head(&key).await.is_ok_and(|meta| meta.size == len) {
+                    return Ok(());
+                }
+                if attempt == CREATE_ATTEMPTS {
+                    return Err(e);
+                }
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
         }
         // A multipart upload cannot be conditional; ask first, so a blob
         // stored already is not uploaded again (a race only costs a second
