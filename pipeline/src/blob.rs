@@ -328,8 +328,8 @@ impl BlobStore for FsBlobStore {
 
 /// The store's blobs: in the data directory (the embedded default) or in
 /// an S3-compatible bucket ([`crate::objstore`]). Synchronous code uses
-/// the [`BlobStore`] methods; async code reads with [`Blobs::read`] and
-/// streams with [`Blobs::local`] or [`Blobs::object`].
+/// the [`BlobStore`] methods; async code reads with [`Blobs::read`], and
+/// streams by matching on the variant.
 #[derive(Debug)]
 pub enum Blobs {
     /// Files under `DATA/blobs`.
@@ -344,14 +344,6 @@ impl Blobs {
         match location {
             crate::objstore::BlobLocation::Local => FsBlobStore::open(root).map(Blobs::Local),
             s3 => crate::objstore::ObjectBlobStore::open(s3).map(Blobs::Object),
-        }
-    }
-
-    /// The directory store, when blobs are local files.
-    pub fn local(&self) -> Option<&FsBlobStore> {
-        match self {
-            Blobs::Local(fs) => Some(fs),
-            Blobs::Object(_) => None,
         }
     }
 

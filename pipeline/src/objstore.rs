@@ -150,11 +150,12 @@ impl Drop for Runtime {
 fn s3_error(name: &str, what: impl std::fmt::Display, source: object_store::Error) -> PipelineError {
     // The client's own causes (a refused connection, a TLS failure) sit
     // deep in the chain and are what an operator needs to read.
+    let said = source.to_string();
     let mut causes = String::new();
     let mut next = std::error::Error::source(&source);
     while let Some(cause) = next {
         let text = cause.to_string();
-        if !source.to_string().contains(&text) && !causes.contains(&text) {
+        if !said.contains(&text) && !causes.contains(&text) {
             causes.push_str(": ");
             causes.push_str(&text);
         }
@@ -214,24 +215,29 @@ impl ObjectBlobStore {
             ObjectPath::from(format!("{prefix}/blobs"))
         };
         let store = ObjectBlobStore { s3: Arc::new(s3), root, name, runtime: Runtime(Some(rt)) };
-        let (s3, root) = (store.s3.clone(), store.root.clone());
-        store
-            .wait(async move {
-                let mut listing = s3.list(Some(&root));
-                listing.next().await.transpose().map(|_| ())
-            })
-            .map_err(|e| s3_error(&store.name, "the bucket cannot be listed", e))?;
+        store.wait(store.probe()).map_err(|e| s3_error(&store.name, "the bucket cannot be listed", e))?;
         Ok(store)
     }
 
-    /// `s3://bucket/prefix`.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// The object key of a blob.
+    fn key_of(&self, id: &BlobId) -> ObjectPath {
+        self.root.clone().join(&id.as_str()[..2]).join(id.as_str())
     }
 
-    /// The object key of a blob.
-    pub fn key_of(&self, id: &BlobId) -> ObjectPath {
-        self.root.clone().join(&id.as_str()[..2]).join(id.as_str())
+    /// One listing request under the root: the bucket exists and takes
+    /// these credentials (at open, and for readiness checks).
+    fn probe(&self) -> impl std::future::Future<Output = Result<(), object_store::Error>> + Send + 'static {
+        let (s3, root) = (self.s3.clone(), self.root.clone());
+        async move { s3.list(Some(&root)).next().await.transpose().map(|_| ()) }
+    }
+
+    /// A blob's whole bytes, as a future for [`Self::run`] or [`Self::wait`].
+    fn fetch(
+        &self,
+        id: &BlobId,
+    ) -> impl std::future::Future<Output = Result<Bytes, object_store::Error>> + Send + 'static {
+        let (s3, key) = (self.s3.clone(), self.key_of(id));
+        async move { s3.get(&key).await?.bytes().await }
     }
 
     /// Runs `future` on the store's runtime and waits for it from any
@@ -317,10 +323,7 @@ impl ObjectBlobStore {
 
     /// A blob's bytes, from async code.
     pub async fn read(&self, id: &BlobId) -> Result<Bytes, PipelineError> {
-        let (s3, key) = (self.s3.clone(), self.key_of(id));
-        self.run(async move { s3.get(&key).await?.bytes().await })
-            .await
-            .map_err(|e| s3_error(&self.name, format!("blob {id}"), e))
+        self.run(self.fetch(id)).await.map_err(|e| s3_error(&self.name, format!("blob {id}"), e))
     }
 
     /// A blob's size in bytes, from async code.
@@ -365,10 +368,7 @@ impl ObjectBlobStore {
     /// Whether the bucket answers and takes these credentials (one listing
     /// request, for readiness checks).
     pub async fn check(&self) -> Result<(), PipelineError> {
-        let (s3, root) = (self.s3.clone(), self.root.clone());
-        self.run(async move { s3.list(Some(&root)).next().await.transpose().map(|_| ()) })
-            .await
-            .map_err(|e| s3_error(&self.name, "the bucket cannot be listed", e))
+        self.run(self.probe()).await.map_err(|e| s3_error(&self.name, "the bucket cannot be listed", e))
     }
 
     /// Every blob id stored (for checks and tests).
@@ -397,11 +397,9 @@ impl BlobStore for ObjectBlobStore {
     }
 
     fn get(&self, id: &BlobId) -> Result<Vec<u8>, PipelineError> {
-        let (s3, key) = (self.s3.clone(), self.key_of(id));
-        let bytes = self
-            .wait(async move { s3.get(&key).await?.bytes().await })
-            .map_err(|e| s3_error(&self.name, format!("blob {id}"), e))?;
-        Ok(bytes.to_vec())
+        let bytes = self.wait(self.fetch(id)).map_err(|e| s3_error(&self.name, format!("blob {id}"), e))?;
+        // Without a copy when the client handed over the only reference.
+        Ok(Vec::from(bytes))
     }
 
     fn contains(&self, id: &BlobId) -> Result<bool, PipelineError> {
