@@ -21,6 +21,10 @@ pub(crate) struct IngestArgs {
     /// The data directory (blobs and the metadata database).
     #[arg(long, env = "STRATA_DATA", default_value = DEFAULT_DATA)]
     data: PathBuf,
+    /// Where the metadata is: `sqlite://PATH` or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (default: `DATA/meta.db`).
+    #[arg(long, env = "STRATA_DATABASE", value_name = "URL", value_parser = strata_pipeline::db::DatabaseLocation::parse)]
+    database: Option<strata_pipeline::db::DatabaseLocation>,
     /// Where blobs are stored: `local` (the data directory) or
     /// `s3://BUCKET[/PREFIX]`, with credentials and the endpoint from the
     /// usual AWS variables.
@@ -106,6 +110,7 @@ pub(crate) fn run(args: &IngestArgs) -> ExitCode {
     }
     options.retry_failed = args.retry_failed;
     options.blobs = args.blobs.clone();
+    options.database = args.database.clone().unwrap_or_default();
     options.process.slice.layer_height = args.layer_height;
     options.process.slice.first_layer = args.layer_height;
     options.process.limits = args.limits.limits();

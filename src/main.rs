@@ -66,6 +66,10 @@ enum Command {
     /// variables, overridden by flags.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Process the shared job queue (uploads) without serving HTTP: one or
+    /// more per machine beside `strata serve --no-workers`, over a shared
+    /// PostgreSQL database and S3-compatible bucket.
+    Worker(serve::WorkerArgs),
     /// Apply the store's database migrations (servers started with
     /// `--no-migrate` wait for this), or with `--check` list what is pending.
     Migrate(serve::MigrateArgs),
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
         Command::Upload(args) => upload::run(&args),
         Command::Admin(command) => serve::admin(&command),
         Command::Migrate(args) => serve::migrate(&args),
+        Command::Worker(args) => serve::worker(&args),
         Command::Generate(args) => generate(&args),
     }
 }

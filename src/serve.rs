@@ -35,6 +35,10 @@ pub(crate) struct ServeArgs {
     /// for deployments where schema changes are an operator's step.
     #[arg(long)]
     no_migrate: bool,
+    /// Where the metadata is: `sqlite://PATH` or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (default: `DATA/meta.db`).
+    #[arg(long, env = "STRATA_DATABASE", value_name = "URL", value_parser = strata_pipeline::db::DatabaseLocation::parse)]
+    database: Option<strata_pipeline::db::DatabaseLocation>,
     /// Where blobs are stored: `local` (the data directory) or
     /// `s3://BUCKET[/PREFIX]`, with credentials and the endpoint from the
     /// usual AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -115,6 +119,13 @@ pub(crate) struct ServeArgs {
     /// it answers 410 and its bytes are removed.
     #[arg(long, default_value_t = 24 * 3600)]
     tus_expiry_secs: u64,
+    /// Serve without processing uploads: `strata worker` processes on this
+    /// or other machines take the jobs (needs a shared `--database
+    /// postgres://` and `--blobs s3://`).
+    #[arg(long)]
+    no_workers: bool,
+    #[command(flatten)]
+    shared: SharedArgs,
     /// What one model's processing may cost.
     #[command(flatten)]
     limits: LimitArgs,
@@ -122,6 +133,123 @@ pub(crate) struct ServeArgs {
     /// line with the request id, route and partner (STRATA_LOG filters).
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+}
+
+/// What servers and workers sharing one database agree on.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SharedArgs {
+    /// Where `secret.key` (signed upload and provider URLs) and
+    /// `jwt-keys.json` are kept (default: the data directory); servers
+    /// behind one load balancer share one, so what one signs the others
+    /// accept.
+    #[arg(long, env = "STRATA_SECRETS", value_name = "DIR")]
+    secrets: Option<PathBuf>,
+    /// Seconds a claimed job stays its worker's without a heartbeat; a
+    /// worker that died loses its jobs to the others after this.
+    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    job_lease_secs: u64,
+}
+
+/// `strata worker`: processes the shared queue's jobs, no HTTP.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WorkerArgs {
+    /// This machine's scratch directory (its lock, the snapshot cache).
+    #[arg(long, env = "STRATA_DATA", default_value = crate::ingest::DEFAULT_DATA)]
+    data: PathBuf,
+    /// The shared metadata: `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
+    #[arg(long, env = "STRATA_DATABASE", value_name = "URL", value_parser = strata_pipeline::db::DatabaseLocation::parse)]
+    database: strata_pipeline::db::DatabaseLocation,
+    /// The shared blobs: `s3://BUCKET[/PREFIX]` (credentials and endpoint
+    /// from the usual AWS variables).
+    #[arg(long, value_parser = strata_pipeline::objstore::BlobLocation::parse)]
+    blobs: strata_pipeline::objstore::BlobLocation,
+    /// The URL the servers are reached at (for the links in callbacks).
+    #[arg(long)]
+    public_url: String,
+    /// Jobs run at once (default: the number of cores).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    jobs: Option<u16>,
+    /// Let callbacks reach loopback and private addresses.
+    #[arg(long)]
+    allow_private_callbacks: bool,
+    /// The ports callbacks may go to on public hosts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "80,443")]
+    callback_ports: Vec<u16>,
+    /// Refuse to start on a database lacking migrations (run `strata
+    /// migrate` first) instead of applying them.
+    #[arg(long)]
+    no_migrate: bool,
+    #[command(flatten)]
+    shared: SharedArgs,
+    /// What one model's processing may cost.
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Why a scale-out set-up cannot work, before anything starts.
+fn check_shared(
+    what: &str,
+    database: &strata_pipeline::db::DatabaseLocation,
+    blobs: &strata_pipeline::objstore::BlobLocation,
+) -> Result<(), String> {
+    if !database.is_shared() {
+        return Err(format!(
+            "{what} needs a shared --database postgres://...: the workers and servers must see the same jobs"
+        ));
+    }
+    if *blobs == strata_pipeline::objstore::BlobLocation::Local {
+        return Err(format!(
+            "{what} needs shared --blobs s3://BUCKET: a worker elsewhere cannot read this machine's files"
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn worker(args: &WorkerArgs) -> ExitCode {
+    strata_server::observe::init_logging(strata_server::observe::LogFormat::Text);
+    if let Err(e) = check_shared("strata worker", &args.database, &args.blobs) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let mut config = Config {
+        data: args.data.clone(),
+        public_url: Some(args.public_url.trim_end_matches('/').to_string()),
+        allow_private_callbacks: args.allow_private_callbacks,
+        callback_ports: args.callback_ports.clone(),
+        migrations: if args.no_migrate {
+            strata_pipeline::db::Migrations::Require
+        } else {
+            strata_pipeline::db::Migrations::Apply
+        },
+        blobs: args.blobs.clone(),
+        database: args.database.clone(),
+        secrets: args.shared.secrets.clone(),
+        job_lease: std::time::Duration::from_secs(args.shared.job_lease_secs),
+        model_limits: args.limits.limits(),
+        ..Config::default()
+    };
+    if let Some(n) = args.jobs {
+        config.workers = usize::from(n);
+    }
+    let shown = args.database.display(&args.data);
+    rt.block_on(async {
+        // Scripts read this line to know the worker is up.
+        println!("strata: worker on {shown}, {} job(s) at once", config.workers);
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        match Server::work_until(config, stop).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// The per-model limits, shared by `strata serve` and `strata ingest`.
@@ -176,6 +304,10 @@ pub(crate) enum AdminCommand {
         /// One JSON object {"username", "password", "api_key", "callback_secret"}.
         #[arg(long)]
         json: bool,
+        /// Where the metadata is: `sqlite://PATH` or `postgres://...`
+        /// (default: `DATA/meta.db`).
+        #[arg(long, env = "STRATA_DATABASE", value_name = "URL", value_parser = strata_pipeline::db::DatabaseLocation::parse)]
+        database: Option<strata_pipeline::db::DatabaseLocation>,
     },
     /// Issue a scoped JWT for a partner (printed on stdout): for the
     /// partner's own servers (`--scope backend` grants the backend-only
@@ -230,6 +362,12 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
         strata_server::observe::LogFormat::Text
     };
     strata_server::observe::init_logging(format);
+    if args.no_workers
+        && let Err(e) = check_shared("--no-workers", &args.database.clone().unwrap_or_default(), &args.blobs)
+    {
+        eprintln!("error: {e} (and `strata worker` processes to take the jobs)");
+        return ExitCode::from(2);
+    }
     if args.presign_chunks_secs > 0 && args.blobs == strata_pipeline::objstore::BlobLocation::Local {
         eprintln!(
             "error: --presign-chunks-secs needs --blobs s3://BUCKET: local blobs have no presigned URLs"
@@ -253,6 +391,10 @@ pub(crate) fn serve(args: &ServeArgs) -> ExitCode {
             strata_pipeline::db::Migrations::Apply
         },
         blobs: args.blobs.clone(),
+        database: args.database.clone().unwrap_or_default(),
+        run_jobs: !args.no_workers,
+        secrets: args.shared.secrets.clone(),
+        job_lease: std::time::Duration::from_secs(args.shared.job_lease_secs),
         presign_chunks: (args.presign_chunks_secs > 0)
             .then(|| std::time::Duration::from_secs(args.presign_chunks_secs)),
         callback_ports: args.callback_ports.clone(),
@@ -305,13 +447,19 @@ pub(crate) struct MigrateArgs {
     /// exit with 1 when anything is.
     #[arg(long)]
     check: bool,
+    /// Where the metadata is: `sqlite://PATH` or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (default: `DATA/meta.db`).
+    #[arg(long, env = "STRATA_DATABASE", value_name = "URL", value_parser = strata_pipeline::db::DatabaseLocation::parse)]
+    database: Option<strata_pipeline::db::DatabaseLocation>,
 }
 
 pub(crate) fn migrate(args: &MigrateArgs) -> ExitCode {
-    let result = strata_server::pipeline::store::migrate(&args.data, args.check)
-        .map_err(|e| format!("{}: {e}", args.data.display()));
+    let database = args.database.clone().unwrap_or_default();
+    let shown = database.display(&args.data);
+    let result = strata_server::pipeline::store::migrate(&args.data, &database, args.check)
+        .map_err(|e| format!("{shown}: {e}"));
     crate::exit_with(result.map(|(before, after)| {
-        let db = args.data.join("meta.db");
+        let db = std::path::Path::new(&shown);
         if args.check {
             if before.is_newer() {
                 println!(
@@ -352,8 +500,10 @@ pub(crate) fn migrate(args: &MigrateArgs) -> ExitCode {
 }
 
 pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
-    let (name, email, data, json) = match command {
-        AdminCommand::CreatePartner { name, email, data, json } => (name, email, data, json),
+    let (name, email, data, json, database) = match command {
+        AdminCommand::CreatePartner { name, email, data, json, database } => {
+            (name, email, data, json, database.clone().unwrap_or_default())
+        }
         AdminCommand::CallbackSecret { username, data } => return callback_secret(username, data),
         AdminCommand::IssueJwt { partner, scope, model, ttl, data } => {
             return crate::exit_with(issue_jwt(partner, scope, model.as_deref(), *ttl, data));
@@ -372,8 +522,12 @@ pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
     let result = std::fs::create_dir_all(data)
         .map_err(|e| format!("{}: {e}", data.display()))
         .and_then(|()| {
-            strata_server::pipeline::db::Db::open(&data.join("meta.db"))
-                .map_err(|e| format!("{}: {e}", data.display()))
+            strata_server::pipeline::db::Db::open_location(
+                &database,
+                data,
+                strata_server::pipeline::db::Migrations::Apply,
+            )
+            .map_err(|e| format!("{}: {e}", database.display(data)))
         })
         .and_then(|db| {
             strata_server::accounts::provision_partner(&db, name, email).map_err(|e| e.to_string())

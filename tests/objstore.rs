@@ -19,14 +19,14 @@ const SECRET: &str = "strata-test-secret-0123456789";
 
 /// An s3s-fs server on 127.0.0.1, its files under a temporary root (the
 /// bucket is a directory there), stopped when dropped.
-struct S3 {
-    endpoint: String,
+pub(crate) struct S3 {
+    pub(crate) endpoint: String,
     root: tempfile::TempDir,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl S3 {
-    fn start() -> S3 {
+    pub(crate) fn start() -> S3 {
         use hyper_util::rt::{TokioExecutor, TokioIo};
         let root = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(root.path().join(BUCKET)).expect("bucket");
@@ -64,7 +64,7 @@ impl S3 {
 
     /// The AWS variables a client of this server needs (never none: with
     /// no keys the client would ask a cloud metadata address).
-    fn env(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ACCESS_KEY_ID", KEY.to_string()),
             ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
@@ -75,7 +75,7 @@ impl S3 {
     }
 
     /// The files under `bucket/prefix/blobs`, as blob ids.
-    fn blob_ids(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn blob_ids(&self, prefix: &str) -> Vec<String> {
         let dir = self.root.path().join(BUCKET).join(prefix).join("blobs");
         let mut ids = Vec::new();
         walk(&dir, &mut |p| {
@@ -105,7 +105,7 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
 
 /// `strata serve` on `data` with `env` set; `(child, base URL)`, or the
 /// process's output when it exits before serving.
-fn serve_with_env(
+pub(crate) fn serve_with_env(
     data: &Path,
     env: &[(&'static str, String)],
     extra: &[&str],
@@ -130,7 +130,7 @@ fn serve_with_env(
     }
 }
 
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

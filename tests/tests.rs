@@ -91,3 +91,7 @@ mod config;
 // Blobs in an S3-compatible bucket (s3s-fs inside this binary): the whole
 // flow, ingest, presigned redirects, multipart writes, bad settings.
 mod objstore;
+
+// Several servers and workers over one PostgreSQL database and one bucket
+// (skipped without STRATA_TEST_POSTGRES; `.ci/run` starts PostgreSQL).
+mod scaleout;

@@ -48,6 +48,8 @@ pub struct IngestOptions {
     pub memory_budget: u64,
     /// Where the blobs are (`--blobs`): the data directory or a bucket.
     pub blobs: crate::objstore::BlobLocation,
+    /// Where the metadata is (`--database`).
+    pub database: crate::db::DatabaseLocation,
 }
 
 impl Default for IngestOptions {
@@ -59,6 +61,7 @@ impl Default for IngestOptions {
             retry_failed: false,
             memory_budget: default_memory_budget(),
             blobs: crate::objstore::BlobLocation::Local,
+            database: crate::db::DatabaseLocation::InDataDir,
         }
     }
 }
@@ -392,7 +395,11 @@ pub fn ingest(
     // The one way to open a data directory for writing: the lock first
     // (its temporary files may be another process's), then the blobs, the
     // database and the recovery of an interrupted server's jobs.
-    let store_options = crate::store::StoreOptions { blobs: options.blobs.clone(), ..Default::default() };
+    let store_options = crate::store::StoreOptions {
+        blobs: options.blobs.clone(),
+        database: options.database.clone(),
+        ..Default::default()
+    };
     let (opened, _recovered) = crate::store::Store::open_with(data_dir, 1, &store_options)?;
     let blobs = opened.blobs();
     let db = opened.db();

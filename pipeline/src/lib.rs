@@ -104,7 +104,7 @@ pub enum PipelineError {
     Panic(String),
     /// The metadata database failed.
     #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] crate::db::DbError),
     /// The metadata database holds something this build cannot read.
     #[error("database: {0}")]
     Schema(String),
@@ -172,5 +172,11 @@ impl PipelineError {
             PipelineError::ObjectStore { .. } => "object_store",
             PipelineError::BlobLocation(_) => "blob_location",
         }
+    }
+}
+
+impl From<rusqlite::Error> for PipelineError {
+    fn from(e: rusqlite::Error) -> PipelineError {
+        PipelineError::Db(e.into())
     }
 }

@@ -31,6 +31,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::PipelineError;
+use crate::blob::{BlobId, BlobStore};
 use crate::db::{
     Db, Job, JobEffect, JobKind, JobStatus, ModelStatus, NewCallback, NewJob, PartnerModel, PrintToken,
     StatusChange, now_ms,
@@ -212,6 +213,14 @@ impl Lifecycle {
     /// processing` with its job, in one transaction. After `Ok` the upload
     /// may be acknowledged: it will be processed, even across a crash.
     pub fn accept_upload(&self, model: &PartnerModel, upload: &UploadJob) -> Result<Transition, AcceptError> {
+        if self.store.is_shared() {
+            // Not worth a trip to the bucket when another upload won.
+            let now = self.db().partner_model(&model.id)?;
+            if now.is_none_or(|m| m.status != ModelStatus::NotUploaded) {
+                return Err(AcceptError::AlreadyUploaded);
+            }
+        }
+        self.share_spool(upload)?;
         let job = upload_job(model, upload);
         let _admission = self.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.admit(&model.partner_id)?;
@@ -226,7 +235,37 @@ impl Lifecycle {
         if !moved.moved {
             return Err(AcceptError::AlreadyUploaded);
         }
+        self.drop_shared_spool(upload);
         Ok(moved)
+    }
+
+    /// On a shared store, puts the spooled upload into the blob store
+    /// under its SHA-256 (where the pipeline keeps originals anyway)
+    /// before it is acknowledged, so a worker on any machine can process
+    /// it and the bytes survive this machine.
+    fn share_spool(&self, upload: &UploadJob) -> Result<(), PipelineError> {
+        if !self.store.is_shared() {
+            return Ok(());
+        }
+        let spool = self.store.uploads().join(&upload.spool);
+        // SAFETY: the spool file is this process's own (see process_upload)
+        // and is not written again once its upload is spooled.
+        let mapped = unsafe { crate::core::ModelBytes::map(&spool) }.map_err(|e| PipelineError::Io {
+            path: spool.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let bytes = mapped.as_bytes();
+        let id = BlobId::of_known(&upload.sha256, bytes);
+        let blobs = self.store.blobs();
+        blobs.publish(&[blobs.stage_hashed(id, bytes)?])
+    }
+
+    /// On a shared store the spool is not needed once its job is queued:
+    /// the job reads the bytes from the blob store.
+    fn drop_shared_spool(&self, upload: &UploadJob) {
+        if self.store.is_shared() {
+            let _ = std::fs::remove_file(self.store.uploads().join(&upload.spool));
+        }
     }
 
     /// Accepts a legacy (api3) upload: `model`, created `processing`, is
@@ -238,12 +277,14 @@ impl Lifecycle {
         token: &PrintToken,
         upload: &UploadJob,
     ) -> Result<(), AcceptError> {
+        self.share_spool(upload)?;
         let job = upload_job(model, upload);
         let _admission = self.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.admit(&model.partner_id)?;
         if !self.db().record_legacy_upload(model, token, &job)? {
             return Err(AcceptError::AlreadyUploaded);
         }
+        self.drop_shared_spool(upload);
         Ok(())
     }
 
@@ -333,19 +374,32 @@ impl Lifecycle {
             Err(e) => return self.retry_or_give_up(job, worker, &e.to_string()),
         };
         let spool = self.store.uploads().join(&upload.spool);
-        if !spool.is_file() {
-            let lost = ("upload_lost", "the uploaded bytes are missing from the server; upload again");
+        let lost = ("upload_lost", "the uploaded bytes are missing from the server; upload again");
+        let shared = self.store.is_shared();
+        if !shared && !spool.is_file() {
             return self.finish(job, worker, None, Some(lost));
         }
         let cost = crate::ingest::estimated_cost(&spool, upload.size);
         let reserved = self.memory.reserve(cost);
-        // SAFETY: the spool file is this process's own: written whole,
-        // synced and closed before its job was queued, under a random name
-        // in DATA/uploads, which only the holder of the data directory's
-        // lock writes to; it is removed only after its job is finished and
-        // this map is dropped.
-        let mapped = unsafe { crate::core::ModelBytes::map(&spool) };
-        let result = mapped.map_err(|e| e.to_string()).and_then(|bytes| {
+        let input = if shared {
+            // Put there under its digest before the upload was acknowledged.
+            let Some(id) = BlobId::parse(&upload.sha256) else {
+                return self.finish(job, worker, None, Some(lost));
+            };
+            match self.store.blobs().contains(&id) {
+                Ok(true) => self.store.blobs().get(&id).map(Input::Fetched).map_err(|e| e.to_string()),
+                Ok(false) => return self.finish(job, worker, None, Some(lost)),
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            // SAFETY: the spool file is this process's own: written whole,
+            // synced and closed before its job was queued, under a random
+            // name in DATA/uploads, which only the holder of the data
+            // directory's lock writes to; it is removed only after its job
+            // is finished and this map is dropped.
+            unsafe { crate::core::ModelBytes::map(&spool) }.map(Input::Mapped).map_err(|e| e.to_string())
+        };
+        let result = input.and_then(|bytes| {
             crate::ingest::ingest_upload_timed(
                 bytes.as_bytes(),
                 Some(upload.sha256.clone()),
@@ -472,6 +526,23 @@ impl Lifecycle {
     }
 }
 
+/// An upload's bytes as a job reads them.
+enum Input {
+    /// The local spool file, mapped.
+    Mapped(crate::core::ModelBytes),
+    /// Fetched from the shared blob store.
+    Fetched(Vec<u8>),
+}
+
+impl Input {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Input::Mapped(m) => m.as_bytes(),
+            Input::Fetched(v) => v,
+        }
+    }
+}
+
 fn outcome_status(error: Option<(&str, &str)>) -> ModelStatus {
     if error.is_some() { ModelStatus::Error } else { ModelStatus::Processed }
 }
@@ -529,89 +600,132 @@ mod tests {
         UploadJob { spool: name, sha256: crate::core::stream::sha256_hex(bytes), size: bytes.len() as u64 }
     }
 
+    /// The stores each test runs on: the embedded default, and the
+    /// metadata on PostgreSQL (shared: uploads go to the blob store before
+    /// they are acknowledged) when the tests have a server.
+    fn stores() -> Vec<crate::store::StoreOptions> {
+        let mut out = vec![crate::store::StoreOptions::default()];
+        if let Some(database) = crate::db::testing::fresh_postgres() {
+            out.push(crate::store::StoreOptions { database, ..Default::default() });
+        }
+        out
+    }
+
     fn cube() -> Vec<u8> {
         crate::core::synth::to_binary_stl("cube", &crate::core::synth::cube_facets())
     }
 
     #[test]
     fn an_accepted_upload_survives_a_restart_and_ends_processed_announced_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (life, _, _) = Lifecycle::open(dir.path(), 2, config(8)).expect("open");
-        let m = model(&life, "m1");
-        let upload = spool(&life, &m, &cube());
-        let t = life.accept_upload(&m, &upload).expect("accepted");
-        assert!(t.moved && t.announced);
-        assert!(matches!(life.accept_upload(&m, &upload), Err(AcceptError::AlreadyUploaded)));
-        // Claimed, then the process dies mid-job: the lease is never ended.
-        assert!(life.claim("w1", 60_000).expect("claim").is_some());
-        drop(life);
-        // An unacknowledged spool (no job names it) left by the same crash.
-        std::fs::write(dir.path().join("uploads/stray"), b"x").expect("stray");
+        for options in stores() {
+            let shared = options.database.is_shared();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (life, _, _) = Lifecycle::open_with(dir.path(), 2, config(8), &options).expect("open");
+            let m = model(&life, "m1");
+            let upload = spool(&life, &m, &cube());
+            let t = life.accept_upload(&m, &upload).expect("accepted");
+            assert!(t.moved && t.announced);
+            // Shared: the bytes are in the blob store under their digest, and
+            // the local spool is gone.
+            let in_blobs =
+                life.store().blobs().contains(&BlobId::parse(&upload.sha256).expect("id")).expect("q");
+            assert_eq!((in_blobs, life.store().uploads().join(&upload.spool).exists()), (shared, !shared));
+            assert!(matches!(life.accept_upload(&m, &upload), Err(AcceptError::AlreadyUploaded)));
+            // Claimed, then the process dies mid-job: the lease is never ended.
+            assert!(life.claim("w1", 300).expect("claim").is_some());
+            drop(life);
+            // An unacknowledged spool (no job names it) left by the same crash.
+            std::fs::write(dir.path().join("uploads/stray"), b"x").expect("stray");
 
-        let (life, recovered, interrupted) = Lifecycle::open(dir.path(), 2, config(8)).expect("reopen");
-        assert_eq!(
-            (recovered.requeued, recovered.spools_kept, recovered.spools_removed, interrupted),
-            (1, 1, 1, 0)
-        );
-        let job = life.claim("w2", 60_000).expect("claim").expect("due again after the restart");
-        assert_eq!(job.attempts, 2);
-        let report = life.run_job(&job, "w2");
-        assert_eq!(report.outcome, JobOutcome::Processed);
-        assert!(report.announced && report.times.is_some());
-        let done = life.db().partner_model("m1").expect("q").expect("model");
-        assert_eq!(done.status, ModelStatus::Processed);
-        // The stored model the status names was written with it.
-        let stored = life.db().model(done.content_id.as_deref().expect("content")).expect("q").expect("row");
-        assert_eq!(stored.id, upload.sha256);
-        assert!(!life.store().uploads().join(&upload.spool).exists(), "the spool outlived its job");
-        assert!(life.claim("w2", 60_000).expect("claim").is_none(), "the job is done");
-        // One announcement per change: processing, then processed.
-        let log = life.db().callbacks_of("m1").expect("log");
-        let said: Vec<String> = log
-            .iter()
-            .map(|(c, _)| {
-                let body: serde_json::Value = serde_json::from_str(&c.body).expect("json");
-                assert_eq!(body["uri"], "http://strata.test/model/m1/");
-                assert_eq!(c.state, CallbackState::Pending);
-                body["status"].as_str().unwrap_or_default().to_string()
-            })
-            .collect();
-        assert_eq!(said, ["processing", "processed"]);
+            let (life, recovered, interrupted) =
+                Lifecycle::open_with(dir.path(), 2, config(8), &options).expect("reopen");
+            // Alone, the restarted process takes the job back at once; sharing
+            // the database, it leaves running jobs to their leases (the holder
+            // may be alive elsewhere) and the job is due when the lease ends.
+            let expected = if shared { (0, 0, 1, 0) } else { (1, 1, 1, 0) };
+            assert_eq!(
+                (recovered.requeued, recovered.spools_kept, recovered.spools_removed, interrupted),
+                expected
+            );
+            if shared {
+                assert!(life.claim("w2", 60_000).expect("claim").is_none(), "taken while its lease runs");
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            let job = life.claim("w2", 60_000).expect("claim").expect("due again after the restart");
+            assert_eq!(job.attempts, 2);
+            let report = life.run_job(&job, "w2");
+            assert_eq!(report.outcome, JobOutcome::Processed);
+            assert!(report.announced && report.times.is_some());
+            let done = life.db().partner_model("m1").expect("q").expect("model");
+            assert_eq!(done.status, ModelStatus::Processed);
+            // The stored model the status names was written with it.
+            let stored =
+                life.db().model(done.content_id.as_deref().expect("content")).expect("q").expect("row");
+            assert_eq!(stored.id, upload.sha256);
+            assert!(!life.store().uploads().join(&upload.spool).exists(), "the spool outlived its job");
+            assert!(life.claim("w2", 60_000).expect("claim").is_none(), "the job is done");
+            // One announcement per change: processing, then processed.
+            let log = life.db().callbacks_of("m1").expect("log");
+            let said: Vec<String> = log
+                .iter()
+                .map(|(c, _)| {
+                    let body: serde_json::Value = serde_json::from_str(&c.body).expect("json");
+                    assert_eq!(body["uri"], "http://strata.test/model/m1/");
+                    assert_eq!(c.state, CallbackState::Pending);
+                    body["status"].as_str().unwrap_or_default().to_string()
+                })
+                .collect();
+            assert_eq!(said, ["processing", "processed"]);
+        }
     }
 
     #[test]
     fn a_bad_model_ends_in_error_with_its_code_and_the_queue_is_bounded() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (life, _, _) = Lifecycle::open(dir.path(), 1, config(1)).expect("open");
-        let first = model(&life, "m1");
-        let second = model(&life, "m2");
-        let bad = spool(&life, &first, b"solid nothing\nthis is not an stl\n");
-        life.accept_upload(&first, &bad).expect("accepted");
-        let other = spool(&life, &second, &cube());
-        match life.accept_upload(&second, &other) {
-            Err(AcceptError::QueueFull { waiting: 1 }) => {}
-            other => panic!("a second upload passed a queue of one: {other:?}"),
+        for options in stores() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (life, _, _) = Lifecycle::open_with(dir.path(), 1, config(1), &options).expect("open");
+            let first = model(&life, "m1");
+            let second = model(&life, "m2");
+            let bad = spool(&life, &first, b"solid nothing\nthis is not an stl\n");
+            life.accept_upload(&first, &bad).expect("accepted");
+            let other = spool(&life, &second, &cube());
+            match life.accept_upload(&second, &other) {
+                Err(AcceptError::QueueFull { waiting: 1 }) => {}
+                other => panic!("a second upload passed a queue of one: {other:?}"),
+            }
+            assert_eq!(
+                life.db().partner_model("m2").expect("q").expect("m2").status,
+                ModelStatus::NotUploaded
+            );
+            let job = life.claim("w1", 60_000).expect("claim").expect("job");
+            let report = life.run_job(&job, "w1");
+            let JobOutcome::Failed(code) = &report.outcome else { panic!("{report:?}") };
+            let m = life.db().partner_model("m1").expect("q").expect("m1");
+            assert_eq!((m.status, m.error_code.as_deref()), (ModelStatus::Error, Some(code.as_str())));
+            // The queue has room again.
+            life.accept_upload(&second, &other).expect("admitted once the first is done");
         }
-        assert_eq!(life.db().partner_model("m2").expect("q").expect("m2").status, ModelStatus::NotUploaded);
-        let job = life.claim("w1", 60_000).expect("claim").expect("job");
-        let report = life.run_job(&job, "w1");
-        let JobOutcome::Failed(code) = &report.outcome else { panic!("{report:?}") };
-        let m = life.db().partner_model("m1").expect("q").expect("m1");
-        assert_eq!((m.status, m.error_code.as_deref()), (ModelStatus::Error, Some(code.as_str())));
-        // The queue has room again.
-        life.accept_upload(&second, &other).expect("admitted once the first is done");
     }
 
     #[test]
     fn a_lost_spool_fails_the_model_instead_of_retrying_for_ever() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (life, _, _) = Lifecycle::open(dir.path(), 1, config(8)).expect("open");
-        let m = model(&life, "m1");
-        let upload = spool(&life, &m, &cube());
-        life.accept_upload(&m, &upload).expect("accepted");
-        std::fs::remove_file(life.store().uploads().join(&upload.spool)).expect("lose it");
-        let job = life.claim("w1", 60_000).expect("claim").expect("job");
-        assert_eq!(life.run_job(&job, "w1").outcome, JobOutcome::Failed("upload_lost".into()));
-        assert!(life.claim("w1", 60_000).expect("claim").is_none());
+        for options in stores() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (life, _, _) = Lifecycle::open_with(dir.path(), 1, config(8), &options).expect("open");
+            let m = model(&life, "m1");
+            let upload = spool(&life, &m, &cube());
+            life.accept_upload(&m, &upload).expect("accepted");
+            let lost = match life.store().blobs() {
+                // Shared: the bytes were in the blob store; lose them there.
+                crate::blob::Blobs::Local(fs) if options.database.is_shared() => {
+                    fs.path_of(&BlobId::parse(&upload.sha256).expect("id"))
+                }
+                _ => life.store().uploads().join(&upload.spool),
+            };
+            std::fs::remove_file(lost).expect("lose it");
+            let job = life.claim("w1", 60_000).expect("claim").expect("job");
+            assert_eq!(life.run_job(&job, "w1").outcome, JobOutcome::Failed("upload_lost".into()));
+            assert!(life.claim("w1", 60_000).expect("claim").is_none());
+        }
     }
 }

@@ -25,7 +25,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::PipelineError;
 use crate::blob::Blobs;
-use crate::db::{Db, Migrations, SchemaStatus, now_ms};
+use crate::db::{DatabaseLocation, Db, Migrations, SchemaStatus, now_ms};
 use crate::objstore::BlobLocation;
 
 /// What the on-demand snapshot cache (`DATA/cache`) may hold.
@@ -41,6 +41,7 @@ pub struct Store {
     cache: crate::cache::DiskCache,
     dbs: Vec<Mutex<Db>>,
     next_db: std::sync::atomic::AtomicUsize,
+    shared: bool,
     _lock: DataLock,
 }
 
@@ -51,6 +52,8 @@ pub struct StoreOptions {
     pub migrations: Migrations,
     /// Where the blobs are (`--blobs`).
     pub blobs: BlobLocation,
+    /// Where the metadata is (`--database`).
+    pub database: DatabaseLocation,
 }
 
 /// What [`Store::open`] found and recovered.
@@ -91,12 +94,15 @@ impl Store {
         // Before anything is cleared: a second process on the same data
         // directory is refused here, naming the first.
         let lock = DataLock::acquire(dir)?;
-        let db = Db::open_with(&dir.join("meta.db"), options.migrations)?;
+        let db = Db::open_location(&options.database, dir, options.migrations)?;
         let blobs = Blobs::open(dir, &options.blobs)?;
         let uploads = dir.join("uploads");
         std::fs::create_dir_all(&uploads).map_err(io(&uploads))?;
-        let mut recovered =
-            Recovered { requeued: db.requeue_running_jobs(now_ms())?, ..Recovered::default() };
+        // A shared database's running jobs belong to live workers elsewhere
+        // as well: their leases, not a restart here, say when one is lost.
+        let shared = options.database.is_shared();
+        let requeued = if shared { 0 } else { db.requeue_running_jobs(now_ms())? };
+        let mut recovered = Recovered { requeued, ..Recovered::default() };
         let keep: std::collections::HashSet<String> =
             db.pending_jobs()?.iter().filter_map(crate::lifecycle::spool_of).collect();
         for entry in std::fs::read_dir(&uploads).map_err(io(&uploads))?.flatten() {
@@ -113,7 +119,7 @@ impl Store {
             crate::cache::DiskCache::open(&cache_dir, SNAPSHOT_CACHE_BYTES).map_err(io(&cache_dir))?;
         let mut dbs = vec![Mutex::new(db)];
         for _ in 1..connections.max(1) {
-            dbs.push(Mutex::new(Db::open(&dir.join("meta.db"))?));
+            dbs.push(Mutex::new(Db::open_location(&options.database, dir, Migrations::Apply)?));
         }
         let store = Store {
             dir: dir.to_path_buf(),
@@ -122,9 +128,17 @@ impl Store {
             cache,
             dbs,
             next_db: std::sync::atomic::AtomicUsize::new(0),
+            shared,
             _lock: lock,
         };
         Ok((store, recovered))
+    }
+
+    /// Whether other processes share the metadata (and, through it, the
+    /// work): then an upload's bytes go to the blob store before it is
+    /// acknowledged, so any worker can process it.
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// The data directory.
@@ -183,14 +197,19 @@ impl Store {
 /// holding the data directory's lock (so never under a running server);
 /// where the schema stood before and after. With `check_only`, nothing is
 /// changed and both are the current state.
-pub fn migrate(dir: &Path, check_only: bool) -> Result<(SchemaStatus, SchemaStatus), PipelineError> {
-    let path = dir.join("meta.db");
+pub fn migrate(
+    dir: &Path,
+    database: &DatabaseLocation,
+    check_only: bool,
+) -> Result<(SchemaStatus, SchemaStatus), PipelineError> {
     if check_only {
-        let now = Db::schema_status(&path)?;
+        let now = Db::schema_status_at(database, dir)?;
         return Ok((now, now));
     }
-    let _lock = DataLock::acquire(dir)?;
-    Db::migrate_file(&path)
+    // A shared database is migrated under its own lock (see Db::migrate);
+    // the data directory is only this machine's scratch then.
+    let _lock = if database.is_shared() { None } else { Some(DataLock::acquire(dir)?) };
+    Db::migrate_at(database, dir)
 }
 
 /// The exclusive hold on a data directory; released when dropped.

@@ -125,35 +125,39 @@ mod tests {
 
     #[test]
     fn accounts_are_checked_and_usernames_unique() {
-        let db = Db::open_in_memory().expect("db");
-        let made = create(&db, &account("shop")).expect("created");
-        assert_eq!(made.api_key.len(), 32);
-        assert!(made.callback_secret.starts_with("whsec_"));
-        let (found, hash) = db.partner_login("shop").expect("q").expect("stored");
-        assert_eq!(found, made.partner);
-        assert!(crate::auth::verify_password("correct horse", &hash));
-        assert!(matches!(create(&db, &account("shop")), Err(AccountError::UsernameTaken(_))));
-        for bad in [
-            NewAccount { username: "a b".into(), ..account("x") },
-            NewAccount { username: "ab".into(), ..account("x") },
-            NewAccount { password: "short".into(), ..account("abc") },
-            NewAccount { email: "nobody".into(), ..account("abc") },
-            NewAccount { name: " ".into(), ..account("abc") },
-        ] {
-            assert!(matches!(create(&db, &bad), Err(AccountError::Invalid(_))), "{bad:?}");
+        for db in strata_pipeline::db::testing::backends() {
+            let db = db;
+            let made = create(&db, &account("shop")).expect("created");
+            assert_eq!(made.api_key.len(), 32);
+            assert!(made.callback_secret.starts_with("whsec_"));
+            let (found, hash) = db.partner_login("shop").expect("q").expect("stored");
+            assert_eq!(found, made.partner);
+            assert!(crate::auth::verify_password("correct horse", &hash));
+            assert!(matches!(create(&db, &account("shop")), Err(AccountError::UsernameTaken(_))));
+            for bad in [
+                NewAccount { username: "a b".into(), ..account("x") },
+                NewAccount { username: "ab".into(), ..account("x") },
+                NewAccount { password: "short".into(), ..account("abc") },
+                NewAccount { email: "nobody".into(), ..account("abc") },
+                NewAccount { name: " ".into(), ..account("abc") },
+            ] {
+                assert!(matches!(create(&db, &bad), Err(AccountError::Invalid(_))), "{bad:?}");
+            }
         }
     }
 
     #[test]
     fn provisioned_partners_get_a_free_username_from_their_name() {
-        let db = Db::open_in_memory().expect("db");
-        let (first, password) = provision_partner(&db, "Print Shop!", "ops@shop.example").expect("first");
-        assert_eq!(first.partner.username, "printshop");
-        let (_, hash) = db.partner_login("printshop").expect("q").expect("stored");
-        assert!(crate::auth::verify_password(&password, &hash));
-        let (second, _) = provision_partner(&db, "print shop", "b@shop.example").expect("second");
-        assert_eq!(second.partner.username, "printshop1");
-        let (short, _) = provision_partner(&db, "X", "x@shop.example").expect("short name");
-        assert_eq!(short.partner.username, "xpartner");
+        for db in strata_pipeline::db::testing::backends() {
+            let db = db;
+            let (first, password) = provision_partner(&db, "Print Shop!", "ops@shop.example").expect("first");
+            assert_eq!(first.partner.username, "printshop");
+            let (_, hash) = db.partner_login("printshop").expect("q").expect("stored");
+            assert!(crate::auth::verify_password(&password, &hash));
+            let (second, _) = provision_partner(&db, "print shop", "b@shop.example").expect("second");
+            assert_eq!(second.partner.username, "printshop1");
+            let (short, _) = provision_partner(&db, "X", "x@shop.example").expect("short name");
+            assert_eq!(short.partner.username, "xpartner");
+        }
     }
 }

@@ -77,7 +77,7 @@ impl From<strata_pipeline::PipelineError> for ApiError {
     /// the failure's stable code (the details go to the log).
     fn from(e: strata_pipeline::PipelineError) -> ApiError {
         use strata_pipeline::PipelineError as P;
-        let busy = matches!(&e, P::Db(rusqlite_error) if is_busy(rusqlite_error));
+        let busy = matches!(&e, P::Db(db) if db.is_busy());
         let full = matches!(&e, P::Io { source, .. } if source.raw_os_error() == Some(28));
         tracing::error!(error = %e, code = e.code(), "store error");
         if busy {
@@ -123,12 +123,6 @@ impl From<crate::ServerError> for ApiError {
         )
         .with_header("retry-after", "1")
     }
-}
-
-/// Whether a database error means "busy or locked, try again".
-fn is_busy(e: &impl std::fmt::Display) -> bool {
-    let text = e.to_string();
-    text.contains("database is locked") || text.contains("database is busy")
 }
 
 impl Reply for ApiError {

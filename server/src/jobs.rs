@@ -15,10 +15,10 @@ use crate::state::AppState;
 use strata_pipeline::db::Job;
 use strata_pipeline::lifecycle::{JobOutcome, JobReport};
 
-/// How long a claimed job is its holder's without a heartbeat.
-const LEASE_MS: i64 = 5 * 60_000;
-/// How often a running job's lease is renewed.
-const HEARTBEAT: Duration = Duration::from_secs(60);
+/// How long a claimed job is its holder's without a heartbeat, in ms.
+fn lease_ms(state: &AppState) -> i64 {
+    i64::try_from(state.config.job_lease.as_millis()).unwrap_or(i64::MAX).max(1000)
+}
 
 /// Runs for the server's life.
 pub(crate) async fn run(state: Arc<AppState>) {
@@ -34,7 +34,8 @@ pub(crate) async fn run(state: Arc<AppState>) {
         }
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let worker = state.worker_id.clone();
-        match state.with_life(move |life| life.claim(&worker, LEASE_MS)).await {
+        let lease = lease_ms(&state);
+        match state.with_life(move |life| life.claim(&worker, lease)).await {
             Ok(Ok(Some(job))) => {
                 let st = state.clone();
                 tokio::spawn(async move {
@@ -72,7 +73,10 @@ async fn run_one(state: Arc<AppState>, job: Job) {
         let report = st.life.run_job(&running, &st.worker_id);
         let _ = tx.send(report);
     });
-    let mut beat = tokio::time::interval(HEARTBEAT);
+    let lease = lease_ms(&state);
+    // Five heartbeats a lease: a worker loses a job only when it missed
+    // several in a row (stopped, or cut off from the database).
+    let mut beat = tokio::time::interval(Duration::from_millis((lease as u64 / 5).max(200)));
     beat.tick().await;
     loop {
         tokio::select! {
@@ -86,7 +90,7 @@ async fn run_one(state: Arc<AppState>, job: Job) {
             }
             _ = beat.tick() => {
                 let (id, worker) = (job.id.clone(), state.worker_id.clone());
-                if !matches!(state.with_life(move |life| life.heartbeat(&id, &worker, LEASE_MS)).await, Ok(true)) {
+                if !matches!(state.with_life(move |life| life.heartbeat(&id, &worker, lease)).await, Ok(true)) {
                     tracing::warn!(job = %job.id, "lost its lease");
                 }
             }

@@ -102,6 +102,16 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Threads for CPU work (processing uploads, rendering snapshots).
     pub workers: usize,
+    /// Whether this process runs queued processing jobs (`serve
+    /// --no-workers` leaves them to `strata worker` processes).
+    pub run_jobs: bool,
+    /// How long a claimed job stays its holder's without a heartbeat (a
+    /// holder that died loses it then); heartbeats come five times a lease.
+    pub job_lease: Duration,
+    /// Where `secret.key` (signed URLs) and `jwt-keys.json` are read
+    /// (default: the data directory). Servers behind one load balancer
+    /// share one, so a URL or token one signs the others accept.
+    pub secrets: Option<PathBuf>,
     /// The wait before the first callback retry; each later one doubles it.
     pub callback_retry_base: Duration,
     /// How long a callback is retried before it is given up.
@@ -119,6 +129,9 @@ pub struct Config {
     pub migrations: strata_pipeline::db::Migrations,
     /// Where the blobs are: the data directory, or an S3-compatible bucket.
     pub blobs: strata_pipeline::objstore::BlobLocation,
+    /// Where the metadata is: `DATA/meta.db`, another SQLite file, or a
+    /// PostgreSQL database shared by several servers and workers.
+    pub database: strata_pipeline::db::DatabaseLocation,
     /// With blobs in a bucket: printers asking for a chunk are redirected
     /// (307) to a presigned URL valid this long, instead of the server
     /// streaming it. `None` streams.
@@ -207,6 +220,10 @@ impl Default for Config {
             chunk_cache_bytes: 256 * 1024 * 1024,
             migrations: strata_pipeline::db::Migrations::Apply,
             blobs: strata_pipeline::objstore::BlobLocation::Local,
+            database: strata_pipeline::db::DatabaseLocation::InDataDir,
+            run_jobs: true,
+            job_lease: Duration::from_secs(300),
+            secrets: None,
             presign_chunks: None,
             body_idle_timeout: api::BODY_IDLE_TIMEOUT,
             body_deadline: Duration::from_secs(20),
@@ -338,7 +355,7 @@ pub struct Server {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     callbacks: tokio::task::JoinHandle<()>,
-    jobs: tokio::task::JoinHandle<()>,
+    jobs: Option<tokio::task::JoinHandle<()>>,
     providers: tokio::task::JoinHandle<()>,
 }
 
@@ -367,7 +384,7 @@ impl Server {
         // Deliveries queued before a restart go out again from here.
         let callbacks = tokio::spawn(callbacks::run(state.clone()));
         // Acknowledged uploads a killed process left are processed from here.
-        let jobs = tokio::spawn(jobs::run(state.clone()));
+        let jobs = state.config.run_jobs.then(|| tokio::spawn(jobs::run(state.clone())));
         // Provider requests queued before a restart go out from here.
         let providers = tokio::spawn(providers::run(state.clone()));
         let routes = routes::all(state);
@@ -448,10 +465,33 @@ impl Server {
         // An attempt cut off here is retried at the next start (its lease
         // runs out).
         self.callbacks.abort();
-        // A job cut off here is run again at the next start.
-        self.jobs.abort();
+        // A job cut off here is run again at the next start (or by another
+        // worker once its lease runs out).
+        if let Some(jobs) = &self.jobs {
+            jobs.abort();
+        }
         // A request cut off here is sent again at the next start.
         self.providers.abort();
+    }
+
+    /// Runs as a worker (`strata worker`): no HTTP, only the shared job
+    /// queue (processing uploads) and the callback sender, on the current
+    /// tokio runtime, until `signal` completes. Jobs cut off then are run
+    /// again once their leases run out.
+    pub async fn work_until(
+        config: Config,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        observe::metrics();
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let state = Arc::new(state::AppState::open(config, addr)?);
+        tracing::info!(worker = %state.worker_id, "worker started");
+        let jobs = tokio::spawn(jobs::run(state.clone()));
+        let callbacks = tokio::spawn(callbacks::run(state.clone()));
+        signal.await;
+        jobs.abort();
+        callbacks.abort();
+        Ok(())
     }
 
     /// Serves until `signal` completes.

@@ -108,6 +108,7 @@ impl AppState {
             &strata_pipeline::store::StoreOptions {
                 migrations: config.migrations,
                 blobs: config.blobs.clone(),
+                database: config.database.clone(),
             },
         )?;
         if recovered.requeued + recovered.spools_kept + interrupted > 0 {
@@ -131,8 +132,9 @@ impl AppState {
                 "callbacks are now signed; `strata admin callback-secret {username}` prints the secret"
             );
         }
-        let secret = load_secret(&config.data.join("secret.key"))?;
-        let jwt = crate::jwt::Keyring::load_or_create(&config.data.join(crate::jwt::KEY_FILE), &public_url)?;
+        let secrets = config.secrets.clone().unwrap_or_else(|| config.data.clone());
+        let secret = load_secret(&secrets.join("secret.key"))?;
+        let jwt = crate::jwt::Keyring::load_or_create(&secrets.join(crate::jwt::KEY_FILE), &public_url)?;
         let callback_http = crate::callbacks::client(config.allow_private_callbacks)
             .map_err(|e| ServerError::Pool(format!("cannot build the callback client: {e}")))?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -167,7 +169,7 @@ impl AppState {
             callback_http,
             jobs_due: tokio::sync::Notify::new(),
             providers_due: tokio::sync::Notify::new(),
-            worker_id: format!("serve-{}-{}", std::process::id(), crate::auth::random_hex(4)),
+            worker_id: format!("{}-{}-{}", hostname(), std::process::id(), crate::auth::random_hex(4)),
         })
     }
 
@@ -411,6 +413,16 @@ fn load_secret(path: &Path) -> Result<Vec<u8>, ServerError> {
     }
 }
 
+/// This machine's name, for the leases its processes hold (so an operator
+/// reading the jobs table sees where a job runs).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+        .unwrap_or_else(|| "strata".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,3 +450,4 @@ mod tests {
         assert!(cache.get(&id(9)).is_none());
     }
 }
+

@@ -8,7 +8,7 @@
 //! delivery by moving its next attempt forward (a lease): a sender that
 //! dies mid-attempt leaves it to be retried when the lease runs out.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{DbError, OptionalExt, Row, params};
 use serde::Serialize;
 
 use super::{Db, now_ms};
@@ -115,7 +115,7 @@ pub struct CallbackAttempt {
 const CALLBACK_COLUMNS: &str =
     "id, model_id, url, method, body, state, attempts, next_attempt_at, give_up_at, created_at, updated_at";
 
-fn row_to_callback(r: &rusqlite::Row<'_>) -> rusqlite::Result<Callback> {
+fn row_to_callback(r: &Row<'_>) -> Result<Callback, DbError> {
     Ok(Callback {
         id: r.get(0)?,
         model_id: r.get(1)?,
@@ -157,16 +157,21 @@ impl Db {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<(Callback, Option<String>)>, PipelineError> {
+        // The select and the lease in one transaction, so two senders
+        // (two servers) never both take a delivery: SQLite's writer lock,
+        // and on PostgreSQL the deliveries' rows locked (others' skipped).
         let tx = self.begin()?;
+        let skip_locked = match self.backend() {
+            super::Backend::Postgres => " FOR UPDATE OF c SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        };
         let due: Vec<(Callback, Option<String>)> = {
-            let mut stmt = self.conn.prepare(&format!(
+            self.conn.query_map(&format!(
                 "SELECT {}, p.callback_secret FROM callbacks c \
                  JOIN partner_models m ON m.id = c.model_id JOIN partners p ON p.id = m.partner_id \
-                 WHERE c.state = 'pending' AND c.next_attempt_at <= $1 ORDER BY c.next_attempt_at LIMIT $2",
+                 WHERE c.state = 'pending' AND c.next_attempt_at <= $1 ORDER BY c.next_attempt_at LIMIT $2{skip_locked}",
                 CALLBACK_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect::<Vec<_>>().join(", ")
-            ))?;
-            stmt.query_map(params![now, limit], |r| Ok((row_to_callback(r)?, r.get(11)?)))?
-                .collect::<Result<_, _>>()?
+            ), params![now, limit], |r| Ok((row_to_callback(r)?, r.get(11)?)))?
         };
         for (c, _) in &due {
             self.conn.execute(
@@ -183,7 +188,7 @@ impl Db {
     pub fn next_callback_due(&self) -> Result<Option<i64>, PipelineError> {
         Ok(self.conn.query_row(
             "SELECT MIN(next_attempt_at) FROM callbacks WHERE state = 'pending'",
-            [],
+            params![],
             |r| r.get(0),
         )?)
     }
@@ -223,32 +228,37 @@ impl Db {
         &self,
         model_id: &str,
     ) -> Result<Vec<(Callback, Vec<CallbackAttempt>)>, PipelineError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {CALLBACK_COLUMNS} FROM callbacks WHERE model_id = $1 ORDER BY created_at, id"
-        ))?;
-        let mut out: Vec<(Callback, Vec<CallbackAttempt>)> = stmt
-            .query_map(params![model_id], row_to_callback)?
-            .map(|c| c.map(|c| (c, Vec::new())))
-            .collect::<Result<_, _>>()?;
+        let mut out: Vec<(Callback, Vec<CallbackAttempt>)> = self
+            .conn
+            .query_map(
+                &format!(
+                    "SELECT {CALLBACK_COLUMNS} FROM callbacks WHERE model_id = $1 ORDER BY created_at, id"
+                ),
+                params![model_id],
+                row_to_callback,
+            )?
+            .into_iter()
+            .map(|c| (c, Vec::new()))
+            .collect();
         let index: std::collections::HashMap<String, usize> =
             out.iter().enumerate().map(|(i, (c, _))| (c.id.clone(), i)).collect();
-        let mut stmt = self.conn.prepare(
+        let attempts = self.conn.query_map(
             "SELECT a.callback_id, a.attempt, a.at, a.status_code, a.error, a.duration_ms \
              FROM callback_attempts a JOIN callbacks c ON c.id = a.callback_id \
              WHERE c.model_id = $1 ORDER BY a.callback_id, a.attempt",
+            params![model_id],
+            |r| {
+                let attempt = CallbackAttempt {
+                    attempt: r.get(1)?,
+                    at: r.get(2)?,
+                    status_code: r.get(3)?,
+                    error: r.get(4)?,
+                    duration_ms: r.get(5)?,
+                };
+                Ok((r.get::<String>(0)?, attempt))
+            },
         )?;
-        let attempts = stmt.query_map(params![model_id], |r| {
-            let attempt = CallbackAttempt {
-                attempt: r.get(1)?,
-                at: r.get(2)?,
-                status_code: r.get(3)?,
-                error: r.get(4)?,
-                duration_ms: r.get(5)?,
-            };
-            Ok((r.get::<_, String>(0)?, attempt))
-        })?;
-        for row in attempts {
-            let (callback_id, attempt) = row?;
+        for (callback_id, attempt) in attempts {
             if let Some(&i) = index.get(&callback_id) {
                 out[i].1.push(attempt);
             }
@@ -262,10 +272,11 @@ impl Db {
         &self,
         fresh: impl Fn() -> String,
     ) -> Result<Vec<String>, PipelineError> {
-        let mut stmt =
-            self.conn.prepare("SELECT id, username FROM partners WHERE callback_secret IS NULL")?;
-        let missing: Vec<(String, String)> =
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let missing: Vec<(String, String)> = self.conn.query_map(
+            "SELECT id, username FROM partners WHERE callback_secret IS NULL",
+            params![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         for (id, _) in &missing {
             self.conn.execute(
                 "UPDATE partners SET callback_secret = $1 WHERE id = $2 AND callback_secret IS NULL",
@@ -292,8 +303,7 @@ mod tests {
     use super::*;
     use crate::db::{Partner, PartnerModel};
 
-    fn db_with_model() -> Db {
-        let db = Db::open_in_memory().expect("db");
+    fn db_with_model(db: Db) -> Db {
         let p =
             Partner { id: "p1".into(), name: "Shop".into(), email: "a@b.c".into(), username: "shop".into() };
         db.create_partner(&p, "hash", "key", "secret").expect("partner");
@@ -322,108 +332,119 @@ mod tests {
 
     #[test]
     fn partners_without_a_callback_secret_get_one_once() {
-        let db = db_with_model();
-        db.conn.execute("UPDATE partners SET callback_secret = NULL", []).expect("an old partner");
-        assert_eq!(db.backfill_callback_secrets(|| "whsec_new".into()).expect("backfill"), ["shop"]);
-        assert_eq!(db.callback_secret_of("shop").expect("q").as_deref(), Some("whsec_new"));
-        assert!(db.backfill_callback_secrets(|| "whsec_other".into()).expect("again").is_empty());
-        assert_eq!(db.callback_secret_of("shop").expect("q").as_deref(), Some("whsec_new"));
+        for db in crate::db::testing::backends() {
+            let db = db_with_model(db);
+            db.conn.execute("UPDATE partners SET callback_secret = NULL", params![]).expect("an old partner");
+            assert_eq!(db.backfill_callback_secrets(|| "whsec_new".into()).expect("backfill"), ["shop"]);
+            assert_eq!(db.callback_secret_of("shop").expect("q").as_deref(), Some("whsec_new"));
+            assert!(db.backfill_callback_secrets(|| "whsec_other".into()).expect("again").is_empty());
+            assert_eq!(db.callback_secret_of("shop").expect("q").as_deref(), Some("whsec_new"));
+        }
     }
 
     #[test]
     fn a_status_change_queues_its_callback_and_a_lost_race_queues_none() {
-        let db = db_with_model();
-        let cb = new_callback("c1");
-        assert!(
-            db.set_partner_model_status(
-                "m1",
-                &crate::db::StatusChange {
-                    callback: Some(&cb),
-                    ..crate::db::StatusChange::new(
-                        crate::db::ModelStatus::NotUploaded,
-                        crate::db::ModelStatus::Processing
-                    )
-                }
-            )
-            .expect("set")
-        );
-        // The compare-and-swap fails: nothing is queued for a change that
-        // did not happen.
-        let again = new_callback("c2");
-        assert!(
-            !db.set_partner_model_status(
-                "m1",
-                &crate::db::StatusChange {
-                    callback: Some(&again),
-                    ..crate::db::StatusChange::new(
-                        crate::db::ModelStatus::NotUploaded,
-                        crate::db::ModelStatus::Processing
-                    )
-                }
-            )
-            .expect("set")
-        );
-        let queued = db.callbacks_of("m1").expect("log");
-        assert_eq!(queued.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(), ["c1"]);
+        for db in crate::db::testing::backends() {
+            let db = db_with_model(db);
+            let cb = new_callback("c1");
+            assert!(
+                db.set_partner_model_status(
+                    "m1",
+                    &crate::db::StatusChange {
+                        callback: Some(&cb),
+                        ..crate::db::StatusChange::new(
+                            crate::db::ModelStatus::NotUploaded,
+                            crate::db::ModelStatus::Processing
+                        )
+                    }
+                )
+                .expect("set")
+            );
+            // The compare-and-swap fails: nothing is queued for a change that
+            // did not happen.
+            let again = new_callback("c2");
+            assert!(
+                !db.set_partner_model_status(
+                    "m1",
+                    &crate::db::StatusChange {
+                        callback: Some(&again),
+                        ..crate::db::StatusChange::new(
+                            crate::db::ModelStatus::NotUploaded,
+                            crate::db::ModelStatus::Processing
+                        )
+                    }
+                )
+                .expect("set")
+            );
+            let queued = db.callbacks_of("m1").expect("log");
+            assert_eq!(queued.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(), ["c1"]);
+        }
     }
 
     #[test]
     fn a_claim_is_a_lease_and_attempts_are_logged() {
-        let db = db_with_model();
-        db.set_partner_model_status(
-            "m1",
-            &crate::db::StatusChange {
-                callback: Some(&new_callback("c1")),
-                ..crate::db::StatusChange::new(
-                    crate::db::ModelStatus::NotUploaded,
-                    crate::db::ModelStatus::Processing,
-                )
-            },
-        )
-        .expect("set");
-        let now = now_ms();
-        let claimed = db.claim_due_callbacks(now, 60_000, 10).expect("claim");
-        assert_eq!(claimed.len(), 1);
-        assert_eq!(claimed[0].1.as_deref(), Some("secret"));
-        // Leased: not due again until the lease ends.
-        assert!(db.claim_due_callbacks(now, 60_000, 10).expect("claim").is_empty());
-        assert_eq!(db.claim_due_callbacks(now + 60_000, 60_000, 10).expect("claim").len(), 1);
-        let failed =
-            CallbackAttempt { attempt: 1, at: now, status_code: Some(500), error: None, duration_ms: 3 };
-        db.record_callback_attempt("c1", &failed, false, Some(now + 10)).expect("record");
-        let ok =
-            CallbackAttempt { attempt: 2, at: now + 10, status_code: Some(204), error: None, duration_ms: 2 };
-        db.record_callback_attempt("c1", &ok, true, None).expect("record");
-        let log = db.callbacks_of("m1").expect("log");
-        assert_eq!(log[0].0.state, CallbackState::Delivered);
-        assert_eq!(log[0].0.attempts, 2);
-        assert_eq!(log[0].1, vec![failed.clone(), ok.clone()]);
-        assert!(db.claim_due_callbacks(i64::MAX, 1, 10).expect("claim").is_empty(), "delivered is final");
-        // A second delivery's attempts are its own, not the first's.
-        assert!(
+        for db in crate::db::testing::backends() {
+            let db = db_with_model(db);
             db.set_partner_model_status(
                 "m1",
                 &crate::db::StatusChange {
-                    callback: Some(&new_callback("c2")),
+                    callback: Some(&new_callback("c1")),
                     ..crate::db::StatusChange::new(
+                        crate::db::ModelStatus::NotUploaded,
                         crate::db::ModelStatus::Processing,
-                        crate::db::ModelStatus::Processed
                     )
-                }
+                },
             )
-            .expect("set")
-        );
-        let other = CallbackAttempt {
-            attempt: 1,
-            at: now + 20,
-            status_code: None,
-            error: Some("x".into()),
-            duration_ms: 1,
-        };
-        db.record_callback_attempt("c2", &other, false, None).expect("record");
-        let log = db.callbacks_of("m1").expect("log");
-        assert_eq!(log.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(), ["c1", "c2"]);
-        assert_eq!(log[0].1, vec![failed, ok]);
-        assert_eq!(log[1].1, vec![other]);
+            .expect("set");
+            let now = now_ms();
+            let claimed = db.claim_due_callbacks(now, 60_000, 10).expect("claim");
+            assert_eq!(claimed.len(), 1);
+            assert_eq!(claimed[0].1.as_deref(), Some("secret"));
+            // Leased: not due again until the lease ends.
+            assert!(db.claim_due_callbacks(now, 60_000, 10).expect("claim").is_empty());
+            assert_eq!(db.claim_due_callbacks(now + 60_000, 60_000, 10).expect("claim").len(), 1);
+            let failed =
+                CallbackAttempt { attempt: 1, at: now, status_code: Some(500), error: None, duration_ms: 3 };
+            db.record_callback_attempt("c1", &failed, false, Some(now + 10)).expect("record");
+            let ok = CallbackAttempt {
+                attempt: 2,
+                at: now + 10,
+                status_code: Some(204),
+                error: None,
+                duration_ms: 2,
+            };
+            db.record_callback_attempt("c1", &ok, true, None).expect("record");
+            let log = db.callbacks_of("m1").expect("log");
+            assert_eq!(log[0].0.state, CallbackState::Delivered);
+            assert_eq!(log[0].0.attempts, 2);
+            assert_eq!(log[0].1, vec![failed.clone(), ok.clone()]);
+            assert!(db.claim_due_callbacks(i64::MAX, 1, 10).expect("claim").is_empty(), "delivered is final");
+            // A second delivery's attempts are its own, not the first's.
+            assert!(
+                db.set_partner_model_status(
+                    "m1",
+                    &crate::db::StatusChange {
+                        callback: Some(&new_callback("c2")),
+                        ..crate::db::StatusChange::new(
+                            crate::db::ModelStatus::Processing,
+                            crate::db::ModelStatus::Processed
+                        )
+                    }
+                )
+                .expect("set")
+            );
+            let other = CallbackAttempt {
+                attempt: 1,
+                at: now + 20,
+                status_code: None,
+                error: Some("x".into()),
+                duration_ms: 1,
+            };
+            db.record_callback_attempt("c2", &other, false, None).expect("record");
+            let log = db.callbacks_of("m1").expect("log");
+            assert_eq!(log.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(), ["c1", "c2"]);
+            assert_eq!(log[0].1, vec![failed, ok]);
+            assert_eq!(log[1].1, vec![other]);
+        }
     }
 }

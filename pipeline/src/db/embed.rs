@@ -2,7 +2,7 @@
 //! SHA-256; the ticket itself is shown once), browser sessions opened
 //! with them, and each model's embedding settings.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{DbError, OptionalExt, Row, params};
 use serde::Serialize;
 
 use super::Db;
@@ -116,17 +116,17 @@ fn domains(json: &str) -> Vec<String> {
 const TICKET_COLUMNS: &str =
     "id, model_id, partner_id, backend, pub, author, accessdomains, until_ms, revoked, created_at";
 
-fn row_to_ticket(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
+fn row_to_ticket(r: &Row<'_>) -> Result<Ticket, DbError> {
     Ok(Ticket {
         id: r.get(0)?,
         model_id: r.get(1)?,
         partner_id: r.get(2)?,
-        backend: r.get::<_, i64>(3)? != 0,
-        public: r.get::<_, i64>(4)? != 0,
-        author: r.get::<_, i64>(5)? != 0,
-        accessdomains: domains(&r.get::<_, String>(6)?),
+        backend: r.get::<i64>(3)? != 0,
+        public: r.get::<i64>(4)? != 0,
+        author: r.get::<i64>(5)? != 0,
+        accessdomains: domains(&r.get::<String>(6)?),
         until_ms: r.get(7)?,
-        revoked: r.get::<_, i64>(8)? != 0,
+        revoked: r.get::<i64>(8)? != 0,
         created_at: r.get(9)?,
     })
 }
@@ -158,17 +158,21 @@ impl Db {
     pub fn ticket_by_secret(&self, secret_hash: &str) -> Result<Option<Ticket>, PipelineError> {
         Ok(self
             .conn
-            .prepare_cached(&format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE secret_hash = $1"))?
-            .query_row(params![secret_hash], row_to_ticket)
+            .query_row(
+                &format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE secret_hash = $1"),
+                params![secret_hash],
+                row_to_ticket,
+            )
             .optional()?)
     }
 
     /// A model's tickets, newest first.
     pub fn tickets_of(&self, model_id: &str) -> Result<Vec<Ticket>, PipelineError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {TICKET_COLUMNS} FROM tickets WHERE model_id = $1 ORDER BY created_at DESC, id"
-        ))?;
-        Ok(stmt.query_map(params![model_id], row_to_ticket)?.collect::<Result<_, _>>()?)
+        Ok(self.conn.query_map(
+            &format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE model_id = $1 ORDER BY created_at DESC, id"),
+            params![model_id],
+            row_to_ticket,
+        )?)
     }
 
     /// Revokes ticket `id` of `model_id` (and the sessions it opened);
@@ -191,16 +195,17 @@ impl Db {
     pub fn embed_settings(&self, model_id: &str) -> Result<EmbedSettings, PipelineError> {
         Ok(self
             .conn
-            .prepare_cached(
+            .query_row(
                 "SELECT accessdomains, backendaccess, require_token FROM model_embed WHERE model_id = $1",
-            )?
-            .query_row(params![model_id], |r| {
-                Ok(EmbedSettings {
-                    accessdomains: domains(&r.get::<_, String>(0)?),
-                    backendaccess: r.get::<_, i64>(1)? != 0,
-                    require_token: r.get::<_, i64>(2)? != 0,
-                })
-            })
+                params![model_id],
+                |r| {
+                    Ok(EmbedSettings {
+                        accessdomains: domains(&r.get::<String>(0)?),
+                        backendaccess: r.get::<i64>(1)? != 0,
+                        require_token: r.get::<i64>(2)? != 0,
+                    })
+                },
+            )
             .optional()?
             .unwrap_or_default())
     }
@@ -226,7 +231,7 @@ impl Db {
         Ok(self
             .conn
             .query_row("SELECT force_require_token FROM partners WHERE id = $1", params![partner_id], |r| {
-                r.get::<_, i64>(0)
+                r.get::<i64>(0)
             })
             .optional()?
             .is_some_and(|v| v != 0))
@@ -255,11 +260,8 @@ impl Db {
     pub fn embed_session(&self, id: &str) -> Result<Option<EmbedSession>, PipelineError> {
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT id, model_id, ticket_id, origin, created_at, expires_at, closed_at FROM embed_sessions \
-                 WHERE id = $1",
-            )?
-            .query_row(params![id], |r| {
+            .query_row("SELECT id, model_id, ticket_id, origin, created_at, expires_at, closed_at FROM embed_sessions \
+                 WHERE id = $1", params![id], |r| {
                 Ok(EmbedSession {
                     id: r.get(0)?,
                     model_id: r.get(1)?,
@@ -287,7 +289,7 @@ impl Db {
         Ok(self.conn.query_row(
             "SELECT COUNT(*), MAX(created_at) FROM embed_sessions WHERE model_id = $1",
             params![model_id],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            |r| Ok((r.get::<i64>(0)? as u64, r.get(1)?)),
         )?)
     }
 }

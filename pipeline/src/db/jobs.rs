@@ -10,7 +10,7 @@
 //! A job whose lease ran out is due again. The same interface will carry
 //! provider jobs and the scale-out workers.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{DbError, OptionalExt, Row, params};
 use serde::Serialize;
 
 use super::Db;
@@ -121,7 +121,7 @@ pub enum JobEffect<'a> {
 const JOB_COLUMNS: &str =
     "id, kind, subject, partner_id, payload, status, attempts, max_attempts, last_error";
 
-fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+fn row_to_job(r: &Row<'_>) -> Result<Job, DbError> {
     Ok(Job {
         id: r.get(0)?,
         kind: r.get(1)?,
@@ -129,8 +129,8 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         partner_id: r.get(3)?,
         payload: r.get(4)?,
         status: r.get(5)?,
-        attempts: u32::try_from(r.get::<_, i64>(6)?).unwrap_or(u32::MAX),
-        max_attempts: u32::try_from(r.get::<_, i64>(7)?).unwrap_or(u32::MAX),
+        attempts: u32::try_from(r.get::<i64>(6)?).unwrap_or(u32::MAX),
+        max_attempts: u32::try_from(r.get::<i64>(7)?).unwrap_or(u32::MAX),
         last_error: r.get(8)?,
     })
 }
@@ -161,11 +161,19 @@ impl Db {
             return Ok(None);
         }
         let names: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
+        // PostgreSQL runs claims concurrently: the subquery's row is locked
+        // and rows another claim holds are skipped, so two workers never
+        // take one job and never wait for each other. SQLite runs one
+        // writer at a time, and has no row locks to ask for.
+        let skip_locked = match self.backend() {
+            super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        };
         let sql = format!(
             "UPDATE jobs SET status = 'running', locked_by = $1, lease_until = $2, attempts = attempts + 1, \
              updated_at = $3 WHERE id = (SELECT id FROM jobs WHERE kind IN ({}) AND \
              ((status = 'queued' AND run_after <= $3) OR (status = 'running' AND lease_until <= $3)) \
-             ORDER BY run_after, created_at, id LIMIT 1) RETURNING {JOB_COLUMNS}",
+             ORDER BY run_after, created_at, id LIMIT 1{skip_locked}) RETURNING {JOB_COLUMNS}",
             names.join(", ")
         );
         Ok(self
@@ -240,10 +248,13 @@ impl Db {
 
     /// Every job not yet finished, oldest first.
     pub fn pending_jobs(&self) -> Result<Vec<Job>, PipelineError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at, id"
-        ))?;
-        let rows = stmt.query_map([], row_to_job)?.collect::<Result<_, _>>()?;
+        let rows = self.conn.query_map(
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at, id"
+            ),
+            params![],
+            row_to_job,
+        )?;
         Ok(rows)
     }
 
@@ -261,11 +272,12 @@ impl Db {
     /// Partner models left `processing` with no job to finish them (by a
     /// version that kept no jobs, or a job given up without a status).
     pub fn processing_without_job(&self) -> Result<Vec<String>, PipelineError> {
-        let mut stmt = self.conn.prepare(
+        let ids = self.conn.query_map(
             "SELECT id FROM partner_models WHERE status = 'processing' AND id NOT IN \
              (SELECT subject FROM jobs WHERE status IN ('queued', 'running')) ORDER BY created_at, id",
+            params![],
+            |r| r.get(0),
         )?;
-        let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
         Ok(ids)
     }
 
@@ -295,48 +307,58 @@ mod tests {
 
     #[test]
     fn claims_are_leases_fenced_and_retried_until_given_up() {
-        let db = Db::open_in_memory().expect("db");
-        db.enqueue_job(&job("j1"), 100).expect("enqueue");
-        assert_eq!(db.pending_jobs_of("p1").expect("count"), 1);
-        assert!(
-            db.claim_job("w1", &[JobKind::ProcessUpload], 99, 1000).expect("claim").is_none(),
-            "not due yet"
-        );
-        let j = db.claim_job("w1", &[JobKind::ProcessUpload], 100, 1000).expect("claim").expect("a job");
-        assert_eq!((j.id.as_str(), j.attempts, j.status), ("j1", 1, JobStatus::Running));
-        assert!(db.claim_job("w2", &[JobKind::ProcessUpload], 500, 1000).expect("claim").is_none(), "leased");
-        assert!(db.heartbeat_job("j1", "w1", 2000).expect("beat"));
-        assert!(!db.heartbeat_job("j1", "w2", 2000).expect("beat"), "not w2's");
-        // The lease runs out: w2 takes the job over, and w1 can no longer end it.
-        let j =
-            db.claim_job("w2", &[JobKind::ProcessUpload], 2000, 1000).expect("claim").expect("taken over");
-        assert_eq!(j.attempts, 2);
-        assert!(!db.complete_job("j1", "w1", 2001).expect("fenced"));
-        assert_eq!(db.fail_job("j1", "w1", "late", Some(3000), 2001).expect("fenced"), None);
-        // The last attempt fails: given up, whatever the retry time.
-        assert_eq!(
-            db.fail_job("j1", "w2", "disk full", Some(3000), 2002).expect("fail"),
-            Some(JobStatus::Failed)
-        );
-        let done = db.job("j1").expect("q").expect("job");
-        assert_eq!((done.status, done.last_error.as_deref()), (JobStatus::Failed, Some("disk full")));
-        assert_eq!(db.pending_jobs_of("p1").expect("count"), 0);
+        for db in crate::db::testing::backends() {
+            let db = db;
+            db.enqueue_job(&job("j1"), 100).expect("enqueue");
+            assert_eq!(db.pending_jobs_of("p1").expect("count"), 1);
+            assert!(
+                db.claim_job("w1", &[JobKind::ProcessUpload], 99, 1000).expect("claim").is_none(),
+                "not due yet"
+            );
+            let j = db.claim_job("w1", &[JobKind::ProcessUpload], 100, 1000).expect("claim").expect("a job");
+            assert_eq!((j.id.as_str(), j.attempts, j.status), ("j1", 1, JobStatus::Running));
+            assert!(
+                db.claim_job("w2", &[JobKind::ProcessUpload], 500, 1000).expect("claim").is_none(),
+                "leased"
+            );
+            assert!(db.heartbeat_job("j1", "w1", 2000).expect("beat"));
+            assert!(!db.heartbeat_job("j1", "w2", 2000).expect("beat"), "not w2's");
+            // The lease runs out: w2 takes the job over, and w1 can no longer end it.
+            let j = db
+                .claim_job("w2", &[JobKind::ProcessUpload], 2000, 1000)
+                .expect("claim")
+                .expect("taken over");
+            assert_eq!(j.attempts, 2);
+            assert!(!db.complete_job("j1", "w1", 2001).expect("fenced"));
+            assert_eq!(db.fail_job("j1", "w1", "late", Some(3000), 2001).expect("fenced"), None);
+            // The last attempt fails: given up, whatever the retry time.
+            assert_eq!(
+                db.fail_job("j1", "w2", "disk full", Some(3000), 2002).expect("fail"),
+                Some(JobStatus::Failed)
+            );
+            let done = db.job("j1").expect("q").expect("job");
+            assert_eq!((done.status, done.last_error.as_deref()), (JobStatus::Failed, Some("disk full")));
+            assert_eq!(db.pending_jobs_of("p1").expect("count"), 0);
+        }
     }
 
     #[test]
     fn a_failure_with_attempts_left_is_retried_later_and_running_jobs_requeue_at_start() {
-        let db = Db::open_in_memory().expect("db");
-        db.enqueue_job(&job("j1"), 0).expect("enqueue");
-        db.claim_job("w1", &[JobKind::ProcessUpload], 0, 1000).expect("claim").expect("job");
-        assert_eq!(db.fail_job("j1", "w1", "busy", Some(50), 10).expect("fail"), Some(JobStatus::Queued));
-        assert!(
-            db.claim_job("w1", &[JobKind::ProcessUpload], 49, 1000).expect("claim").is_none(),
-            "backing off"
-        );
-        db.claim_job("w1", &[JobKind::ProcessUpload], 50, 1_000_000).expect("claim").expect("due again");
-        assert_eq!(db.requeue_running_jobs(60).expect("requeue"), 1);
-        let j = db.claim_job("w9", &[JobKind::ProcessUpload], 60, 1000).expect("claim").expect("requeued");
-        assert!(db.complete_job(&j.id, "w9", 61).expect("complete"));
-        assert!(db.pending_jobs().expect("pending").is_empty());
+        for db in crate::db::testing::backends() {
+            let db = db;
+            db.enqueue_job(&job("j1"), 0).expect("enqueue");
+            db.claim_job("w1", &[JobKind::ProcessUpload], 0, 1000).expect("claim").expect("job");
+            assert_eq!(db.fail_job("j1", "w1", "busy", Some(50), 10).expect("fail"), Some(JobStatus::Queued));
+            assert!(
+                db.claim_job("w1", &[JobKind::ProcessUpload], 49, 1000).expect("claim").is_none(),
+                "backing off"
+            );
+            db.claim_job("w1", &[JobKind::ProcessUpload], 50, 1_000_000).expect("claim").expect("due again");
+            assert_eq!(db.requeue_running_jobs(60).expect("requeue"), 1);
+            let j =
+                db.claim_job("w9", &[JobKind::ProcessUpload], 60, 1000).expect("claim").expect("requeued");
+            assert!(db.complete_job(&j.id, "w9", 61).expect("complete"));
+            assert!(db.pending_jobs().expect("pending").is_empty());
+        }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::PipelineError;
@@ -21,6 +21,7 @@ mod jobs;
 mod partners;
 mod resources;
 mod services;
+pub mod sql;
 mod tus;
 mod vocab;
 
@@ -34,7 +35,10 @@ pub use resources::{ApiToken, Lineage, Snapshot, SnapshotStatus};
 pub use services::{
     LinkOutcome, ProviderJob, ProviderJobStatus, ProviderJobUpdate, Service, ServiceLink, ServiceType,
 };
+pub use sql::{Backend, DatabaseLocation, DbError};
 pub use tus::TusUpload;
+
+use sql::{Conn, params};
 
 /// The migrations, in order; never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[
@@ -119,7 +123,7 @@ pub struct ModelRecord {
 /// server share.
 #[derive(Debug)]
 pub struct Db {
-    conn: Connection,
+    conn: Conn,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -183,6 +187,21 @@ impl SchemaStatus {
     }
 }
 
+/// Refuses a schema this build would have to change (`what` names the
+/// database).
+fn require_current(status: SchemaStatus, what: &str) -> Result<(), PipelineError> {
+    if status.is_newer() {
+        return Err(newer_schema(status));
+    }
+    if status.applied < status.known {
+        return Err(PipelineError::Schema(format!(
+            "{what}: schema version {} is older than this build ({}); run `strata migrate` first",
+            status.applied, status.known
+        )));
+    }
+    Ok(())
+}
+
 fn newer_schema(status: SchemaStatus) -> PipelineError {
     PipelineError::Schema(format!(
         "schema version {} is newer than this build ({}); upgrade strata",
@@ -191,26 +210,16 @@ fn newer_schema(status: SchemaStatus) -> PipelineError {
 }
 
 impl Db {
-    /// Opens (creating and migrating) the database at `path`.
+    /// Opens (creating and migrating) the SQLite database at `path`.
     pub fn open(path: &Path) -> Result<Db, PipelineError> {
         Db::open_with(path, Migrations::Apply)
     }
 
-    /// Opens the database at `path`, migrating it or requiring it migrated.
+    /// Opens the SQLite database at `path`, migrating it or requiring it
+    /// migrated.
     pub fn open_with(path: &Path, migrations: Migrations) -> Result<Db, PipelineError> {
         if migrations == Migrations::Require {
-            let status = Db::schema_status(path)?;
-            if status.is_newer() {
-                return Err(newer_schema(status));
-            }
-            if status.applied < status.known {
-                return Err(PipelineError::Schema(format!(
-                    "{}: schema version {} is older than this build ({}); run `strata migrate` first",
-                    path.display(),
-                    status.applied,
-                    status.known
-                )));
-            }
+            require_current(Db::schema_status(path)?, &path.display().to_string())?;
         }
         let conn = Connection::open(path)?;
         // WAL: readers (the server) never block the ingest writer; a crash
@@ -220,13 +229,76 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         wal_mode(&conn)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let db = Db { conn };
+        conn.set_prepared_statement_cache_capacity(64);
+        let db = Db { conn: Conn::Sqlite(conn) };
         db.migrate()?;
         Ok(db)
     }
 
-    /// Where the schema of the database at `path` stands, without changing
-    /// anything (a missing file is a new database, at 0).
+    /// Opens the database at `location` (`DATA/meta.db` for the default),
+    /// migrating it or requiring it migrated.
+    pub fn open_location(
+        location: &DatabaseLocation,
+        data_dir: &Path,
+        migrations: Migrations,
+    ) -> Result<Db, PipelineError> {
+        match location {
+            DatabaseLocation::InDataDir => Db::open_with(&data_dir.join("meta.db"), migrations),
+            DatabaseLocation::Sqlite(path) => Db::open_with(path, migrations),
+            DatabaseLocation::Postgres(url) => Db::open_postgres(Conn::postgres(url)?, migrations),
+        }
+    }
+
+    /// A PostgreSQL session, migrated or required migrated.
+    fn open_postgres(conn: Conn, migrations: Migrations) -> Result<Db, PipelineError> {
+        let db = Db { conn };
+        if migrations == Migrations::Require {
+            require_current(db.applied_schema()?, "the PostgreSQL database")?;
+        }
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// A PostgreSQL session with `config` (tests: a schema of their own
+    /// through its `options`), migrated.
+    pub fn open_postgres_with(config: tokio_postgres::Config) -> Result<Db, PipelineError> {
+        Db::open_postgres(Conn::postgres_with(config)?, Migrations::Apply)
+    }
+
+    /// Which backend this repository is on.
+    pub fn backend(&self) -> Backend {
+        self.conn.backend()
+    }
+
+    /// Where the schema of the open database stands.
+    fn applied_schema(&self) -> Result<SchemaStatus, PipelineError> {
+        let known = MIGRATIONS.len() as i64;
+        let exists = match self.conn.backend() {
+            Backend::Sqlite => self.conn.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+                params![],
+                |r| r.get::<bool>(0),
+            )?,
+            Backend::Postgres => self.conn.query_row(
+                "SELECT to_regclass('schema_migrations') IS NOT NULL",
+                params![],
+                |r| r.get::<bool>(0),
+            )?,
+        };
+        let applied = if exists {
+            self.conn.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                params![],
+                |r| r.get(0),
+            )?
+        } else {
+            0
+        };
+        Ok(SchemaStatus { applied, known })
+    }
+
+    /// Where the schema of the SQLite database at `path` stands, without
+    /// changing anything (a missing file is a new database, at 0).
     pub fn schema_status(path: &Path) -> Result<SchemaStatus, PipelineError> {
         let known = MIGRATIONS.len() as i64;
         if !path.exists() {
@@ -253,29 +325,51 @@ impl Db {
         Ok(SchemaStatus { applied, known })
     }
 
-    /// Applies what the database at `path` lacks; where it stood before
-    /// and after. A database newer than this build is refused.
-    pub fn migrate_file(path: &Path) -> Result<(SchemaStatus, SchemaStatus), PipelineError> {
-        let before = Db::schema_status(path)?;
+    /// Where the schema at `location` stands, without changing anything.
+    pub fn schema_status_at(
+        location: &DatabaseLocation,
+        data_dir: &Path,
+    ) -> Result<SchemaStatus, PipelineError> {
+        match location {
+            DatabaseLocation::InDataDir => Db::schema_status(&data_dir.join("meta.db")),
+            DatabaseLocation::Sqlite(path) => Db::schema_status(path),
+            DatabaseLocation::Postgres(url) => Db { conn: Conn::postgres(url)? }.applied_schema(),
+        }
+    }
+
+    /// Applies what the database at `location` lacks; where it stood
+    /// before and after. A database newer than this build is refused.
+    pub fn migrate_at(
+        location: &DatabaseLocation,
+        data_dir: &Path,
+    ) -> Result<(SchemaStatus, SchemaStatus), PipelineError> {
+        let before = Db::schema_status_at(location, data_dir)?;
         if before.is_newer() {
             return Err(newer_schema(before));
         }
-        drop(Db::open(path)?);
-        Ok((before, Db::schema_status(path)?))
+        let db = Db::open_location(location, data_dir, Migrations::Apply)?;
+        Ok((before, db.applied_schema()?))
     }
 
-    /// Starts a write transaction that takes the write lock at once
-    /// (`BEGIN IMMEDIATE`): with several connections in WAL mode, a
-    /// deferred transaction that reads and then writes fails at once with
-    /// `SQLITE_BUSY` when another connection wrote in between, where an
-    /// immediate one waits its turn under the busy timeout.
-    fn begin(&self) -> Result<rusqlite::Transaction<'_>, PipelineError> {
-        Ok(rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)?)
+    /// Applies what the SQLite database at `path` lacks; where it stood
+    /// before and after.
+    pub fn migrate_file(path: &Path) -> Result<(SchemaStatus, SchemaStatus), PipelineError> {
+        Db::migrate_at(&DatabaseLocation::Sqlite(path.to_path_buf()), Path::new("."))
+    }
+
+    /// Starts a write transaction holding the writer lock at once
+    /// (`BEGIN IMMEDIATE` on SQLite: with several connections in WAL mode,
+    /// a deferred transaction that reads and then writes fails at once
+    /// with `SQLITE_BUSY` when another connection wrote in between, where
+    /// an immediate one waits its turn under the busy timeout; the same
+    /// lock on PostgreSQL, see [`sql`]).
+    fn begin(&self) -> Result<sql::Tx<'_>, PipelineError> {
+        Ok(self.conn.begin()?)
     }
 
     /// An in-memory database (tests).
     pub fn open_in_memory() -> Result<Db, PipelineError> {
-        let db = Db { conn: Connection::open_in_memory()? };
+        let db = Db { conn: Conn::Sqlite(Connection::open_in_memory()?) };
         db.migrate()?;
         Ok(db)
     }
@@ -284,17 +378,20 @@ impl Db {
     ///
     /// Each step reads the applied version inside its own write
     /// transaction, so two processes opening a new store at once (an
-    /// ingest and a `models list` beside it) never both apply one step:
-    /// the second waits for the write lock, then sees the step done.
+    /// ingest and a `models list` beside it, or two servers) never both
+    /// apply one step: the second waits for the write lock, then sees the
+    /// step done.
     fn migrate(&self) -> Result<(), PipelineError> {
         loop {
             let tx = self.begin()?;
             tx.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-                [],
+                params![],
             )?;
             let applied: i64 =
-                tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+                tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", params![], |r| {
+                    r.get(0)
+                })?;
             if applied > MIGRATIONS.len() as i64 {
                 return Err(newer_schema(SchemaStatus { applied, known: MIGRATIONS.len() as i64 }));
             }
@@ -318,9 +415,7 @@ impl Db {
         } else {
             "SELECT id FROM models"
         };
-        let mut stmt = self.conn.prepare(sql)?;
-        let ids = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        Ok(ids)
+        Ok(self.conn.query_map(sql, params![], |r| r.get(0))?.into_iter().collect())
     }
 
     /// Inserts or replaces several rows in one transaction (one commit for
@@ -378,13 +473,12 @@ impl Db {
         if id.len() < 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM models WHERE id >= $1 AND id < $2 ORDER BY id LIMIT 2"
-        ))?;
         let upper = format!("{}g", id.to_ascii_lowercase());
-        let rows: Vec<ModelRecord> = stmt
-            .query_map(params![id.to_ascii_lowercase(), upper], row_to_model)?
-            .collect::<Result<_, _>>()?;
+        let rows: Vec<ModelRecord> = self.conn.query_map(
+            &format!("SELECT {COLUMNS} FROM models WHERE id >= $1 AND id < $2 ORDER BY id LIMIT 2"),
+            params![id.to_ascii_lowercase(), upper],
+            row_to_model,
+        )?;
         Ok(if rows.len() == 1 { rows.into_iter().next() } else { None })
     }
 
@@ -397,12 +491,14 @@ impl Db {
             return Ok(Default::default());
         }
         let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let mut stmt =
-            self.conn.prepare(&format!("SELECT {COLUMNS} FROM models WHERE id IN ({})", marks.join(", ")))?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(ids), row_to_model)?;
+        let binds: Vec<&dyn sql::Param> = ids.iter().map(|id| id as &dyn sql::Param).collect();
+        let rows = self.conn.query_map(
+            &format!("SELECT {COLUMNS} FROM models WHERE id IN ({})", marks.join(", ")),
+            &binds,
+            row_to_model,
+        )?;
         let mut out = std::collections::HashMap::new();
         for row in rows {
-            let row = row?;
             out.insert(row.id.clone(), row);
         }
         Ok(out)
@@ -410,13 +506,15 @@ impl Db {
 
     /// All models, by file name.
     pub fn models(&self) -> Result<Vec<ModelRecord>, PipelineError> {
-        let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM models ORDER BY file_name, id"))?;
-        let rows = stmt.query_map([], row_to_model)?.collect::<Result<_, _>>()?;
-        Ok(rows)
+        Ok(self.conn.query_map(
+            &format!("SELECT {COLUMNS} FROM models ORDER BY file_name, id"),
+            params![],
+            row_to_model,
+        )?)
     }
 }
 
-fn row_to_model(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRecord> {
+fn row_to_model(r: &sql::Row<'_>) -> Result<ModelRecord, DbError> {
     Ok(ModelRecord {
         id: r.get(0)?,
         file_name: r.get(1)?,
@@ -438,6 +536,57 @@ fn row_to_model(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRecord> {
         created_at: r.get(17)?,
         updated_at: r.get(18)?,
     })
+}
+
+/// Databases for tests on both backends.
+///
+/// PostgreSQL is used when `STRATA_TEST_POSTGRES` names a server
+/// (`scripts/test-services.sh start` prints it); each call gets a schema of
+/// its own there, so tests never see each other's rows. Without it the
+/// PostgreSQL half is skipped with a message, unless
+/// `STRATA_REQUIRE_POSTGRES=1` (`.ci/run`) makes that a failure.
+#[doc(hidden)]
+pub mod testing {
+    use super::{DatabaseLocation, Db};
+
+    /// The server's URL, if the tests have one.
+    pub fn postgres_url() -> Option<String> {
+        match std::env::var("STRATA_TEST_POSTGRES") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                assert!(
+                    std::env::var("STRATA_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                    "STRATA_REQUIRE_POSTGRES=1 but STRATA_TEST_POSTGRES is not set (scripts/test-services.sh start)"
+                );
+                eprintln!(
+                    "PostgreSQL half skipped: STRATA_TEST_POSTGRES is not set (scripts/test-services.sh start prints it)"
+                );
+                None
+            }
+        }
+    }
+
+    /// A fresh, empty schema on the test server, as a `--database` URL.
+    pub fn fresh_postgres() -> Option<DatabaseLocation> {
+        let url = postgres_url()?;
+        let schema = format!("t_{}", crate::ids::random_hex(8));
+        let conn = super::Conn::postgres(&url).unwrap_or_else(|e| panic!("STRATA_TEST_POSTGRES={url}: {e}"));
+        conn.execute_batch(&format!("CREATE SCHEMA {schema}")).expect("create a test schema");
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Some(DatabaseLocation::Postgres(format!("{url}{sep}options=-csearch_path%3D{schema}")))
+    }
+
+    /// An empty, migrated database on each backend: SQLite in memory, and
+    /// PostgreSQL when the tests have one.
+    pub fn backends() -> Vec<Db> {
+        let mut out = vec![Db::open_in_memory().expect("SQLite in memory")];
+        if let Some(location) = fresh_postgres() {
+            let db = Db::open_location(&location, std::path::Path::new("."), super::Migrations::Apply)
+                .expect("a PostgreSQL test schema");
+            out.push(db);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -462,8 +611,10 @@ mod tests {
                 t.join().expect("no panic").unwrap_or_else(|e| panic!("round {round}: {e}"));
             }
             let db = Db::open(&path).expect("open");
-            let applied: i64 =
-                db.conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).expect("count");
+            let applied: i64 = db
+                .conn
+                .query_row("SELECT COUNT(*) FROM schema_migrations", params![], |r| r.get(0))
+                .expect("count");
             assert_eq!(applied, MIGRATIONS.len() as i64);
         }
     }
@@ -494,22 +645,24 @@ mod tests {
 
     #[test]
     fn models_round_trip_and_ids_resolve_by_prefix() {
-        let db = Db::open_in_memory().expect("opens");
-        let a = record(&"ab".repeat(32), "a.stl");
-        let b = record(&format!("abcd{}", "0".repeat(60)), "b.stl");
-        db.put_model(&a).expect("put");
-        db.put_model(&b).expect("put");
-        assert_eq!(db.model(&a.id).expect("query"), Some(a.clone()));
-        assert_eq!(db.model("abababab").expect("query"), Some(a.clone()));
-        assert_eq!(db.model("abab").expect("short prefix"), None);
-        assert_eq!(db.model("'; DROP TABLE models; --").expect("not hex"), None);
-        assert_eq!(db.models().expect("list").len(), 2);
-        assert_eq!(db.model(&b.id).expect("query").map(|m| m.file_name), Some("b.stl".into()));
-        let mut failed = a.clone();
-        failed.status = "failed".into();
-        db.put_model(&failed).expect("upsert");
-        assert_eq!(db.model(&a.id).expect("query").map(|m| m.status), Some("failed".into()));
-        assert_eq!(db.model_ids(false).expect("ids").len(), 2);
+        for db in crate::db::testing::backends() {
+            let db = db;
+            let a = record(&"ab".repeat(32), "a.stl");
+            let b = record(&format!("abcd{}", "0".repeat(60)), "b.stl");
+            db.put_model(&a).expect("put");
+            db.put_model(&b).expect("put");
+            assert_eq!(db.model(&a.id).expect("query"), Some(a.clone()));
+            assert_eq!(db.model("abababab").expect("query"), Some(a.clone()));
+            assert_eq!(db.model("abab").expect("short prefix"), None);
+            assert_eq!(db.model("'; DROP TABLE models; --").expect("not hex"), None);
+            assert_eq!(db.models().expect("list").len(), 2);
+            assert_eq!(db.model(&b.id).expect("query").map(|m| m.file_name), Some("b.stl".into()));
+            let mut failed = a.clone();
+            failed.status = "failed".into();
+            db.put_model(&failed).expect("upsert");
+            assert_eq!(db.model(&a.id).expect("query").map(|m| m.status), Some("failed".into()));
+            assert_eq!(db.model_ids(false).expect("ids").len(), 2);
+        }
     }
 
     #[test]
@@ -519,9 +672,134 @@ mod tests {
         Db::open(&path).expect("creates").put_model(&record(&"cd".repeat(32), "c.stl")).expect("put");
         let db = Db::open(&path).expect("reopens");
         assert_eq!(db.models().expect("list").len(), 1);
-        db.conn.execute("INSERT INTO schema_migrations VALUES (99, 0)", []).expect("bump");
+        db.conn.execute("INSERT INTO schema_migrations VALUES (99, 0)", params![]).expect("bump");
         drop(db);
         let e = Db::open(&path).expect_err("newer");
+        assert!(e.to_string().contains("newer than this build"), "{e}");
+    }
+
+    /// The same database through several connections: a SQLite file, and
+    /// PostgreSQL when the tests have one.
+    fn shared_locations(dir: &Path) -> Vec<DatabaseLocation> {
+        let mut out = vec![DatabaseLocation::Sqlite(dir.join("meta.db"))];
+        out.extend(testing::fresh_postgres());
+        out
+    }
+
+    /// Four workers claiming at once from their own connections never take
+    /// one job twice, and take every job (`FOR UPDATE SKIP LOCKED` on
+    /// PostgreSQL, one writer at a time on SQLite).
+    #[test]
+    fn concurrent_claims_never_take_a_job_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for location in shared_locations(dir.path()) {
+            let open = || Db::open_location(&location, dir.path(), Migrations::Apply).expect("open");
+            let db = open();
+            let now = now_ms();
+            for i in 0..200 {
+                let job = NewJob {
+                    id: format!("j{i:03}"),
+                    kind: JobKind::ProcessUpload,
+                    subject: format!("m{i}"),
+                    partner_id: None,
+                    payload: "{}".into(),
+                    max_attempts: 3,
+                };
+                db.enqueue_job(&job, now).expect("enqueue");
+            }
+            let workers: Vec<_> = (0..4)
+                .map(|w| {
+                    let db = open();
+                    std::thread::spawn(move || {
+                        let mut mine = Vec::new();
+                        while let Some(job) = db
+                            .claim_job(&format!("w{w}"), &[JobKind::ProcessUpload], now, 60_000)
+                            .expect("claim")
+                        {
+                            mine.push(job.id);
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            let mut taken: Vec<String> =
+                workers.into_iter().flat_map(|w| w.join().expect("no panic")).collect();
+            let claimed = taken.len();
+            taken.sort();
+            taken.dedup();
+            assert_eq!((claimed, taken.len()), (200, 200), "{location:?}: a job taken twice or not at all");
+        }
+    }
+
+    /// Four senders claiming due callbacks at once (two servers and two
+    /// workers) never take one delivery twice.
+    #[test]
+    fn concurrent_callback_claims_never_take_a_delivery_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for location in shared_locations(dir.path()) {
+            let open = || Db::open_location(&location, dir.path(), Migrations::Apply).expect("open");
+            let db = open();
+            let p =
+                Partner { id: "p1".into(), name: "S".into(), email: "a@b.c".into(), username: "s".into() };
+            db.create_partner(&p, "h", "k", "whsec_x").expect("partner");
+            let m = PartnerModel::new("m1".into(), "p1".into(), "M".into(), ModelStatus::NotUploaded, 0);
+            db.create_partner_model(&m).expect("model");
+            let now = now_ms();
+            for i in 0..120 {
+                let c = NewCallback {
+                    id: format!("c{i:03}"),
+                    url: "http://example.com/hook".into(),
+                    method: "POST".into(),
+                    body: "{}".into(),
+                    give_up_at: i64::MAX,
+                };
+                db.queue_callback("m1", &c, now).expect("queue");
+            }
+            let senders: Vec<_> = (0..4)
+                .map(|_| {
+                    let db = open();
+                    std::thread::spawn(move || {
+                        let mut mine = Vec::new();
+                        loop {
+                            let due = db.claim_due_callbacks(now, 60_000, 7).expect("claim");
+                            if due.is_empty() {
+                                break mine;
+                            }
+                            mine.extend(due.into_iter().map(|(c, _)| c.id));
+                        }
+                    })
+                })
+                .collect();
+            let mut taken: Vec<String> =
+                senders.into_iter().flat_map(|s| s.join().expect("no panic")).collect();
+            let claimed = taken.len();
+            taken.sort();
+            taken.dedup();
+            assert_eq!(
+                (claimed, taken.len()),
+                (120, 120),
+                "{location:?}: a delivery taken twice or not at all"
+            );
+        }
+    }
+
+    /// PostgreSQL's schema follows the same rules as SQLite's: applied once
+    /// by whoever opens first, refused when newer than this build, and
+    /// required (not applied) under `--no-migrate`.
+    #[test]
+    fn postgres_migrations_run_once_and_a_newer_schema_is_refused() {
+        let Some(location) = testing::fresh_postgres() else { return };
+        let here = Path::new(".");
+        let before = Db::schema_status_at(&location, here).expect("status");
+        assert_eq!(before.applied, 0);
+        let e = Db::open_location(&location, here, Migrations::Require).expect_err("required, not applied");
+        assert!(e.to_string().contains("run `strata migrate` first"), "{e}");
+        let (from, to) = Db::migrate_at(&location, here).expect("migrate");
+        assert_eq!((from.applied, to.applied), (0, MIGRATIONS.len() as i64));
+        let db = Db::open_location(&location, here, Migrations::Require).expect("current");
+        assert_eq!(db.backend(), Backend::Postgres);
+        db.conn.execute("INSERT INTO schema_migrations VALUES (99, 0)", params![]).expect("bump");
+        let e = Db::open_location(&location, here, Migrations::Apply).expect_err("newer");
         assert!(e.to_string().contains("newer than this build"), "{e}");
     }
 }

@@ -6,7 +6,7 @@
 //! and session ids as their SHA-256 (they are long random values, so a
 //! plain hash is enough and lets them be looked up).
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{DbError, OptionalExt, Row, params};
 use serde::Serialize;
 
 use super::{Db, now_ms};
@@ -424,11 +424,7 @@ impl Db {
         );
         match result {
             Ok(_) => Ok(true),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Ok(false)
-            }
+            Err(e) if e.is_unique_violation() => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
@@ -437,10 +433,11 @@ impl Db {
     pub fn partner_login(&self, username: &str) -> Result<Option<(Partner, String)>, PipelineError> {
         Ok(self
             .conn
-            .prepare_cached(
+            .query_row(
                 "SELECT id, name, email, username, password_hash FROM partners WHERE username = $1",
-            )?
-            .query_row(params![username], |r| Ok((row_to_partner(r)?, r.get(4)?)))
+                params![username],
+                |r| Ok((row_to_partner(r)?, r.get(4)?)),
+            )
             .optional()?)
     }
 
@@ -448,8 +445,11 @@ impl Db {
     pub fn partner_by_api_key(&self, api_key_hash: &str) -> Result<Option<Partner>, PipelineError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT id, name, email, username FROM partners WHERE api_key_hash = $1")?
-            .query_row(params![api_key_hash], row_to_partner)
+            .query_row(
+                "SELECT id, name, email, username FROM partners WHERE api_key_hash = $1",
+                params![api_key_hash],
+                row_to_partner,
+            )
             .optional()?)
     }
 
@@ -473,11 +473,8 @@ impl Db {
         // not by a write on every authenticated request.
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT p.id, p.name, p.email, p.username FROM sessions s JOIN partners p ON p.id = s.partner_id \
-                 WHERE s.id_hash = $1 AND s.expires_at > $2",
-            )?
-            .query_row(params![id_hash, now], row_to_partner)
+            .query_row("SELECT p.id, p.name, p.email, p.username FROM sessions s JOIN partners p ON p.id = s.partner_id \
+                 WHERE s.id_hash = $1 AND s.expires_at > $2", params![id_hash, now], row_to_partner)
             .optional()?)
     }
 
@@ -523,8 +520,11 @@ impl Db {
     pub fn partner_model(&self, id: &str) -> Result<Option<PartnerModel>, PipelineError> {
         Ok(self
             .conn
-            .prepare_cached(&format!("SELECT {MODEL_COLUMNS} FROM partner_models WHERE id = $1"))?
-            .query_row(params![id], row_to_partner_model)
+            .query_row(
+                &format!("SELECT {MODEL_COLUMNS} FROM partner_models WHERE id = $1"),
+                params![id],
+                row_to_partner_model,
+            )
             .optional()?)
     }
 
@@ -534,11 +534,12 @@ impl Db {
     pub fn model_stream(&self, id: &str) -> Result<Option<(ModelStatus, Option<String>)>, PipelineError> {
         Ok(self
             .conn
-            .prepare_cached(
+            .query_row(
                 "SELECT m.status, c.manifest_blob FROM partner_models m \
                  LEFT JOIN models c ON c.id = m.content_id WHERE m.id = $1",
-            )?
-            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?)
     }
 
@@ -551,32 +552,34 @@ impl Db {
     ) -> Result<Vec<PartnerModel>, PipelineError> {
         let (filter, args) = q.filter();
         let n = args.len();
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {MODEL_COLUMNS} FROM partner_models WHERE partner_id = $1{filter} ORDER BY {} \
-             LIMIT ${} OFFSET ${}",
-            q.order(),
-            n + 2,
-            n + 3
-        ))?;
         let per_page = i64::from(q.per_page.max(1));
-        let mut values: Vec<rusqlite::types::Value> = vec![partner_id.to_string().into()];
-        values.extend(args.into_iter().map(rusqlite::types::Value::from));
-        values.push(per_page.into());
-        values.push((i64::from(q.page) * per_page).into());
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(values), row_to_partner_model)?
-            .collect::<Result<_, _>>()?;
+        let offset = i64::from(q.page) * per_page;
+        let mut values: Vec<&dyn super::sql::Param> = vec![&partner_id];
+        values.extend(args.iter().map(|a| a as &dyn super::sql::Param));
+        values.push(&per_page);
+        values.push(&offset);
+        let rows = self.conn.query_map(
+            &format!(
+                "SELECT {MODEL_COLUMNS} FROM partner_models WHERE partner_id = $1{filter} ORDER BY {} \
+             LIMIT ${} OFFSET ${}",
+                q.order(),
+                n + 2,
+                n + 3
+            ),
+            &values,
+            row_to_partner_model,
+        )?;
         Ok(rows)
     }
 
     /// How many of a partner's models pass `q`'s filters (paging aside).
     pub fn count_partner_models(&self, partner_id: &str, q: &ModelQuery) -> Result<u64, PipelineError> {
         let (filter, args) = q.filter();
-        let mut values: Vec<rusqlite::types::Value> = vec![partner_id.to_string().into()];
-        values.extend(args.into_iter().map(rusqlite::types::Value::from));
+        let mut values: Vec<&dyn super::sql::Param> = vec![&partner_id];
+        values.extend(args.iter().map(|a| a as &dyn super::sql::Param));
         let n: i64 = self.conn.query_row(
             &format!("SELECT CAST(COUNT(*) AS BIGINT) FROM partner_models WHERE partner_id = $1{filter}"),
-            rusqlite::params_from_iter(values),
+            &values,
             |r| r.get(0),
         )?;
         Ok(n.max(0) as u64)
@@ -694,8 +697,11 @@ impl Db {
     pub fn token(&self, token: &str) -> Result<Option<PrintToken>, PipelineError> {
         Ok(self
             .conn
-            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM print_tokens WHERE token = $1"))?
-            .query_row(params![token], row_to_token)
+            .query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM print_tokens WHERE token = $1"),
+                params![token],
+                row_to_token,
+            )
             .optional()?)
     }
 
@@ -792,11 +798,11 @@ impl Db {
     }
 }
 
-fn row_to_partner(r: &rusqlite::Row<'_>) -> rusqlite::Result<Partner> {
+fn row_to_partner(r: &Row<'_>) -> Result<Partner, DbError> {
     Ok(Partner { id: r.get(0)?, name: r.get(1)?, email: r.get(2)?, username: r.get(3)? })
 }
 
-fn row_to_partner_model(r: &rusqlite::Row<'_>) -> rusqlite::Result<PartnerModel> {
+fn row_to_partner_model(r: &Row<'_>) -> Result<PartnerModel, DbError> {
     Ok(PartnerModel {
         id: r.get(0)?,
         partner_id: r.get(1)?,
@@ -811,12 +817,12 @@ fn row_to_partner_model(r: &rusqlite::Row<'_>) -> rusqlite::Result<PartnerModel>
         streams_pulled: r.get(10)?,
         created_at: r.get(11)?,
         updated_at: r.get(12)?,
-        allowed_resize: r.get::<_, i64>(13)? != 0,
-        allowed_rotation: r.get::<_, i64>(14)? != 0,
+        allowed_resize: r.get::<i64>(13)? != 0,
+        allowed_rotation: r.get::<i64>(14)? != 0,
     })
 }
 
-fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<PrintToken> {
+fn row_to_token(r: &Row<'_>) -> Result<PrintToken, DbError> {
     Ok(PrintToken {
         token: r.get(0)?,
         partner_id: r.get(1)?,
@@ -828,7 +834,7 @@ fn row_to_token(r: &rusqlite::Row<'_>) -> rusqlite::Result<PrintToken> {
         print_limit: r.get(7)?,
         prints_started: r.get(8)?,
         expires_at: r.get(9)?,
-        revoked: r.get::<_, i64>(10)? != 0,
+        revoked: r.get::<i64>(10)? != 0,
         printing_job_status: r.get(11)?,
         printing_percentage: r.get(12)?,
         minutes_left: r.get(13)?,
@@ -852,86 +858,90 @@ mod tests {
 
     #[test]
     fn partners_sessions_and_expiry() {
-        let db = Db::open_in_memory().expect("db");
-        assert!(db.create_partner(&partner("p1", "shop"), "hash", "key1", "s1").expect("create"));
-        assert!(
-            !db.create_partner(&partner("p2", "shop"), "hash", "key2", "s2").expect("dup"),
-            "username taken"
-        );
-        assert_eq!(db.partner_by_api_key("key1").expect("q").map(|p| p.id), Some("p1".into()));
-        assert!(db.partner_by_api_key("nope").expect("q").is_none());
-        db.create_session("s1", "p1", 1_000).expect("session");
-        assert!(db.session_partner("s1", 999).expect("q").is_some());
-        assert!(db.session_partner("s1", 1_000).expect("q").is_none(), "expired");
-        assert_eq!(db.delete_expired_sessions(1_000).expect("clean"), 1);
-        db.create_session("s2", "p1", i64::MAX).expect("session");
-        assert!(db.delete_session("s2").expect("delete"));
-        assert!(db.session_partner("s2", 0).expect("q").is_none());
+        for db in crate::db::testing::backends() {
+            let db = db;
+            assert!(db.create_partner(&partner("p1", "shop"), "hash", "key1", "s1").expect("create"));
+            assert!(
+                !db.create_partner(&partner("p2", "shop"), "hash", "key2", "s2").expect("dup"),
+                "username taken"
+            );
+            assert_eq!(db.partner_by_api_key("key1").expect("q").map(|p| p.id), Some("p1".into()));
+            assert!(db.partner_by_api_key("nope").expect("q").is_none());
+            db.create_session("s1", "p1", 1_000).expect("session");
+            assert!(db.session_partner("s1", 999).expect("q").is_some());
+            assert!(db.session_partner("s1", 1_000).expect("q").is_none(), "expired");
+            assert_eq!(db.delete_expired_sessions(1_000).expect("clean"), 1);
+            db.create_session("s2", "p1", i64::MAX).expect("session");
+            assert!(db.delete_session("s2").expect("delete"));
+            assert!(db.session_partner("s2", 0).expect("q").is_none());
+        }
     }
 
     #[test]
     fn status_moves_only_from_the_expected_state_and_tokens_count() {
-        let db = Db::open_in_memory().expect("db");
-        db.create_partner(&partner("p1", "shop"), "h", "k", "s").expect("create");
-        let m = PartnerModel::new(
-            "m1".into(),
-            "p1".into(),
-            "Logo".into(),
-            crate::db::ModelStatus::NotUploaded,
-            1,
-        );
-        db.create_partner_model(&m).expect("model");
-        assert!(
-            db.set_partner_model_status(
-                "m1",
-                &crate::db::StatusChange {
-                    content_id: Some("abc"),
-                    ..crate::db::StatusChange::new(
+        for db in crate::db::testing::backends() {
+            let db = db;
+            db.create_partner(&partner("p1", "shop"), "h", "k", "s").expect("create");
+            let m = PartnerModel::new(
+                "m1".into(),
+                "p1".into(),
+                "Logo".into(),
+                crate::db::ModelStatus::NotUploaded,
+                1,
+            );
+            db.create_partner_model(&m).expect("model");
+            assert!(
+                db.set_partner_model_status(
+                    "m1",
+                    &crate::db::StatusChange {
+                        content_id: Some("abc"),
+                        ..crate::db::StatusChange::new(
+                            crate::db::ModelStatus::NotUploaded,
+                            crate::db::ModelStatus::Processing
+                        )
+                    }
+                )
+                .expect("cas")
+            );
+            assert!(
+                !db.set_partner_model_status(
+                    "m1",
+                    &crate::db::StatusChange::new(
                         crate::db::ModelStatus::NotUploaded,
                         crate::db::ModelStatus::Processing
                     )
-                }
-            )
-            .expect("cas")
-        );
-        assert!(
-            !db.set_partner_model_status(
-                "m1",
-                &crate::db::StatusChange::new(
-                    crate::db::ModelStatus::NotUploaded,
-                    crate::db::ModelStatus::Processing
                 )
-            )
-            .expect("cas")
-        );
-        let q = ModelQuery { name: Some("LOG".into()), per_page: 10, ..ModelQuery::default() };
-        assert_eq!(db.partner_models("p1", &q).expect("list").len(), 1);
-        assert_eq!(db.partner_models("p2", &q).expect("list").len(), 0);
-        let t = PrintToken {
-            print_value: Some("10.56".into()),
-            ..PrintToken::new("t1".into(), "p1".into(), Some("m1".into()), 1)
-        };
-        db.create_token(&t).expect("token");
-        assert_eq!(db.partner_model("m1").expect("q").map(|m| m.tokens_created), Some(1));
-        let u = PrintUpdate {
-            status: "WARMING_UP".into(),
-            percentage: Some(0.0),
-            minutes_left: None,
-            message: None,
-            total_time: None,
-            printer_model: Some("MK4".into()),
-            new_print: true,
-            printer_id: Some("printer-a".into()),
-        };
-        assert!(db.update_print("t1", 0, &u).expect("update"));
-        assert!(!db.update_print("t1", 0, &u).expect("stale"), "a stale version is refused");
-        let now = db.token("t1").expect("q").expect("token");
-        assert_eq!((now.version, now.prints_started, now.print_value.as_deref()), (1, 1, Some("10.56")));
-        assert_eq!(now.printer_id.as_deref(), Some("printer-a"));
-        // A report within the same print counts nothing and keeps the printer.
-        let more = PrintUpdate { status: "PRINTING".into(), new_print: false, printer_id: None, ..u };
-        assert!(db.update_print("t1", 1, &more).expect("update"));
-        let now = db.token("t1").expect("q").expect("token");
-        assert_eq!((now.prints_started, now.printer_id.as_deref()), (1, Some("printer-a")));
+                .expect("cas")
+            );
+            let q = ModelQuery { name: Some("LOG".into()), per_page: 10, ..ModelQuery::default() };
+            assert_eq!(db.partner_models("p1", &q).expect("list").len(), 1);
+            assert_eq!(db.partner_models("p2", &q).expect("list").len(), 0);
+            let t = PrintToken {
+                print_value: Some("10.56".into()),
+                ..PrintToken::new("t1".into(), "p1".into(), Some("m1".into()), 1)
+            };
+            db.create_token(&t).expect("token");
+            assert_eq!(db.partner_model("m1").expect("q").map(|m| m.tokens_created), Some(1));
+            let u = PrintUpdate {
+                status: "WARMING_UP".into(),
+                percentage: Some(0.0),
+                minutes_left: None,
+                message: None,
+                total_time: None,
+                printer_model: Some("MK4".into()),
+                new_print: true,
+                printer_id: Some("printer-a".into()),
+            };
+            assert!(db.update_print("t1", 0, &u).expect("update"));
+            assert!(!db.update_print("t1", 0, &u).expect("stale"), "a stale version is refused");
+            let now = db.token("t1").expect("q").expect("token");
+            assert_eq!((now.version, now.prints_started, now.print_value.as_deref()), (1, 1, Some("10.56")));
+            assert_eq!(now.printer_id.as_deref(), Some("printer-a"));
+            // A report within the same print counts nothing and keeps the printer.
+            let more = PrintUpdate { status: "PRINTING".into(), new_print: false, printer_id: None, ..u };
+            assert!(db.update_print("t1", 1, &more).expect("update"));
+            let now = db.token("t1").expect("q").expect("token");
+            assert_eq!((now.prints_started, now.printer_id.as_deref()), (1, Some("printer-a")));
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! API token secrets are long random values, stored only as their SHA-256
 //! (like API keys and session ids).
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{OptionalExt, params};
 use serde::Serialize;
 
 use super::{Db, Partner, now_ms};
@@ -124,8 +124,7 @@ impl Db {
     /// it, each oldest link first.
     pub fn lineage(&self, id: &str) -> Result<(Vec<String>, Vec<String>), PipelineError> {
         let ids = |sql: &str| -> Result<Vec<String>, PipelineError> {
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let rows = stmt.query_map(params![id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let rows = self.conn.query_map(sql, params![id], |r| r.get(0))?;
             Ok(rows)
         };
         Ok((
@@ -147,22 +146,20 @@ impl Db {
         }
         let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let marks = marks.join(", ");
-        let mut parents = self.conn.prepare(&format!(
-            "SELECT child_id, parent_id FROM model_lineage WHERE child_id IN ({marks}) ORDER BY created_at, parent_id"
-        ))?;
+        let binds: Vec<&dyn super::sql::Param> = ids.iter().map(|id| id as &dyn super::sql::Param).collect();
         for row in
-            parents.query_map(rusqlite::params_from_iter(ids), |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?
+            self.conn.query_map(&format!(
+            "SELECT child_id, parent_id FROM model_lineage WHERE child_id IN ({marks}) ORDER BY created_at, parent_id"
+        ), &binds, |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)))?
         {
-            let (child, parent) = row?;
+            let (child, parent) = row;
             out.entry(child).or_default().0.push(parent);
         }
-        let mut children = self.conn.prepare(&format!(
+        for row in self.conn.query_map(&format!(
             "SELECT parent_id, child_id FROM model_lineage WHERE parent_id IN ({marks}) ORDER BY created_at, child_id"
-        ))?;
-        for row in children
-            .query_map(rusqlite::params_from_iter(ids), |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?
+        ), &binds, |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)))?
         {
-            let (parent, child) = row?;
+            let (parent, child) = row;
             out.entry(parent).or_default().1.push(child);
         }
         Ok(out)
@@ -182,11 +179,8 @@ impl Db {
     pub fn api_token_partner(&self, id: &str, secret_hash: &str) -> Result<Option<Partner>, PipelineError> {
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT p.id, p.name, p.email, p.username FROM api_tokens t JOIN partners p ON p.id = t.partner_id \
-                 WHERE t.id = $1 AND t.secret_hash = $2 AND t.revoked = 0",
-            )?
-            .query_row(params![id, secret_hash], |r| {
+            .query_row("SELECT p.id, p.name, p.email, p.username FROM api_tokens t JOIN partners p ON p.id = t.partner_id \
+                 WHERE t.id = $1 AND t.secret_hash = $2 AND t.revoked = 0", params![id, secret_hash], |r| {
                 Ok(Partner { id: r.get(0)?, name: r.get(1)?, email: r.get(2)?, username: r.get(3)? })
             })
             .optional()?)
@@ -194,15 +188,12 @@ impl Db {
 
     /// A partner's live API tokens, oldest first.
     pub fn api_tokens(&self, partner_id: &str) -> Result<Vec<ApiToken>, PipelineError> {
-        let mut stmt = self.conn.prepare_cached(
+        let rows = self.conn.query_map(
             "SELECT id, partner_id, name, created_at FROM api_tokens WHERE partner_id = $1 AND revoked = 0 \
              ORDER BY created_at, id",
+            params![partner_id],
+            |r| Ok(ApiToken { id: r.get(0)?, partner_id: r.get(1)?, name: r.get(2)?, created_at: r.get(3)? }),
         )?;
-        let rows = stmt
-            .query_map(params![partner_id], |r| {
-                Ok(ApiToken { id: r.get(0)?, partner_id: r.get(1)?, name: r.get(2)?, created_at: r.get(3)? })
-            })?
-            .collect::<Result<_, _>>()?;
         Ok(rows)
     }
 
@@ -252,14 +243,13 @@ impl Db {
     pub fn snapshot(&self, id: &str) -> Result<Option<Snapshot>, PipelineError> {
         Ok(self
             .conn
-            .prepare_cached(&format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE id = $1"))?
-            .query_row(params![id], |r| {
+            .query_row(&format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE id = $1"), params![id], |r| {
                 Ok(Snapshot {
                     id: r.get(0)?,
                     model_id: r.get(1)?,
                     view: r.get(2)?,
-                    width: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
-                    height: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                    width: u32::try_from(r.get::<i64>(3)?).unwrap_or(0),
+                    height: u32::try_from(r.get::<i64>(4)?).unwrap_or(0),
                     status: r.get(5)?,
                     blob: r.get(6)?,
                     error: r.get(7)?,
@@ -276,8 +266,7 @@ mod tests {
     use super::*;
     use crate::db::{ModelQuery, ModelSort, PartnerModel};
 
-    fn setup() -> Db {
-        let db = Db::open_in_memory().expect("db");
+    fn setup(db: Db) -> Db {
         let p =
             Partner { id: "p1".into(), name: "Shop".into(), email: "a@b.co".into(), username: "shop".into() };
         db.create_partner(&p, "h", "k", "s").expect("partner");
@@ -286,80 +275,87 @@ mod tests {
 
     #[test]
     fn lineage_runs_both_ways() {
-        let db = setup();
-        for id in ["a", "b", "c"] {
-            db.create_partner_model(&PartnerModel::new(
-                id.into(),
-                "p1".into(),
-                id.into(),
-                crate::db::ModelStatus::Processed,
-                1,
-            ))
-            .expect("model");
-        }
-        db.add_lineage("c", &["a".into(), "b".into()]).expect("link");
-        db.add_lineage("c", &["a".into()]).expect("twice is a no-op");
-        assert_eq!(db.lineage("c").expect("q"), (vec!["a".to_string(), "b".to_string()], vec![]));
-        assert_eq!(db.lineage("a").expect("q"), (vec![], vec!["c".to_string()]));
-        let all = db.lineages(&["a", "c", "b"]).expect("batch");
-        for id in ["a", "b", "c"] {
-            assert_eq!(all[id], db.lineage(id).expect("q"), "{id}");
+        for db in crate::db::testing::backends() {
+            let db = setup(db);
+            for id in ["a", "b", "c"] {
+                db.create_partner_model(&PartnerModel::new(
+                    id.into(),
+                    "p1".into(),
+                    id.into(),
+                    crate::db::ModelStatus::Processed,
+                    1,
+                ))
+                .expect("model");
+            }
+            db.add_lineage("c", &["a".into(), "b".into()]).expect("link");
+            db.add_lineage("c", &["a".into()]).expect("twice is a no-op");
+            assert_eq!(db.lineage("c").expect("q"), (vec!["a".to_string(), "b".to_string()], vec![]));
+            assert_eq!(db.lineage("a").expect("q"), (vec![], vec!["c".to_string()]));
+            let all = db.lineages(&["a", "c", "b"]).expect("batch");
+            for id in ["a", "b", "c"] {
+                assert_eq!(all[id], db.lineage(id).expect("q"), "{id}");
+            }
         }
     }
 
     #[test]
     fn api_tokens_authenticate_until_revoked() {
-        let db = setup();
-        let t = ApiToken { id: "u1".into(), partner_id: "p1".into(), name: "printer".into(), created_at: 1 };
-        db.create_api_token(&t, "hash").expect("create");
-        assert_eq!(db.api_token_partner("u1", "hash").expect("q").map(|p| p.id), Some("p1".into()));
-        assert!(db.api_token_partner("u1", "other").expect("q").is_none(), "wrong secret");
-        assert_eq!(db.api_tokens("p1").expect("list"), vec![t]);
-        assert!(!db.revoke_api_token("u1", "p2").expect("revoke"), "not p2's");
-        assert!(db.revoke_api_token("u1", "p1").expect("revoke"));
-        assert!(db.api_token_partner("u1", "hash").expect("q").is_none(), "revoked");
+        for db in crate::db::testing::backends() {
+            let db = setup(db);
+            let t =
+                ApiToken { id: "u1".into(), partner_id: "p1".into(), name: "printer".into(), created_at: 1 };
+            db.create_api_token(&t, "hash").expect("create");
+            assert_eq!(db.api_token_partner("u1", "hash").expect("q").map(|p| p.id), Some("p1".into()));
+            assert!(db.api_token_partner("u1", "other").expect("q").is_none(), "wrong secret");
+            assert_eq!(db.api_tokens("p1").expect("list"), vec![t]);
+            assert!(!db.revoke_api_token("u1", "p2").expect("revoke"), "not p2's");
+            assert!(db.revoke_api_token("u1", "p1").expect("revoke"));
+            assert!(db.api_token_partner("u1", "hash").expect("q").is_none(), "revoked");
+        }
     }
 
     #[test]
     fn listing_filters_by_wildcards_literally_and_sorts_by_several_keys() {
-        let db = setup();
-        let names = [
-            ("m1", "Logo 50%", crate::db::ModelStatus::Processed),
-            ("m2", "logo_a", crate::db::ModelStatus::Error),
-            ("m3", "Box", crate::db::ModelStatus::Processed),
-        ];
-        for (i, (id, name, status)) in names.iter().enumerate() {
-            db.create_partner_model(&PartnerModel::new(
-                (*id).into(),
-                "p1".into(),
-                (*name).into(),
-                *status,
-                i as i64,
-            ))
-            .expect("model");
+        for db in crate::db::testing::backends() {
+            let db = setup(db);
+            let names = [
+                ("m1", "Logo 50%", crate::db::ModelStatus::Processed),
+                ("m2", "logo_a", crate::db::ModelStatus::Error),
+                ("m3", "Box", crate::db::ModelStatus::Processed),
+            ];
+            for (i, (id, name, status)) in names.iter().enumerate() {
+                db.create_partner_model(&PartnerModel::new(
+                    (*id).into(),
+                    "p1".into(),
+                    (*name).into(),
+                    *status,
+                    i as i64,
+                ))
+                .expect("model");
+            }
+            let ids = |q: ModelQuery| -> Vec<String> {
+                db.partner_models("p1", &ModelQuery { per_page: 10, ..q })
+                    .expect("list")
+                    .into_iter()
+                    .map(|m| m.id)
+                    .collect()
+            };
+            let named = |n: &str| ModelQuery { name: Some(n.into()), ..ModelQuery::default() };
+            assert_eq!(ids(named("logo")), ["m2", "m1"], "a part, newest first");
+            assert_eq!(ids(named("LOGO*")), ["m2", "m1"], "a prefix pattern");
+            assert_eq!(ids(named("*x")), ["m3"], "a suffix pattern");
+            assert_eq!(ids(named("logo")).len(), 2);
+            assert_eq!(ids(named("50%")), ["m1"], "% matches itself");
+            assert_eq!(ids(named("o_")), ["m2"], "_ matches itself");
+            assert!(ids(named("%")).iter().all(|id| id == "m1"));
+            let sorted = ModelQuery {
+                sort: vec![(ModelSort::Status, false), (ModelSort::Name, true)],
+                ..ModelQuery::default()
+            };
+            assert_eq!(ids(sorted.clone()), ["m3", "m1", "m2"]);
+            assert_eq!(db.count_partner_models("p1", &named("logo")).expect("count"), 2);
+            let second = ModelQuery { page: 1, per_page: 2, ..sorted };
+            assert_eq!(db.partner_models("p1", &second).expect("page").len(), 1);
         }
-        let ids = |q: ModelQuery| -> Vec<String> {
-            db.partner_models("p1", &ModelQuery { per_page: 10, ..q })
-                .expect("list")
-                .into_iter()
-                .map(|m| m.id)
-                .collect()
-        };
-        let named = |n: &str| ModelQuery { name: Some(n.into()), ..ModelQuery::default() };
-        assert_eq!(ids(named("logo")), ["m2", "m1"], "a part, newest first");
-        assert_eq!(ids(named("LOGO*")), ["m2", "m1"], "a prefix pattern");
-        assert_eq!(ids(named("*x")), ["m3"], "a suffix pattern");
-        assert_eq!(ids(named("logo")).len(), 2);
-        assert_eq!(ids(named("50%")), ["m1"], "% matches itself");
-        assert_eq!(ids(named("o_")), ["m2"], "_ matches itself");
-        assert!(ids(named("%")).iter().all(|id| id == "m1"));
-        let sorted = ModelQuery {
-            sort: vec![(ModelSort::Status, false), (ModelSort::Name, true)],
-            ..ModelQuery::default()
-        };
-        assert_eq!(ids(sorted.clone()), ["m3", "m1", "m2"]);
-        assert_eq!(db.count_partner_models("p1", &named("logo")).expect("count"), 2);
-        let second = ModelQuery { page: 1, per_page: 2, ..sorted };
-        assert_eq!(db.partner_models("p1", &second).expect("page").len(), 1);
     }
 }

@@ -8,7 +8,7 @@
 //! moves to the next generation and keeps the previous one valid until
 //! `previous_until`.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{DbError, OptionalExt, Row, params};
 use serde::Serialize;
 
 use super::{Db, NewCallback, NewJob};
@@ -227,7 +227,7 @@ const SERVICE_COLUMNS: &str = "id, owner_id, name, description, kind, service_ur
 const JOB_COLUMNS: &str = "id, service_id, partner_id, model_id, options, status, problem, error, \
                            result_model, result_sha256, result_size, deadline_at, created_at, updated_at";
 
-fn row_to_service(r: &rusqlite::Row<'_>) -> rusqlite::Result<Service> {
+fn row_to_service(r: &Row<'_>) -> Result<Service, DbError> {
     Ok(Service {
         id: r.get(0)?,
         owner_id: r.get(1)?,
@@ -242,7 +242,7 @@ fn row_to_service(r: &rusqlite::Row<'_>) -> rusqlite::Result<Service> {
     })
 }
 
-fn row_to_link(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceLink> {
+fn row_to_link(r: &Row<'_>) -> Result<ServiceLink, DbError> {
     Ok(ServiceLink {
         id: r.get(0)?,
         service_id: r.get(1)?,
@@ -252,7 +252,7 @@ fn row_to_link(r: &rusqlite::Row<'_>) -> rusqlite::Result<ServiceLink> {
     })
 }
 
-fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProviderJob> {
+fn row_to_job(r: &Row<'_>) -> Result<ProviderJob, DbError> {
     Ok(ProviderJob {
         id: r.get(0)?,
         service_id: r.get(1)?,
@@ -308,14 +308,14 @@ impl Db {
 
     /// The registry, oldest first, of one type or all.
     pub fn services(&self, kind: Option<ServiceType>) -> Result<Vec<Service>, PipelineError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {SERVICE_COLUMNS} FROM services WHERE kind = $1 OR $2 = 1 ORDER BY created_at, id"
-        ))?;
-        let rows = stmt.query_map(
+        let rows = self.conn.query_map(
+            &format!(
+                "SELECT {SERVICE_COLUMNS} FROM services WHERE kind = $1 OR $2 = 1 ORDER BY created_at, id"
+            ),
             params![kind.map_or("", ServiceType::as_str), i64::from(kind.is_none())],
             row_to_service,
         )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(rows)
     }
 
     /// Moves service `id` from secret generation `from` to the next,
@@ -417,12 +417,13 @@ impl Db {
 
     /// `partner_id`'s links, oldest first.
     pub fn links_of(&self, partner_id: &str) -> Result<Vec<ServiceLink>, PipelineError> {
-        let mut stmt = self.conn.prepare(
+        let rows = self.conn.query_map(
             "SELECT id, service_id, partner_id, account, created_at FROM service_links \
              WHERE partner_id = $1 ORDER BY created_at, id",
+            params![partner_id],
+            row_to_link,
         )?;
-        let rows = stmt.query_map(params![partner_id], row_to_link)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(rows)
     }
 
     /// Records provider job `j` and the queue job that sends its request,
@@ -469,11 +470,10 @@ impl Db {
 
     /// `partner_id`'s provider jobs, newest first (at most `limit`).
     pub fn provider_jobs_of(&self, partner_id: &str, limit: i64) -> Result<Vec<ProviderJob>, PipelineError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let rows = self.conn.query_map(&format!(
             "SELECT {JOB_COLUMNS} FROM provider_jobs WHERE partner_id = $1 ORDER BY created_at DESC, id LIMIT $2"
-        ))?;
-        let rows = stmt.query_map(params![partner_id, limit], row_to_job)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        ), params![partner_id, limit], row_to_job)?;
+        Ok(rows)
     }
 
     /// Moves provider job `id` to `to` if it is in one of `from`, with
@@ -538,12 +538,11 @@ impl Db {
 
     /// Open provider jobs whose deadline has passed.
     pub fn overdue_provider_jobs(&self, now: i64) -> Result<Vec<ProviderJob>, PipelineError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let rows = self.conn.query_map(&format!(
             "SELECT {JOB_COLUMNS} FROM provider_jobs WHERE status IN ('queued', 'sent', 'accepted', 'running') \
              AND deadline_at <= $1 ORDER BY deadline_at LIMIT 100"
-        ))?;
-        let rows = stmt.query_map(params![now], row_to_job)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        ), params![now], row_to_job)?;
+        Ok(rows)
     }
 }
 
@@ -571,109 +570,126 @@ mod tests {
 
     #[test]
     fn a_nonce_and_a_jti_count_once_and_only_for_their_user() {
-        let db = Db::open_in_memory().expect("db");
-        let s = service(&db);
-        db.create_link_request("n1", &s.id, "p1", 1_000).expect("request");
-        db.create_link_request("n2", &s.id, "p1", 1_000).expect("request");
-        let link = |partner: &str| ServiceLink {
-            id: format!("l-{partner}"),
-            service_id: s.id.clone(),
-            partner_id: partner.into(),
-            account: "acct-7".into(),
-            created_at: 10,
-        };
-        // Another user holding the nonce cannot use it.
-        assert_eq!(
-            db.link_account(&link("p2"), "n1", "j1", 2_000, 10).expect("link"),
-            LinkOutcome::UnknownNonce
-        );
-        // Expired.
-        assert_eq!(
-            db.link_account(&link("p1"), "n1", "j1", 2_000, 1_000).expect("link"),
-            LinkOutcome::UnknownNonce
-        );
-        let LinkOutcome::Linked(l) = db.link_account(&link("p1"), "n1", "j1", 2_000, 10).expect("link")
-        else {
-            panic!("not linked")
-        };
-        assert_eq!(l.account, "acct-7");
-        assert_eq!(
-            db.link_account(&link("p1"), "n1", "j2", 2_000, 11).expect("link"),
-            LinkOutcome::NonceUsed
-        );
-        assert_eq!(db.link_account(&link("p1"), "n2", "j1", 2_000, 11).expect("link"), LinkOutcome::JtiUsed);
-        // The refused jti did not use up n2.
-        assert!(matches!(
-            db.link_account(&link("p1"), "n2", "j3", 2_000, 12).expect("link"),
-            LinkOutcome::Linked(_)
-        ));
-        assert_eq!(db.links_of("p1").expect("links").len(), 1, "one link per user and service");
-        assert!(db.links_of("p2").expect("links").is_empty());
+        for db in crate::db::testing::backends() {
+            let db = db;
+            let s = service(&db);
+            db.create_link_request("n1", &s.id, "p1", 1_000).expect("request");
+            db.create_link_request("n2", &s.id, "p1", 1_000).expect("request");
+            let link = |partner: &str| ServiceLink {
+                id: format!("l-{partner}"),
+                service_id: s.id.clone(),
+                partner_id: partner.into(),
+                account: "acct-7".into(),
+                created_at: 10,
+            };
+            // Another user holding the nonce cannot use it.
+            assert_eq!(
+                db.link_account(&link("p2"), "n1", "j1", 2_000, 10).expect("link"),
+                LinkOutcome::UnknownNonce
+            );
+            // Expired.
+            assert_eq!(
+                db.link_account(&link("p1"), "n1", "j1", 2_000, 1_000).expect("link"),
+                LinkOutcome::UnknownNonce
+            );
+            let LinkOutcome::Linked(l) = db.link_account(&link("p1"), "n1", "j1", 2_000, 10).expect("link")
+            else {
+                panic!("not linked")
+            };
+            assert_eq!(l.account, "acct-7");
+            assert_eq!(
+                db.link_account(&link("p1"), "n1", "j2", 2_000, 11).expect("link"),
+                LinkOutcome::NonceUsed
+            );
+            assert_eq!(
+                db.link_account(&link("p1"), "n2", "j1", 2_000, 11).expect("link"),
+                LinkOutcome::JtiUsed
+            );
+            // The refused jti did not use up n2.
+            assert!(matches!(
+                db.link_account(&link("p1"), "n2", "j3", 2_000, 12).expect("link"),
+                LinkOutcome::Linked(_)
+            ));
+            assert_eq!(db.links_of("p1").expect("links").len(), 1, "one link per user and service");
+            assert!(db.links_of("p2").expect("links").is_empty());
+        }
     }
 
     #[test]
     fn jobs_move_only_from_open_states_and_rotation_is_compare_and_swap() {
-        let db = Db::open_in_memory().expect("db");
-        let s = service(&db);
-        let p =
-            Partner { id: "p1".into(), name: "Shop".into(), email: "a@b.c".into(), username: "shop".into() };
-        db.create_partner(&p, "hash", "key", "secret").expect("partner");
-        let m = PartnerModel::new("m1".into(), "p1".into(), "part".into(), ModelStatus::Processed, 1);
-        db.create_partner_model(&m).expect("model");
-        let job = ProviderJob {
-            id: "j1".into(),
-            service_id: s.id.clone(),
-            partner_id: "p1".into(),
-            model_id: "m1".into(),
-            options: "{}".into(),
-            status: ProviderJobStatus::Queued,
-            problem: None,
-            error: None,
-            result_model: None,
-            result_sha256: None,
-            result_size: None,
-            deadline_at: 100,
-            created_at: 1,
-            updated_at: 1,
-        };
-        let send = NewJob {
-            id: "q1".into(),
-            kind: JobKind::ProviderRequest,
-            subject: "j1".into(),
-            partner_id: Some("p1".into()),
-            payload: "{}".into(),
-            max_attempts: 3,
-        };
-        db.create_provider_job(&job, &send).expect("job");
-        assert!(db.job("q1").expect("queue").is_some(), "its request is queued with it");
-        let none = ProviderJobUpdate::default();
-        let open = [ProviderJobStatus::Queued, ProviderJobStatus::Sent];
-        assert!(db.move_provider_job("j1", &open, ProviderJobStatus::Accepted, &none, 2).expect("move"));
-        assert!(!db.move_provider_job("j1", &open, ProviderJobStatus::Refused, &none, 3).expect("move"));
-        assert_eq!(db.overdue_provider_jobs(100).expect("overdue").len(), 1);
-        assert!(db.record_provider_result("j1", "ab", 3, 4).expect("result"));
-        let failed = ProviderJobUpdate { error: Some("broken"), ..ProviderJobUpdate::default() };
-        assert!(
-            db.move_provider_job("j1", &[ProviderJobStatus::Running], ProviderJobStatus::Failed, &failed, 5)
+        for db in crate::db::testing::backends() {
+            let db = db;
+            let s = service(&db);
+            let p = Partner {
+                id: "p1".into(),
+                name: "Shop".into(),
+                email: "a@b.c".into(),
+                username: "shop".into(),
+            };
+            db.create_partner(&p, "hash", "key", "secret").expect("partner");
+            let m = PartnerModel::new("m1".into(), "p1".into(), "part".into(), ModelStatus::Processed, 1);
+            db.create_partner_model(&m).expect("model");
+            let job = ProviderJob {
+                id: "j1".into(),
+                service_id: s.id.clone(),
+                partner_id: "p1".into(),
+                model_id: "m1".into(),
+                options: "{}".into(),
+                status: ProviderJobStatus::Queued,
+                problem: None,
+                error: None,
+                result_model: None,
+                result_sha256: None,
+                result_size: None,
+                deadline_at: 100,
+                created_at: 1,
+                updated_at: 1,
+            };
+            let send = NewJob {
+                id: "q1".into(),
+                kind: JobKind::ProviderRequest,
+                subject: "j1".into(),
+                partner_id: Some("p1".into()),
+                payload: "{}".into(),
+                max_attempts: 3,
+            };
+            db.create_provider_job(&job, &send).expect("job");
+            assert!(db.job("q1").expect("queue").is_some(), "its request is queued with it");
+            let none = ProviderJobUpdate::default();
+            let open = [ProviderJobStatus::Queued, ProviderJobStatus::Sent];
+            assert!(db.move_provider_job("j1", &open, ProviderJobStatus::Accepted, &none, 2).expect("move"));
+            assert!(!db.move_provider_job("j1", &open, ProviderJobStatus::Refused, &none, 3).expect("move"));
+            assert_eq!(db.overdue_provider_jobs(100).expect("overdue").len(), 1);
+            assert!(db.record_provider_result("j1", "ab", 3, 4).expect("result"));
+            let failed = ProviderJobUpdate { error: Some("broken"), ..ProviderJobUpdate::default() };
+            assert!(
+                db.move_provider_job(
+                    "j1",
+                    &[ProviderJobStatus::Running],
+                    ProviderJobStatus::Failed,
+                    &failed,
+                    5
+                )
                 .expect("move")
-        );
-        assert!(
-            !db.record_provider_result("j1", "cd", 3, 6).expect("result"),
-            "a finished job takes no result"
-        );
-        let j = db.provider_job("j1").expect("job").expect("there");
-        assert_eq!(
-            (j.status, j.error.as_deref(), j.result_sha256.as_deref()),
-            (ProviderJobStatus::Failed, Some("broken"), Some("ab"))
-        );
-        assert!(db.overdue_provider_jobs(100).expect("overdue").is_empty());
-        assert!(db.record_provider_delivery("svc", "d1", 1).expect("delivery"));
-        assert!(!db.record_provider_delivery("svc", "d1", 2).expect("delivery"), "a replay");
-        assert!(db.rotate_service_secret("svc", 1, 50).expect("rotate"));
-        assert!(
-            !db.rotate_service_secret("svc", 1, 50).expect("rotate"),
-            "generation 1 is no longer current"
-        );
-        assert_eq!(db.service("svc").expect("svc").expect("there").secret_generation, 2);
+            );
+            assert!(
+                !db.record_provider_result("j1", "cd", 3, 6).expect("result"),
+                "a finished job takes no result"
+            );
+            let j = db.provider_job("j1").expect("job").expect("there");
+            assert_eq!(
+                (j.status, j.error.as_deref(), j.result_sha256.as_deref()),
+                (ProviderJobStatus::Failed, Some("broken"), Some("ab"))
+            );
+            assert!(db.overdue_provider_jobs(100).expect("overdue").is_empty());
+            assert!(db.record_provider_delivery("svc", "d1", 1).expect("delivery"));
+            assert!(!db.record_provider_delivery("svc", "d1", 2).expect("delivery"), "a replay");
+            assert!(db.rotate_service_secret("svc", 1, 50).expect("rotate"));
+            assert!(
+                !db.rotate_service_secret("svc", 1, 50).expect("rotate"),
+                "generation 1 is no longer current"
+            );
+            assert_eq!(db.service("svc").expect("svc").expect("there").secret_generation, 2);
+        }
     }
 }

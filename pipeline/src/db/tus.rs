@@ -3,7 +3,7 @@
 //! offset acknowledged so far (the bytes up to it are synced in its file)
 //! and when it expires.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{DbError, OptionalExt, Row, params};
 
 use super::Db;
 use crate::PipelineError;
@@ -36,12 +36,12 @@ pub struct TusUpload {
     pub expires_at: i64,
 }
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TusUpload> {
+fn from_row(r: &Row<'_>) -> Result<TusUpload, DbError> {
     Ok(TusUpload {
         id: r.get(0)?,
         model_id: r.get(1)?,
-        length: r.get::<_, i64>(2)? as u64,
-        offset: r.get::<_, i64>(3)? as u64,
+        length: r.get::<i64>(2)? as u64,
+        offset: r.get::<i64>(3)? as u64,
         expires_at: r.get(4)?,
     })
 }
@@ -84,18 +84,20 @@ impl Db {
 
     /// Every upload's id and expiry (ms since the epoch).
     pub fn tus_upload_expiries(&self) -> Result<std::collections::HashMap<String, i64>, PipelineError> {
-        let mut stmt = self.conn.prepare("SELECT id, expires_at FROM tus_uploads")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-        Ok(rows)
+        let rows = self
+            .conn
+            .query_map("SELECT id, expires_at FROM tus_uploads", params![], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Forgets the uploads expired before `now` (more than `grace` ms ago,
     /// so a client still gets 410 for a while); their ids.
     pub fn purge_expired_tus_uploads(&self, now: i64, grace: i64) -> Result<Vec<String>, PipelineError> {
-        let mut stmt = self.conn.prepare("DELETE FROM tus_uploads WHERE expires_at < $1 RETURNING id")?;
-        let ids = stmt
-            .query_map(params![now.saturating_sub(grace)], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
+        let ids = self.conn.query_map(
+            "DELETE FROM tus_uploads WHERE expires_at < $1 RETURNING id",
+            params![now.saturating_sub(grace)],
+            |r| r.get(0),
+        )?;
         Ok(ids)
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! [`text_enum!`] gives an enum the name it is stored and shown under
 //! (`as_str`, `Display`, serde), the way back (`parse`, `FromStr`), every
-//! value (`ALL`), and the rusqlite conversions; a stored name this build
+//! value (`ALL`), and the database conversions; a stored name this build
 //! does not know is a read error naming the vocabulary, never a silent
 //! default.
 
@@ -60,20 +60,16 @@ macro_rules! text_enum {
             }
         }
 
-        impl rusqlite::types::ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-                Ok(self.as_str().into())
+        impl $crate::db::sql::Param for $name {
+            fn value(&self) -> $crate::db::sql::Value<'_> {
+                $crate::db::sql::Value::Text(self.as_str())
             }
         }
 
-        impl rusqlite::types::FromSql for $name {
-            fn column_result(
-                v: rusqlite::types::ValueRef<'_>,
-            ) -> rusqlite::types::FromSqlResult<$name> {
-                let s = v.as_str()?;
-                $name::parse(s).ok_or_else(|| {
-                    rusqlite::types::FromSqlError::Other(format!("{} {s:?}", $what).into())
-                })
+        impl $crate::db::sql::Column for $name {
+            fn column(v: $crate::db::sql::Value<'_>) -> Result<$name, String> {
+                let s = String::column(v)?;
+                $name::parse(&s).ok_or_else(|| format!("{} {s:?}", $what))
             }
         }
     };
@@ -112,8 +108,9 @@ mod tests {
 
     #[test]
     fn an_unknown_stored_name_is_a_read_error_not_a_default() {
-        let conn = rusqlite::Connection::open_in_memory().expect("db");
-        let read: rusqlite::Result<CallbackState> = conn.query_row("SELECT 'exploded'", [], |r| r.get(0));
+        let conn = super::super::sql::Conn::Sqlite(rusqlite::Connection::open_in_memory().expect("db"));
+        let read =
+            conn.query_row("SELECT 'exploded'", super::super::sql::params![], |r| r.get::<CallbackState>(0));
         let err = read.expect_err("an unknown state was read");
         assert!(err.to_string().contains("callback state \"exploded\""), "{err}");
     }
