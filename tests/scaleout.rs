@@ -118,6 +118,41 @@ fn two_servers_and_two_workers_share_one_database_and_bucket() {
         assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.text().await);
         (created["id"].as_str().expect("id").to_string(), cookie)
     });
+    // Password guesses spread over both servers meet one limit: twenty
+    // failures for a name in a minute, wherever they land (the counts are
+    // rows; alone, each server would have let forty through).
+    rt().block_on(async {
+        let c = client();
+        let second = (strata_pipeline::db::now_ms() / 1000) % 60;
+        if second > 50 {
+            // Fixed one-minute windows: start the burst in a fresh one.
+            tokio::time::sleep(Duration::from_secs(61 - second as u64)).await;
+        }
+        for i in 0..20 {
+            let base = if i % 2 == 0 { &base_a } else { &base_b };
+            let r = c
+                .post(format!("{base}/sessions"))
+                .json(&json!({"username": p["username"], "password": format!("guess-{i}")}))
+                .send()
+                .await
+                .expect("login");
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "attempt {i}");
+        }
+        for base in [&base_a, &base_b] {
+            let r = c
+                .post(format!("{base}/sessions"))
+                .json(&json!({"username": p["username"], "password": p["password"]}))
+                .send()
+                .await
+                .expect("login");
+            assert_eq!(
+                r.status(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "{base}: the guesses on the other server count"
+            );
+        }
+    });
+
     // The spool went to the bucket before the upload was acknowledged: no
     // server's data directory holds it once its job is queued.
     let spools = std::fs::read_dir(dir.path().join("a/uploads")).expect("uploads").count();

@@ -340,8 +340,11 @@ impl Lifecycle {
         matches!(self.db().heartbeat_job(job, worker, now_ms() + lease_ms), Ok(true))
     }
 
-    /// Housekeeping: expired sessions go; how many.
+    /// Housekeeping: expired sessions go, and shared counters' windows
+    /// older than two hours (the longest limit's window is one); how many
+    /// sessions.
     pub fn sweep(&self) -> Result<usize, PipelineError> {
+        self.db().sweep_counters(now_ms() - 2 * 3_600_000)?;
         self.db().delete_expired_sessions(now_ms())
     }
 

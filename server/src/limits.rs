@@ -41,6 +41,16 @@ impl Buckets {
         Buckets { limit, window, buckets: Mutex::new(HashMap::new()) }
     }
 
+    /// Requests per window (0: off).
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
     /// Takes a token from `key`'s bucket.
     pub fn take(&self, key: &str) -> Result<(), Limited> {
         if self.limit == 0 {

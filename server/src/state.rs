@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use strata_pipeline::blob::{BlobId, Blobs};
-use strata_pipeline::db::Db;
+use strata_pipeline::db::{Db, now_ms};
 use strata_pipeline::lifecycle::{Lifecycle, LifecycleConfig};
 
 use crate::{Config, ServerError};
@@ -216,6 +216,9 @@ impl AppState {
     /// not, so the table's size is bounded whatever names are sent and
     /// nothing tells which accounts exist.
     pub fn login_attempt(&self, username: &str, ip: Option<std::net::IpAddr>) -> Result<(), u64> {
+        if self.is_shared() {
+            return self.shared_login_attempt(username, ip);
+        }
         let mut failures = self.login_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = std::time::Instant::now();
         let name = login_key(username);
@@ -253,6 +256,20 @@ impl AppState {
     /// After a good password: clears the name's count and takes this
     /// attempt back from the address's (its other failures stay).
     pub fn login_succeeded(&self, username: &str, ip: Option<std::net::IpAddr>) {
+        if self.is_shared() {
+            let now = now_ms();
+            let result = self.db_call(|db| {
+                db.forget_count(&shared_key("login", login_key(username)))?;
+                match ip {
+                    Some(ip) => db.count_back(&shared_key("login", ip_key(ip)), window_ms(LOGIN_WINDOW), now),
+                    None => Ok(()),
+                }
+            });
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "cannot clear a login failure count");
+            }
+            return;
+        }
         let mut failures = self.login_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         failures.remove(&login_key(username));
         if let Some(entry) = ip.and_then(|ip| failures.get_mut(&ip_key(ip))) {
@@ -269,6 +286,22 @@ impl AppState {
     /// has created `Config::signups_per_hour` accounts within the hour.
     pub fn signup_allowed(&self, ip: std::net::IpAddr) -> Result<(), u64> {
         const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+        if self.is_shared() {
+            let key = shared_key("signup", table_key("ip", ip));
+            let limit = i64::from(self.config.signups_per_hour);
+            let now = now_ms();
+            return match self.db_call(|db| db.count_of(&key, window_ms(HOUR), now)) {
+                Ok(c) if c.n >= limit => Err(secs_until(c.resets_in_ms)),
+                Ok(_) => {
+                    let _ = self.db_call(|db| db.count_hit(&key, window_ms(HOUR), now));
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the sign-up count");
+                    Ok(())
+                }
+            };
+        }
         let mut signups = self.signups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if signups.len() >= 100_000 {
             signups.retain(|_, (since, _)| since.elapsed() < HOUR);
@@ -282,6 +315,74 @@ impl AppState {
         }
         entry.1 += 1;
         Ok(())
+    }
+
+    /// Whether other servers share this one's database: then limits and
+    /// counts are kept in it (see [`strata_pipeline::db::WindowCount`]),
+    /// so a client spread over several servers meets one limit.
+    pub fn is_shared(&self) -> bool {
+        self.life.store().is_shared()
+    }
+
+    /// Takes one request of `key` from `family`'s limit: the in-memory
+    /// bucket on a server alone, a count in the shared database when
+    /// several serve (fixed windows of the family's length). A database
+    /// that cannot count lets the request through (logged): limits shed
+    /// load, they do not decide access.
+    pub fn rate_limit(
+        &self,
+        family: &crate::limits::Buckets,
+        prefix: &str,
+        key: &str,
+    ) -> Result<(), crate::limits::Limited> {
+        if !self.is_shared() {
+            return family.take(key);
+        }
+        if family.limit() == 0 {
+            return Ok(());
+        }
+        let shared = format!("{prefix}:{key}");
+        match self.db_call(|db| db.count_hit(&shared, window_ms(family.window()), now_ms())) {
+            Ok(c) if c.n > i64::from(family.limit()) => Err(crate::limits::Limited {
+                limit: family.limit(),
+                window_secs: family.window().as_secs(),
+                retry_after: secs_until(c.resets_in_ms),
+            }),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count a request against its limit");
+                Ok(())
+            }
+        }
+    }
+
+    /// [`AppState::login_attempt`] over the shared database's counts.
+    fn shared_login_attempt(&self, username: &str, ip: Option<std::net::IpAddr>) -> Result<(), u64> {
+        let now = now_ms();
+        let window = window_ms(LOGIN_WINDOW);
+        let keys: Vec<(String, u32)> = [
+            Some((shared_key("login", login_key(username)), LOGIN_FAILURES_PER_MINUTE)),
+            ip.map(|ip| (shared_key("login", ip_key(ip)), LOGIN_FAILURES_PER_IP_PER_MINUTE)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let result = self.db_call(|db| -> Result<Result<(), u64>, strata_pipeline::PipelineError> {
+            for (key, limit) in &keys {
+                let c = db.count_of(key, window, now)?;
+                if c.n >= i64::from(*limit) {
+                    return Ok(Err(secs_until(c.resets_in_ms)));
+                }
+            }
+            for (key, _) in &keys {
+                db.count_hit(key, window, now)?;
+            }
+            Ok(Ok(()))
+        });
+        result.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot count a login attempt");
+            Ok(())
+        })
     }
 
     /// A database connection (short calls only; see
@@ -413,6 +514,21 @@ fn load_secret(path: &Path) -> Result<Vec<u8>, ServerError> {
     }
 }
 
+/// A shared counter's key: the family and the hex of a table key.
+fn shared_key(family: &str, key: [u8; 16]) -> String {
+    format!("{family}:{}", hex::encode(key))
+}
+
+/// A window in milliseconds.
+fn window_ms(window: std::time::Duration) -> i64 {
+    i64::try_from(window.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Whole seconds until `ms` have passed, at least 1 (for `Retry-After`).
+fn secs_until(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0).div_ceil(1000).max(1)
+}
+
 /// This machine's name, for the leases its processes hold (so an operator
 /// reading the jobs table sees where a job runs).
 fn hostname() -> String {
@@ -450,4 +566,3 @@ mod tests {
         assert!(cache.get(&id(9)).is_none());
     }
 }
-

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::PipelineError;
 
 mod callbacks;
+mod counters;
 mod embed;
 mod jobs;
 mod partners;
@@ -26,6 +27,7 @@ mod tus;
 mod vocab;
 
 pub use callbacks::{Callback, CallbackAttempt, CallbackState, NewCallback};
+pub use counters::WindowCount;
 pub use embed::{EmbedSession, EmbedSettings, Ticket};
 pub use jobs::{Job, JobEffect, JobKind, JobStatus, NewJob};
 pub use partners::{
@@ -74,6 +76,7 @@ CREATE INDEX models_status ON models (status);
     services::MIGRATION_7,
     embed::MIGRATION_8,
     tus::MIGRATION_9,
+    counters::MIGRATION_10,
 ];
 
 /// One model's row.

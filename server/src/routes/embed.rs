@@ -531,7 +531,9 @@ fn open_session(
         .db_read(|db| db.partner_model(&ticket.model_id))?
         .ok_or_else(|| ticket_refused("the ticket's model is gone"))?;
     if let Some(ip) = c.peer {
-        state.sessions_per_model.take(&format!("{}|{ip}", model.id)).map_err(SdError::rate_limited)?;
+        state
+            .rate_limit(&state.sessions_per_model, "sessions", &format!("{}|{ip}", model.id))
+            .map_err(SdError::rate_limited)?;
     }
     let (settings, force): (EmbedSettings, bool) =
         state.db_read(|db| -> Result<_, strata_pipeline::PipelineError> {

@@ -153,11 +153,11 @@ pub(crate) fn partner_of(state: &AppState, c: &Credentials) -> Result<Partner, A
     // The address first: a flood of bad credentials is limited too, and
     // before any credential is looked up.
     if let Some(ip) = c.peer {
-        state.per_ip.take(&ip.to_string()).map_err(rate_limited)?;
+        state.rate_limit(&state.per_ip, "ip", &ip.to_string()).map_err(rate_limited)?;
     }
     let partner = authenticate(state, c)?;
     tracing::Span::current().record("partner", partner.id.as_str());
-    state.per_key.take(&partner.id).map_err(rate_limited)?;
+    state.rate_limit(&state.per_key, "key", &partner.id).map_err(rate_limited)?;
     Ok(partner)
 }
 
