@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ingest throughput through the HTTP API (`strata upload --jobs 8` of the
+# Ingest throughput through the HTTP API (`strata upload --jobs 64` of the
 # bench catalog, waiting for every model to be processed), one run at a
 # time, REPEAT rounds of each set-up:
 #
@@ -47,13 +47,14 @@ start() {
 run() {
   local setup="$1" round="$2" workers="$3" jobs="$4"
   local dir="$work/run-$setup-$round"; rm -rf "$dir"; mkdir -p "$dir"
-  local shared=()
+  local shared=() database=()
   if [ "$workers" -gt 0 ]; then
     local db="bench_${setup}_$round"
-    psql -q "$pg" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
-    shared=(--database "${pg%/*}/$db" --blobs "s3://bench/$setup-$round" --secrets "$dir")
+    psql -q "$pg" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null 2>&1
+    database=(--database "${pg%/*}/$db")
+    shared=("${database[@]}" --blobs "s3://bench/$setup-$round" --secrets "$dir")
   fi
-  key=$("$strata" admin create-partner Bench --email b@example.com --data "$dir/a" --json "${shared[@]}" \
+  key=$("$strata" admin create-partner Bench --email b@example.com --data "$dir/a" --json "${database[@]}" \
         | sed 's/.*"api_key":"\([^"]*\)".*/\1/')
   local serve_flags=(); [ "$workers" -gt 0 ] && serve_flags=(--no-workers)
   start "$dir/serve.log" serve --listen 127.0.0.1:0 --data "$dir/a" "${shared[@]}" "${serve_flags[@]}" \
@@ -63,7 +64,7 @@ run() {
     start "$dir/w$w.log" worker --data "$dir/w$w" "${shared[@]}" --public-url "$base" --jobs "$jobs"
   done
   /usr/bin/time -f "%e" -o "$dir/time" \
-    "$strata" upload "$work/catalog" --server "$base" --api-key "$key" --jobs 8 --report "$dir/report.json" \
+    "$strata" upload "$work/catalog" --server "$base" --api-key "$key" --jobs "${UPLOAD_JOBS:-64}" --report "$dir/report.json" \
     >"$dir/upload.out" 2>&1 || true
   local secs; secs=$(cat "$dir/time")
   python3 - "$dir/report.json" "$setup" "$round" "$secs" <<'PY'

@@ -46,6 +46,9 @@ impl S3 {
         runtime.spawn(async move {
             let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             while let Ok((socket, _)) = listener.accept().await {
+                // Without it every GET's body waits for the client's
+                // delayed ACK (40 ms).
+                let _ = socket.set_nodelay(true);
                 let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;

@@ -743,10 +743,15 @@ pub fn ingest_upload(
     blobs: &dyn BlobStore,
     options: &ProcessOptions,
 ) -> Result<(ModelRecord, ModelReport), PipelineError> {
-    ingest_upload_timed(bytes, sha256, name, owner, blobs, options).map(|(row, report, _)| (row, report))
+    ingest_upload_timed(bytes, sha256, name, owner, blobs, options, false)
+        .map(|(row, report, _)| (row, report))
 }
 
-/// [`ingest_upload`], with the time spent in each stage.
+/// [`ingest_upload`], with the time spent in each stage. With
+/// `original_stored`, the original is already in `blobs` under `sha256`
+/// (a shared store puts it there before acknowledging the upload) and is
+/// not written again: on an object store that would be a conditional
+/// create refused, a wasted upload of the whole model.
 pub fn ingest_upload_timed(
     bytes: &[u8],
     sha256: Option<String>,
@@ -754,6 +759,7 @@ pub fn ingest_upload_timed(
     owner: Option<String>,
     blobs: &dyn BlobStore,
     options: &ProcessOptions,
+    original_stored: bool,
 ) -> Result<(ModelRecord, ModelReport, StageTimes), PipelineError> {
     let mut times = StageTimes::default();
     let clock = std::time::Instant::now();
@@ -761,9 +767,9 @@ pub fn ingest_upload_timed(
     times.hash = clock.elapsed().as_secs_f64();
     let result = process_timed(bytes, &sha, options, &mut times);
     let clock = std::time::Instant::now();
-    let original = stage_original(blobs, &sha, bytes)?;
+    let original = if original_stored { None } else { Some(stage_original(blobs, &sha, bytes)?) };
     let (row, report, mut staged) = store(blobs, Path::new(name), bytes, sha, result, owner)?;
-    staged.push(original);
+    staged.extend(original);
     times.store = clock.elapsed().as_secs_f64();
     let clock = std::time::Instant::now();
     blobs.publish(&staged)?;

@@ -410,6 +410,7 @@ impl Lifecycle {
                 Some(model.partner_id.clone()),
                 self.store.blobs(),
                 &self.config.process,
+                shared,
             )
             .map_err(|e| e.to_string())
         });

@@ -122,7 +122,18 @@ pub struct ObjectBlobStore {
     /// Shown in errors and logs: `s3://bucket/prefix`.
     name: String,
     runtime: Runtime,
+    /// Uploads started by `stage` that `publish` has not waited for yet.
+    pending: std::sync::Mutex<std::collections::HashMap<BlobId, Vec<Pending>>>,
+    /// Uploads in flight at once, over every caller.
+    uploads: Arc<tokio::sync::Semaphore>,
 }
+
+/// One staged upload in flight.
+type Pending = tokio::task::JoinHandle<Result<(), object_store::Error>>;
+
+/// Staged uploads in flight at once: enough to overlap a model's chunks
+/// and several workers' models, few enough to keep memory bounded.
+const UPLOADS_IN_FLIGHT: usize = 32;
 
 /// The store's own runtime, shut down without waiting when dropped (a
 /// runtime dropped inside another one's task would otherwise panic).
@@ -214,7 +225,14 @@ impl ObjectBlobStore {
         } else {
             ObjectPath::from(format!("{prefix}/blobs"))
         };
-        let store = ObjectBlobStore { s3: Arc::new(s3), root, name, runtime: Runtime(Some(rt)) };
+        let store = ObjectBlobStore {
+            s3: Arc::new(s3),
+            root,
+            name,
+            runtime: Runtime(Some(rt)),
+            pending: std::sync::Mutex::new(std::collections::HashMap::new()),
+            uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS_IN_FLIGHT)),
+        };
         store.wait(store.probe()).map_err(|e| s3_error(&store.name, "the bucket cannot be listed", e))?;
         Ok(store)
     }
@@ -384,16 +402,63 @@ impl ObjectBlobStore {
 impl BlobStore for ObjectBlobStore {
     fn put(&self, bytes: &[u8]) -> Result<BlobId, PipelineError> {
         let id = BlobId::of(bytes);
-        self.stage_hashed(id, bytes)
+        self.stage_hashed(id.clone(), bytes)?;
+        self.publish(std::slice::from_ref(&id))?;
+        Ok(id)
     }
 
+    fn stage(&self, bytes: &[u8]) -> Result<BlobId, PipelineError> {
+        self.stage_hashed(BlobId::of(bytes), bytes)
+    }
+
+    /// Starts the upload and returns: a model's chunks, snapshot and
+    /// manifest go up at once (each a round trip to the bucket) while the
+    /// caller goes on; [`BlobStore::publish`] waits for them.
     fn stage_hashed(&self, id: BlobId, bytes: &[u8]) -> Result<BlobId, PipelineError> {
         debug_assert_eq!(id, BlobId::of(bytes), "stage_hashed: id is not the bytes' digest");
         let (s3, key) = (self.s3.clone(), self.key_of(&id));
         let bytes = Bytes::copy_from_slice(bytes);
-        self.wait(ObjectBlobStore::store(s3, key, bytes))
-            .map_err(|e| s3_error(&self.name, format!("storing blob {id}"), e))?;
+        let uploads = self.uploads.clone();
+        let task = self.runtime.handle().spawn(async move {
+            let _slot = uploads.acquire_owned().await;
+            ObjectBlobStore::store(s3, key, bytes).await
+        });
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.len() >= 4096 {
+            // Stages never published (their caller failed first): keep
+            // only what is still in flight.
+            pending.retain(|_, tasks| {
+                tasks.retain(|t| !t.is_finished());
+                !tasks.is_empty()
+            });
+        }
+        pending.entry(id.clone()).or_default().push(task);
         Ok(id)
+    }
+
+    /// Waits for the staged uploads of `ids`; the first failure is the
+    /// answer (every one is waited for, so none is left running unseen).
+    fn publish(&self, ids: &[BlobId]) -> Result<(), PipelineError> {
+        let tasks: Vec<(BlobId, Pending)> = {
+            let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            ids.iter()
+                .filter_map(|id| pending.remove(id).map(|t| (id.clone(), t)))
+                .flat_map(|(id, tasks)| tasks.into_iter().map(move |t| (id.clone(), t)))
+                .collect()
+        };
+        let mut first = None;
+        for (id, task) in tasks {
+            let result = match futures_executor::block_on(task) {
+                Ok(r) => r,
+                Err(e) => Err(object_store::Error::Generic { store: "S3", source: Box::new(e) }),
+            };
+            if let Err(e) = result
+                && first.is_none()
+            {
+                first = Some(s3_error(&self.name, format!("storing blob {id}"), e));
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     fn get(&self, id: &BlobId) -> Result<Vec<u8>, PipelineError> {

@@ -84,6 +84,7 @@ async fn run_one(state: Arc<AppState>, job: Job) {
                 metrics::histogram!("strata_job_duration_seconds", "kind" => job.kind.as_str())
                     .record(started.elapsed().as_secs_f64());
                 if let Ok(report) = report {
+                    tracing::debug!(job = %job.id, total_s = started.elapsed().as_secs_f64(), "job ended");
                     record(&state, &job, &report);
                 }
                 break;
@@ -125,7 +126,15 @@ fn record(state: &AppState, job: &Job, report: &JobReport) {
         JobOutcome::Failed(code) => {
             tracing::info!(job = %job.id, model = %job.subject, code = %code, "model failed")
         }
-        JobOutcome::Processed => tracing::debug!(job = %job.id, model = %job.subject, "model processed"),
+        JobOutcome::Processed => match &report.times {
+            Some(t) => tracing::debug!(
+                job = %job.id, model = %job.subject,
+                parse_s = t.parse, repair_s = t.repair, render_s = t.render, slice_s = t.slice,
+                encode_s = t.encode, store_s = t.store, commit_s = t.commit,
+                "model processed"
+            ),
+            None => tracing::debug!(job = %job.id, model = %job.subject, "model processed"),
+        },
         _ => {}
     }
 }

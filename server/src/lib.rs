@@ -359,6 +359,26 @@ pub struct Server {
     providers: tokio::task::JoinHandle<()>,
 }
 
+/// On a shared PostgreSQL database: the job runner and the callback
+/// sender wake when any process queues work (`LISTEN`), not at their next
+/// one-second poll (which stays, for notifications lost to a reconnect).
+fn wake_on_notifications(state: &Arc<state::AppState>) -> Result<(), ServerError> {
+    use strata_pipeline::db::sql;
+    let strata_pipeline::db::DatabaseLocation::Postgres(url) = &state.config.database else {
+        return Ok(());
+    };
+    let weak = Arc::downgrade(state);
+    sql::listen(url, &[sql::JOBS_CHANNEL, sql::CALLBACKS_CHANNEL], move |channel| {
+        let Some(state) = weak.upgrade() else { return };
+        if channel == sql::JOBS_CHANNEL {
+            state.jobs_due.notify_one();
+        } else {
+            state.callbacks_due.notify_one();
+        }
+    })
+    .map_err(|e| ServerError::Store(e.into()))
+}
+
 impl Server {
     /// Binds `config.listen`, opens the store and starts serving on the
     /// current tokio runtime.
@@ -382,6 +402,7 @@ impl Server {
         let open = Arc::new(tokio::sync::Semaphore::new(cap));
         let state = Arc::new(state::AppState::open(config, addr)?);
         // Deliveries queued before a restart go out again from here.
+        wake_on_notifications(&state)?;
         let callbacks = tokio::spawn(callbacks::run(state.clone()));
         // Acknowledged uploads a killed process left are processed from here.
         let jobs = state.config.run_jobs.then(|| tokio::spawn(jobs::run(state.clone())));
@@ -421,6 +442,10 @@ impl Server {
                     },
                     _ = &mut rx => break,
                 };
+                // No Nagle: a response whose head and body leave in two
+                // writes (streamed bodies) would otherwise wait for the
+                // client's delayed ACK, 40 ms on Linux.
+                let _ = stream.set_nodelay(true);
                 // Over the per-address cap: closed at once, before any
                 // byte is read, so one client cannot exhaust descriptors.
                 let Some(slot) = per_ip.enter(peer.ip()) else {
@@ -486,6 +511,7 @@ impl Server {
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
         let state = Arc::new(state::AppState::open(config, addr)?);
         tracing::info!(worker = %state.worker_id, "worker started");
+        wake_on_notifications(&state)?;
         let jobs = tokio::spawn(jobs::run(state.clone()));
         let callbacks = tokio::spawn(callbacks::run(state.clone()));
         signal.await;

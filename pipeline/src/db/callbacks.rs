@@ -145,6 +145,7 @@ impl Db {
              give_up_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $6, $6)",
             params![c.id, model_id, c.url, c.method, c.body, now, c.give_up_at],
         )?;
+        self.conn.notify(super::sql::CALLBACKS_CHANNEL)?;
         Ok(())
     }
 

@@ -143,6 +143,7 @@ impl Db {
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $8, $8)",
             params![j.id, j.kind.as_str(), j.subject, j.partner_id, j.payload, JobStatus::Queued.as_str(), i64::from(j.max_attempts), now],
         )?;
+        self.conn.notify(super::sql::JOBS_CHANNEL)?;
         Ok(())
     }
 

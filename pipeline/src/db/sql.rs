@@ -625,6 +625,81 @@ impl PgConn {
     }
 }
 
+/// The channel a queued job is announced on (PostgreSQL `NOTIFY`), so
+/// idle workers on other machines wake at once instead of at their next
+/// poll.
+pub const JOBS_CHANNEL: &str = "strata_jobs";
+/// The channel a queued callback delivery is announced on.
+pub const CALLBACKS_CHANNEL: &str = "strata_callbacks";
+
+/// Listens on PostgreSQL `channels` for the process's life, calling
+/// `wake(channel)` for every notification; reconnects (after a second)
+/// when the connection drops, and wakes every channel then, since
+/// notifications sent meanwhile are lost. Returns once the first
+/// connection listens, or its error.
+pub fn listen(
+    url: &str,
+    channels: &[&'static str],
+    wake: impl Fn(&str) + Send + Sync + 'static,
+) -> Result<(), DbError> {
+    let config: tokio_postgres::Config = url.parse()?;
+    let channels: Vec<&'static str> = channels.to_vec();
+    let wake = std::sync::Arc::new(wake);
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), DbError>>(1);
+    pg_runtime().spawn(async move {
+        let mut ready = Some(ready_tx);
+        loop {
+            match listen_once(&config, &channels, wake.as_ref(), &mut ready).await {
+                Ok(()) => {}
+                Err(e) => {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            for c in &channels {
+                wake(c);
+            }
+        }
+    });
+    ready_rx.recv().unwrap_or(Ok(()))
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    channels: &[&'static str],
+    wake: &(dyn Fn(&str) + Send + Sync),
+    ready: &mut Option<std::sync::mpsc::SyncSender<Result<(), DbError>>>,
+) -> Result<(), DbError> {
+    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if tx.send(n.channel().to_string()).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    });
+    let listens: String = channels.iter().map(|c| format!("LISTEN {c};")).collect();
+    client.batch_execute(&listens).await?;
+    if let Some(tx) = ready.take() {
+        let _ = tx.send(Ok(()));
+    }
+    while let Some(channel) = rx.recv().await {
+        wake(&channel);
+    }
+    driver.abort();
+    Ok(())
+}
+
 /// One connection to either backend.
 #[derive(Debug)]
 pub enum Conn {
@@ -723,6 +798,16 @@ impl Conn {
                 Ok(out)
             }
             Conn::Postgres(c) => c.query(sql, params)?.iter().map(|r| f(&Row::Postgres(r))).collect(),
+        }
+    }
+
+    /// Announces `channel` to PostgreSQL listeners (delivered when the
+    /// surrounding transaction commits, so a woken worker sees the row);
+    /// nothing on SQLite, whose one process wakes its own workers.
+    pub fn notify(&self, channel: &str) -> Result<(), DbError> {
+        match self {
+            Conn::Sqlite(_) => Ok(()),
+            Conn::Postgres(_) => self.execute("SELECT pg_notify($1, '')", &[&channel]).map(drop),
         }
     }
 
