@@ -328,6 +328,14 @@ pub(crate) enum AdminCommand {
         /// The data directory.
         #[arg(long, env = "STRATA_DATA", default_value = crate::ingest::DEFAULT_DATA)]
         data: PathBuf,
+        /// Where the metadata is: `sqlite://PATH` or `postgres://...`
+        /// (default: `DATA/meta.db`).
+        #[arg(long, env = "STRATA_DATABASE", value_name = "URL", value_parser = strata_pipeline::db::DatabaseLocation::parse)]
+        database: Option<strata_pipeline::db::DatabaseLocation>,
+        /// Where `jwt-keys.json` is kept (the servers' `--secrets`;
+        /// default: the data directory).
+        #[arg(long, env = "STRATA_SECRETS", value_name = "DIR")]
+        secrets: Option<PathBuf>,
     },
     /// Add a new JWT signing key; tokens signed with the old keys stay
     /// valid until they expire (remove old keys from DATA/jwt-keys.json to
@@ -336,6 +344,10 @@ pub(crate) enum AdminCommand {
         /// The data directory.
         #[arg(long, env = "STRATA_DATA", default_value = crate::ingest::DEFAULT_DATA)]
         data: PathBuf,
+        /// Where `jwt-keys.json` is kept (the servers' `--secrets`;
+        /// default: the data directory).
+        #[arg(long, env = "STRATA_SECRETS", value_name = "DIR")]
+        secrets: Option<PathBuf>,
     },
     /// Print a partner's callback signing secret (`whsec_...`), e.g. for a
     /// partner made before callbacks were signed.
@@ -345,6 +357,10 @@ pub(crate) enum AdminCommand {
         /// The data directory.
         #[arg(long, env = "STRATA_DATA", default_value = crate::ingest::DEFAULT_DATA)]
         data: PathBuf,
+        /// Where the metadata is: `sqlite://PATH` or `postgres://...`
+        /// (default: `DATA/meta.db`).
+        #[arg(long, env = "STRATA_DATABASE", value_name = "URL", value_parser = strata_pipeline::db::DatabaseLocation::parse)]
+        database: Option<strata_pipeline::db::DatabaseLocation>,
     },
 }
 
@@ -504,11 +520,24 @@ pub(crate) fn admin(command: &AdminCommand) -> ExitCode {
         AdminCommand::CreatePartner { name, email, data, json, database } => {
             (name, email, data, json, database.clone().unwrap_or_default())
         }
-        AdminCommand::CallbackSecret { username, data } => return callback_secret(username, data),
-        AdminCommand::IssueJwt { partner, scope, model, ttl, data } => {
-            return crate::exit_with(issue_jwt(partner, scope, model.as_deref(), *ttl, data));
+        AdminCommand::CallbackSecret { username, data, database } => {
+            return callback_secret(username, data, &database.clone().unwrap_or_default());
         }
-        AdminCommand::RotateJwtKey { data } => {
+        AdminCommand::IssueJwt { partner, scope, model, ttl, data, database, secrets } => {
+            let database = database.clone().unwrap_or_default();
+            let keys = secrets.as_ref().unwrap_or(data);
+            return crate::exit_with(issue_jwt(
+                partner,
+                scope,
+                model.as_deref(),
+                *ttl,
+                data,
+                &database,
+                keys,
+            ));
+        }
+        AdminCommand::RotateJwtKey { data, secrets } => {
+            let data = secrets.as_ref().unwrap_or(data);
             return crate::exit_with(
                 strata_server::jwt::Keyring::rotate(&data.join(strata_server::jwt::KEY_FILE), JWT_ISSUER)
                     .map(|(_, kid)| {
@@ -569,9 +598,15 @@ fn issue_jwt(
     model: Option<&str>,
     ttl: u64,
     data: &std::path::Path,
+    database: &strata_pipeline::db::DatabaseLocation,
+    keys: &std::path::Path,
 ) -> Result<ExitCode, String> {
-    let db = strata_server::pipeline::db::Db::open(&data.join("meta.db"))
-        .map_err(|e| format!("{}: {e}", data.display()))?;
+    let db = strata_server::pipeline::db::Db::open_location(
+        database,
+        data,
+        strata_server::pipeline::db::Migrations::Apply,
+    )
+    .map_err(|e| format!("{}: {e}", database.display(data)))?;
     let (partner, _) = db
         .partner_login(username)
         .map_err(|e| e.to_string())?
@@ -583,18 +618,27 @@ fn issue_jwt(
         }
     }
     let ring =
-        strata_server::jwt::Keyring::load_or_create(&data.join(strata_server::jwt::KEY_FILE), JWT_ISSUER)
-            .map_err(|e| format!("{}: {e}", data.display()))?;
+        strata_server::jwt::Keyring::load_or_create(&keys.join(strata_server::jwt::KEY_FILE), JWT_ISSUER)
+            .map_err(|e| format!("{}: {e}", keys.display()))?;
     let token = ring.issue(&partner.id, scopes, model, ttl, true).map_err(|e| e.to_string())?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
 }
 
-fn callback_secret(username: &str, data: &std::path::Path) -> ExitCode {
-    let db = match strata_server::pipeline::db::Db::open(&data.join("meta.db")) {
+fn callback_secret(
+    username: &str,
+    data: &std::path::Path,
+    database: &strata_pipeline::db::DatabaseLocation,
+) -> ExitCode {
+    let opened = strata_server::pipeline::db::Db::open_location(
+        database,
+        data,
+        strata_server::pipeline::db::Migrations::Apply,
+    );
+    let db = match opened {
         Ok(db) => db,
         Err(e) => {
-            eprintln!("error: {}: {e}", data.display());
+            eprintln!("error: {}: {e}", database.display(data));
             return ExitCode::FAILURE;
         }
     };

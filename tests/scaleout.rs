@@ -42,7 +42,7 @@ fn worker(data: &Path, env: &[(&'static str, String)], args: &[&str]) -> KillOnD
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(data.with_extension("log")).expect("log file"))
         .spawn()
         .expect("worker starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -165,7 +165,17 @@ fn two_servers_and_two_workers_share_one_database_and_bucket() {
         if let Some((_, by)) = running.iter().find(|(subject, _)| *subject == big_id) {
             break by.clone();
         }
-        assert!(Instant::now() < deadline, "no worker took the job");
+        assert!(
+            Instant::now() < deadline,
+            "no worker took the job; jobs: {:?}; worker logs:\n{}\n{}",
+            db.query_map("SELECT status, attempts, last_error FROM jobs", &[], |r| Ok((
+                r.get::<String>(0)?,
+                r.get::<i64>(1)?,
+                r.get::<Option<String>>(2)?
+            ))),
+            std::fs::read_to_string(dir.path().join("w1.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.path().join("w2.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let killed = pids.iter().position(|pid| holder.contains(&format!("-{pid}-"))).expect("a worker's lease");
@@ -277,6 +287,39 @@ fn two_servers_and_two_workers_share_one_database_and_bucket() {
         let c = client();
         let t = get_json_as(&c, &format!("{base_b}/tokens/{token}"), &cookie).await;
         assert_eq!(t["printing_job_status"], "SUCCESS", "{t}");
+    });
+
+    // Both servers sign with the keys in --secrets: they publish the same
+    // key set, and a JWT the CLI issues from the shared database and keys
+    // opens the model on either server.
+    let issued = run(&[
+        "admin",
+        "issue-jwt",
+        "--data",
+        &path("admin"),
+        "--database",
+        &url,
+        "--secrets",
+        secrets_arg,
+        "--partner",
+        p["username"].as_str().expect("username"),
+        "--scope",
+        "get.model",
+        "--model",
+        &big_id,
+    ]);
+    assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+    let jwt = String::from_utf8(issued.stdout).expect("utf-8").trim().to_string();
+    rt().block_on(async {
+        let c = client();
+        let jwks_a: Value = get_json_as(&c, &format!("{base_a}/.well-known/jwks.json"), "").await;
+        let jwks_b: Value = get_json_as(&c, &format!("{base_b}/.well-known/jwks.json"), "").await;
+        assert_eq!(jwks_a, jwks_b, "the servers publish one key set");
+        for base in [&base_a, &base_b] {
+            let r =
+                c.get(format!("{base}/api/v2/model/{big_id}")).bearer_auth(&jwt).send().await.expect("get");
+            assert_eq!(r.status(), StatusCode::OK, "{base}: {:?}", r.text().await);
+        }
     });
 
     // Every delivery the database holds went out exactly once, whichever

@@ -786,6 +786,41 @@ mod tests {
         }
     }
 
+    /// A job or callback queued on one connection wakes a listener on
+    /// another (PostgreSQL `LISTEN`/`NOTIFY`), once its transaction
+    /// commits: how idle workers on other machines learn of work.
+    #[test]
+    fn queued_work_wakes_postgres_listeners_after_commit() {
+        let Some(location) = testing::fresh_postgres() else { return };
+        let DatabaseLocation::Postgres(url) = &location else { unreachable!("a PostgreSQL location") };
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let tx = std::sync::Mutex::new(tx);
+        sql::listen(url, &[sql::JOBS_CHANNEL, sql::CALLBACKS_CHANNEL], move |c| {
+            let _ = tx.lock().expect("lock").send(c.to_string());
+        })
+        .expect("listens");
+        let db = Db::open_location(&location, Path::new("."), Migrations::Apply).expect("open");
+        let job = NewJob {
+            id: "j1".into(),
+            kind: JobKind::ProcessUpload,
+            subject: "m1".into(),
+            partner_id: None,
+            payload: "{}".into(),
+            max_attempts: 1,
+        };
+        {
+            let tx = db.begin().expect("begin");
+            db.enqueue_job(&job, now_ms()).expect("enqueue");
+            assert!(
+                rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(),
+                "notified before the transaction committed"
+            );
+            tx.commit().expect("commit");
+        }
+        let woken = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("woken after the commit");
+        assert_eq!(woken, sql::JOBS_CHANNEL);
+    }
+
     /// PostgreSQL's schema follows the same rules as SQLite's: applied once
     /// by whoever opens first, refused when newer than this build, and
     /// required (not applied) under `--no-migrate`.
