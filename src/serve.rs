@@ -236,13 +236,14 @@ pub(crate) fn worker(args: &WorkerArgs) -> ExitCode {
         config.workers = usize::from(n);
     }
     let shown = args.database.display(&args.data);
+    let jobs = config.workers;
     rt.block_on(async {
-        // Scripts read this line to know the worker is up.
-        println!("strata: worker on {shown}, {} job(s) at once", config.workers);
+        // Scripts read this line to know the worker is up (its store open).
+        let ready = |id: &str| println!("strata: worker {id} on {shown}, {jobs} job(s) at once");
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        match Server::work_until(config, stop).await {
+        match Server::work_until(config, ready, stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -91,7 +91,7 @@ fn two_servers_and_two_workers_share_one_database_and_bucket() {
         .chain(["--public-url", base_a.as_str(), "--jobs", "1", "--allow-private-callbacks"])
         .collect();
     let mut w1 = Some(worker(Path::new(&path("w1")), &env, &worker_args));
-    let w2 = worker(Path::new(&path("w2")), &env, &worker_args);
+    let mut w2 = worker(Path::new(&path("w2")), &env, &worker_args);
     let pids = [w1.as_ref().expect("w1").0.id(), w2.0.id()];
 
     let receiver = Receiver::start(&[]);
@@ -165,9 +165,14 @@ fn two_servers_and_two_workers_share_one_database_and_bucket() {
         if let Some((_, by)) = running.iter().find(|(subject, _)| *subject == big_id) {
             break by.clone();
         }
+        let exited: Vec<String> = [w1.as_mut().map(|w| &mut w.0), Some(&mut w2.0)]
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.try_wait().ok().flatten().map(|s| format!("pid {} exited: {s}", c.id())))
+            .collect();
         assert!(
-            Instant::now() < deadline,
-            "no worker took the job; jobs: {:?}; worker logs:\n{}\n{}",
+            exited.is_empty() && Instant::now() < deadline,
+            "no worker took the job ({exited:?}); jobs: {:?}; worker logs:\n{}\n{}",
             db.query_map("SELECT status, attempts, last_error FROM jobs", &[], |r| Ok((
                 r.get::<String>(0)?,
                 r.get::<i64>(1)?,

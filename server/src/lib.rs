@@ -502,9 +502,11 @@ impl Server {
     /// Runs as a worker (`strata worker`): no HTTP, only the shared job
     /// queue (processing uploads) and the callback sender, on the current
     /// tokio runtime, until `signal` completes. Jobs cut off then are run
-    /// again once their leases run out.
+    /// again once their leases run out. `ready` is called with the
+    /// worker's id once the store is open and the runner about to start.
     pub async fn work_until(
         config: Config,
+        ready: impl FnOnce(&str),
         signal: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServerError> {
         observe::metrics();
@@ -512,6 +514,7 @@ impl Server {
         let state = Arc::new(state::AppState::open(config, addr)?);
         tracing::info!(worker = %state.worker_id, "worker started");
         wake_on_notifications(&state)?;
+        ready(&state.worker_id);
         let jobs = tokio::spawn(jobs::run(state.clone()));
         let callbacks = tokio::spawn(callbacks::run(state.clone()));
         signal.await;
