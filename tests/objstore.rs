@@ -135,6 +135,27 @@ pub(crate) fn serve_with_env(
 
 pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
+/// `strata printer` pulls, verifies and prints the whole stream of `token`
+/// from `base` into `out`: it must succeed with every layer of
+/// `manifest`; its JSON summary.
+pub(crate) fn print_all(base: &str, token: &str, out: &Path, manifest: &Value) -> Value {
+    let printed = run(&[
+        "printer",
+        "--server",
+        base,
+        "--token",
+        token,
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let summary: Value = serde_json::from_slice(&printed.stdout).expect("json");
+    assert_eq!(summary["status"], "SUCCESS", "{summary}");
+    assert_eq!(summary["layers"], manifest["layer_count"], "{summary}");
+    summary
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -298,21 +319,7 @@ fn blobs_in_a_bucket_serve_uploads_downloads_and_printers() {
 
     // The printer client follows the redirects: it pulls, verifies and
     // prints the whole stream from the bucket and reports success.
-    let out = dir.path().join("print");
-    let printed = run(&[
-        "printer",
-        "--server",
-        &base,
-        "--token",
-        &token,
-        "--out",
-        out.to_str().expect("utf-8"),
-        "--json",
-    ]);
-    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
-    let summary: Value = serde_json::from_slice(&printed.stdout).expect("json");
-    assert_eq!(summary["status"], "SUCCESS", "{summary}");
-    assert_eq!(summary["layers"], manifest["layer_count"], "{summary}");
+    let summary = print_all(&base, &token, &dir.path().join("print"), &manifest);
     let total: u64 = manifest["chunks"]
         .as_array()
         .expect("chunks")

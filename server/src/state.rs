@@ -290,12 +290,11 @@ impl AppState {
             let key = shared_key("signup", table_key("ip", ip));
             let limit = i64::from(self.config.signups_per_hour);
             let now = now_ms();
-            return match self.db_call(|db| db.count_of(&key, window_ms(HOUR), now)) {
-                Ok(c) if c.n >= limit => Err(secs_until(c.resets_in_ms)),
-                Ok(_) => {
-                    let _ = self.db_call(|db| db.count_hit(&key, window_ms(HOUR), now));
-                    Ok(())
-                }
+            // One upsert, so servers signing up at once cannot both pass
+            // the last place.
+            return match self.db_call(|db| db.count_hit(&key, window_ms(HOUR), now)) {
+                Ok(c) if c.n > limit => Err(secs_until(c.resets_in_ms)),
+                Ok(_) => Ok(()),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the sign-up count");
                     Ok(())

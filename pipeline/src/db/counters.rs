@@ -8,7 +8,7 @@
 //! SQLite both run atomically. A single server keeps its exact in-memory
 //! token buckets instead; this table is used when the database is shared.
 
-use super::sql::params;
+use super::sql::{OptionalExt, params};
 
 use super::Db;
 use crate::PipelineError;
@@ -58,13 +58,12 @@ impl Db {
         let (start, resets_in_ms) = window(now, window_ms);
         let n = self
             .conn
-            .query_map(
+            .query_row(
                 "SELECT n FROM counters WHERE key = $1 AND window_start = $2",
                 params![key, start],
                 |r| r.get(0),
-            )?
-            .into_iter()
-            .next()
+            )
+            .optional()?
             .unwrap_or(0);
         Ok(WindowCount { n, resets_in_ms })
     }

@@ -262,12 +262,6 @@ impl Db {
         Ok(db)
     }
 
-    /// A PostgreSQL session with `config` (tests: a schema of their own
-    /// through its `options`), migrated.
-    pub fn open_postgres_with(config: tokio_postgres::Config) -> Result<Db, PipelineError> {
-        Db::open_postgres(Conn::postgres_with(config)?, Migrations::Apply)
-    }
-
     /// Which backend this repository is on.
     pub fn backend(&self) -> Backend {
         self.conn.backend()
@@ -352,12 +346,6 @@ impl Db {
         }
         let db = Db::open_location(location, data_dir, Migrations::Apply)?;
         Ok((before, db.applied_schema()?))
-    }
-
-    /// Applies what the SQLite database at `path` lacks; where it stood
-    /// before and after.
-    pub fn migrate_file(path: &Path) -> Result<(SchemaStatus, SchemaStatus), PipelineError> {
-        Db::migrate_at(&DatabaseLocation::Sqlite(path.to_path_buf()), Path::new("."))
     }
 
     /// Starts a write transaction holding the writer lock at once

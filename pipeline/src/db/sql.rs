@@ -111,6 +111,9 @@ pub enum DbError {
     /// PostgreSQL refused or failed (or its connection is gone).
     #[error("{}", pg_message(.0))]
     Postgres(#[from] tokio_postgres::Error),
+    /// The connection task could not run (the runtime is shutting down).
+    #[error("postgresql: connecting: {0}")]
+    Connect(String),
     /// A query that must return a row returned none.
     #[error("the query returned no row")]
     NoRows,
@@ -426,7 +429,7 @@ impl Row<'_> {
                     r.try_get::<_, Option<f32>>(index)?.map_or(Value::Null, |f| Value::Real(f.into()))
                 } else if *ty == Type::BYTEA {
                     r.try_get::<_, Option<&[u8]>>(index)?.map_or(Value::Null, Value::Blob)
-                } else if [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME, Type::UNKNOWN].contains(ty) {
+                } else if is_text(ty) {
                     r.try_get::<_, Option<&str>>(index)?.map_or(Value::Null, Value::Text)
                 } else {
                     return Err(column(format!(
@@ -437,6 +440,11 @@ impl Row<'_> {
             }
         }
     }
+}
+
+/// The PostgreSQL types read and bound as text.
+fn is_text(ty: &Type) -> bool {
+    [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME, Type::UNKNOWN].contains(ty)
 }
 
 /// A parameter as either backend binds it.
@@ -493,7 +501,7 @@ impl ToSql for Bind<'_> {
                 }
             }
             Value::Text(t) => {
-                if [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME, Type::UNKNOWN].contains(ty) {
+                if is_text(ty) {
                     out.extend_from_slice(t.as_bytes());
                     Ok(IsNull::No)
                 } else {
@@ -562,7 +570,7 @@ fn pg_connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client,
     });
     match futures_executor::block_on(task) {
         Ok(client) => Ok(client?),
-        Err(join) => Err(DbError::Column { index: 0, message: format!("connecting: {join}") }),
+        Err(join) => Err(DbError::Connect(join.to_string())),
     }
 }
 
@@ -606,17 +614,15 @@ impl PgConn {
     fn query(&self, sql: &str, params: &[&dyn Param]) -> Result<Vec<tokio_postgres::Row>, DbError> {
         let statement = self.statement(sql)?;
         let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.value())).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
         let client = self.client()?;
-        Ok(futures_executor::block_on(client.query(&statement, &refs))?)
+        Ok(futures_executor::block_on(client.query(&statement, &pg_params(&binds)))?)
     }
 
     fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, DbError> {
         let statement = self.statement(sql)?;
         let binds: Vec<Bind<'_>> = params.iter().map(|p| Bind(p.value())).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
         let client = self.client()?;
-        Ok(futures_executor::block_on(client.execute(&statement, &refs))?)
+        Ok(futures_executor::block_on(client.execute(&statement, &pg_params(&binds)))?)
     }
 
     fn batch(&self, sql: &str) -> Result<(), DbError> {
@@ -698,6 +704,11 @@ async fn listen_once(
     }
     driver.abort();
     Ok(())
+}
+
+/// `binds` as tokio-postgres takes parameters.
+fn pg_params<'a>(binds: &'a [Bind<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect()
 }
 
 /// One connection to either backend.
